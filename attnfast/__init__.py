@@ -1,0 +1,15 @@
+"""attnfast: fused kernels for single-head attention, the Boom layer and NTM/DNC memory.
+
+Every op runs on one of four backends -- ``reference`` (pure PyTorch), ``cpu`` (C++ kernels),
+``cuda`` (hand-written CUDA kernels), ``triton`` -- chosen per call (``backend=...``) or by
+``ATTNFAST_BACKEND``; ``explain(op, *args)`` says which one runs and why.
+"""
+from attnfast import _extension
+from attnfast._extension import build_info
+from attnfast.dispatch import BackendUnavailable, backends, explain
+from attnfast.ops.boom import boom
+from attnfast import nn, reference  # noqa: F401
+
+__version__ = "0.1.0"
+
+__all__ = ["boom", "build_info", "backends", "explain", "BackendUnavailable", "nn", "reference"]

@@ -1,0 +1,50 @@
+"""Loads the compiled extension attnfast._C.
+
+If it is missing (a pure-Python checkout) or was built against another torch, importing
+attnfast still works: a warning says why, and every op runs on the PyTorch reference.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+_C = None
+LOAD_ERROR: str | None = None
+
+try:
+    from attnfast import _C as _compiled  # noqa: F401  (registers torch.ops.attnfast.*)
+
+    _built_for = _compiled.build_info().get("torch_version", "")
+    if _built_for.split("+")[0] != torch.__version__.split("+")[0]:
+        LOAD_ERROR = (
+            f"attnfast._C was built against torch {_built_for} but torch {torch.__version__} "
+            "is running; rebuild with `pip install --no-build-isolation -e .`"
+        )
+    else:
+        _C = _compiled
+except (ImportError, OSError) as exc:  # missing, or undefined symbols from another torch
+    LOAD_ERROR = f"attnfast._C could not be loaded ({exc})"
+
+if LOAD_ERROR is not None:
+    warnings.warn(
+        f"{LOAD_ERROR}. attnfast falls back to its PyTorch reference implementations.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+
+def loaded() -> bool:
+    return _C is not None
+
+
+def build_info() -> dict:
+    """How the compiled extension was built (backends, CUDA archs, compiler, torch, OpenMP, CPU
+    ISA in use), or why it is not available."""
+    if _C is None:
+        return {"backends": [], "error": LOAD_ERROR}
+    return dict(_C.build_info())
+
+
+def has_cuda_kernels() -> bool:
+    return _C is not None and "cuda" in _C.build_info()["backends"]

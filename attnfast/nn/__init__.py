@@ -1,0 +1,2 @@
+"""Drop-in modules. Each takes ``backend="auto"`` and passes it to its ops."""
+from attnfast.nn.boom import Boom  # noqa: F401

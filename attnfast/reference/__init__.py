@@ -1,0 +1,6 @@
+"""Pure-PyTorch reference implementations: the test oracle and the fallback of every op.
+
+They use only torch operations (autograd gives their backward) and never import kernels.
+"""
+from attnfast.reference.boom import boom  # noqa: F401
+from attnfast.reference.dropout import dropout_keep_mask  # noqa: F401

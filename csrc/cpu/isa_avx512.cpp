@@ -1,0 +1,9 @@
+// CPU kernels for AVX-512 (F, BW, VL, DQ, BF16: Cooper Lake, Sapphire Rapids, Zen 4 and later).
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma,f16c,bmi,bmi2")
+#define ATTNFAST_CPU_ISA avx512
+#include "cpu/isa_kernels.h"
+#else  // other targets: the generic build under this name
+#define ATTNFAST_CPU_ISA avx512
+#include "cpu/isa_kernels.h"
+#endif

@@ -1,0 +1,21 @@
+// Every attnfast op schema, in one place. Kernels register implementations per device with
+// TORCH_LIBRARY_IMPL(attnfast, CPU|CUDA, m) next to their code; Python registers the fake
+// (meta) kernels and autograd formulas in attnfast/ops/. Integer enums in the schemas:
+//   activation: 0 gelu_sigmoid, 1 gelu (erf), 2 gelu_tanh, 3 relu   (csrc/common/activations.h)
+#include <torch/library.h>
+
+TORCH_LIBRARY(attnfast, m) {
+  // ---- Boom (csrc/cpu/boom.cpp, csrc/cuda/boom.cu) -------------------------------------------
+  // x (N, K), weight (F, K), bias (F,) or None; chunk_width C in [1, F].
+  // out (N, C) = sum over j < F // C of dropout(act(x W^T + b))[:, j C : (j + 1) C].
+  // preact (N, (F // C) * C) = x W^T + b when save_preact, else an empty (0,) tensor.
+  m.def(
+      "boom_forward(Tensor x, Tensor weight, Tensor? bias, int activation, int chunk_width, "
+      "float dropout_p, int seed, bool save_preact) -> (Tensor out, Tensor preact)");
+  // Gradients of boom_forward from the saved pre-activation: (grad_x, grad_weight, grad_bias);
+  // grad_bias is an empty (0,) tensor when has_bias is false.
+  m.def(
+      "boom_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor preact, bool has_bias, "
+      "int activation, int chunk_width, float dropout_p, int seed) "
+      "-> (Tensor grad_x, Tensor grad_weight, Tensor grad_bias)");
+}
