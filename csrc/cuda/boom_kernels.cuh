@@ -486,8 +486,11 @@ __device__ __forceinline__ float boom_dz_rows(const T* __restrict__ grad_out,
       g = keep ? g * d.scale : 0.f;
     }
     const float v = g * act::backward<A>(to_f32<T>(preact[r * f_used + f]));
-    dz[r * f_used + f] = from_f32<T>(v);
-    colsum += v;  // the bias gradient sums the fp32 dz (before rounding to T)
+    const T v_t = from_f32<T>(v);
+    dz[r * f_used + f] = v_t;
+    // The bias gradient sums, in fp32, the dz that the weight GEMMs see (rounded to T), as the
+    // CPU backend does (at::sum(dz, 0, kFloat)).
+    colsum += to_f32<T>(v_t);
   }
   return colsum;
 }
