@@ -46,5 +46,13 @@ def build_info() -> dict:
     return dict(_C.build_info())
 
 
+# Fixed for the life of the process; read once so dispatch stays traceable by torch.compile.
+_STATIC_INFO = dict(_C.build_info()) if _C is not None else {}
+
+
 def has_cuda_kernels() -> bool:
-    return _C is not None and "cuda" in _C.build_info()["backends"]
+    return "cuda" in _STATIC_INFO.get("backends", ())
+
+
+def cuda_missing_reason() -> str:
+    return _STATIC_INFO.get("cuda_missing_reason") or "not built"

@@ -13,7 +13,7 @@ The process default comes from ``ATTNFAST_BACKEND`` (default ``auto``).
 from __future__ import annotations
 
 import dataclasses
-import functools
+import importlib.util
 import os
 from typing import Any, Callable
 
@@ -34,31 +34,40 @@ def triton_interpreter_on() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-@functools.lru_cache(maxsize=None)
-def _triton_import_error() -> str | None:
-    try:
-        import triton  # noqa: F401
-
-        import triton_kernels  # noqa: F401
-    except Exception as exc:  # ImportError, or triton failing to find a driver
-        return f"triton cannot be imported ({type(exc).__name__}: {exc})"
+def _triton_missing() -> str | None:
+    for module in ("triton", "triton_kernels"):
+        if importlib.util.find_spec(module) is None:
+            return f"the {module} package is not installed"
     return None
 
 
+_STATUS: dict[str, str | None] | None = None
+
+
 def backend_status() -> dict[str, str | None]:
-    """Each backend -> None if it can run in this process, else the reason it cannot."""
+    """Each backend -> None if it can run in this process, else the reason it cannot.
+
+    Computed once per process (it depends only on the build, the installed packages, the GPU and
+    TRITON_INTERPRET), so that dispatch costs a dict lookup and torch.compile can trace it.
+    """
+    global _STATUS
+    if _STATUS is None:
+        _STATUS = _compute_status()
+    return _STATUS
+
+
+def _compute_status() -> dict[str, str | None]:
     status: dict[str, str | None] = {"reference": None}
     status["cpu"] = None if _extension.loaded() else _extension.LOAD_ERROR
     if not _extension.loaded():
         status["cuda"] = _extension.LOAD_ERROR
     elif not _extension.has_cuda_kernels():
-        why = _extension.build_info().get("cuda_missing_reason") or "not built"
-        status["cuda"] = f"attnfast._C was built without CUDA kernels ({why})"
+        status["cuda"] = f"attnfast._C was built without CUDA kernels ({_extension.cuda_missing_reason()})"
     elif not torch.cuda.is_available():
         status["cuda"] = "no CUDA device is available (torch.cuda.is_available() is False)"
     else:
         status["cuda"] = None
-    triton_err = _triton_import_error()
+    triton_err = _triton_missing()
     if triton_err:
         status["triton"] = triton_err
     elif not torch.cuda.is_available() and not triton_interpreter_on():
@@ -69,8 +78,8 @@ def backend_status() -> dict[str, str | None]:
 
 
 def backends() -> dict[str, str | None]:
-    """Public alias of :func:`backend_status`."""
-    return backend_status()
+    """Which backends can run in this process: name -> None if available, else why not."""
+    return dict(backend_status())
 
 
 def default_backend() -> str:
