@@ -52,10 +52,10 @@ void check_cuda(const at::Tensor& t, const char* name) {
 
 std::tuple<at::Tensor, at::Tensor> boom_forward_cuda(const at::Tensor& x,
                                                      const at::Tensor& weight,
-                                                const std::optional<at::Tensor>& bias,
-                                                int64_t activation, int64_t chunk_width,
-                                                double dropout_p, int64_t seed,
-                                                bool save_preact) {
+                                                     const std::optional<at::Tensor>& bias,
+                                                     int64_t activation, int64_t chunk_width,
+                                                     double dropout_p, int64_t seed,
+                                                     bool save_preact) {
   checks::boom_forward(x, weight, bias, activation, chunk_width, dropout_p);
   check_cuda(x, "x");
   check_cuda(weight, "weight");

@@ -373,13 +373,20 @@ __global__ void __launch_bounds__(tc::kThreads, 1)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[mt][nt][e] = sum[mt][nt][e] = 0.f;
 
+  // (chunk, k-tile) of the next tile to load; advanced incrementally (no 64-bit divisions in
+  // the main loop).
+  int64_t ld_j = 0, ld_kt = 0;
+
   // Prologue: tiles 0 .. kStages-2 (one commit group each, possibly empty).
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
     if (s < total) {
-      const int64_t j = s / kt_count, kt = s % kt_count;
-      tc_load_tile<T>(sA + s * kAStage, sB + s * kBStage, x, w, n0, c0, j, kt * kBK, N, K, C,
-                      tid);
+      tc_load_tile<T>(sA + s * kAStage, sB + s * kBStage, x, w, n0, c0, ld_j, ld_kt * kBK, N, K,
+                      C, tid);
+      if (++ld_kt == kt_count) {
+        ld_kt = 0;
+        ++ld_j;
+      }
     }
     hw::cp_async_commit();
   }
@@ -394,23 +401,25 @@ __global__ void __launch_bounds__(tc::kThreads, 1)
   const int b_row = wn * kWN + (lane & 7) + (lane >> 4) * 8;
   const int b_col = ((lane >> 3) & 1) * 8;
 
+  int rd_stage = 0, wr_stage = kStages - 1;  // stage read at `it`, stage loaded at `it`
+  int64_t cur_j = 0, cur_kt = 0;               // (chunk, k-tile) of tile `it`
   for (int64_t it = 0; it < total; ++it) {
     hw::cp_async_wait<kStages - 2>();  // tile `it` has landed (for this thread's copies)
     __syncthreads();                   // ... for all threads; stage (it - 1) % S is free again
-    {
-      const int64_t nx = it + kStages - 1;
-      if (nx < total) {
-        const int s = static_cast<int>(nx % kStages);
-        const int64_t j = nx / kt_count, kt = nx % kt_count;
-        tc_load_tile<T>(sA + s * kAStage, sB + s * kBStage, x, w, n0, c0, j, kt * kBK, N, K, C,
-                        tid);
+    if (it + kStages - 1 < total) {
+      tc_load_tile<T>(sA + wr_stage * kAStage, sB + wr_stage * kBStage, x, w, n0, c0, ld_j,
+                      ld_kt * kBK, N, K, C, tid);
+      if (++ld_kt == kt_count) {
+        ld_kt = 0;
+        ++ld_j;
       }
-      hw::cp_async_commit();
     }
+    hw::cp_async_commit();  // possibly empty: keeps the group count in step with `it`
+    wr_stage = wr_stage + 1 == kStages ? 0 : wr_stage + 1;
 
-    const int s = static_cast<int>(it % kStages);
-    const T* a_st = sA + s * kAStage;
-    const T* b_st = sB + s * kBStage;
+    const T* a_st = sA + rd_stage * kAStage;
+    const T* b_st = sB + rd_stage * kBStage;
+    rd_stage = rd_stage + 1 == kStages ? 0 : rd_stage + 1;
 #pragma unroll
     for (int kk = 0; kk < kBK; kk += 16) {
       uint32_t af[kMT][4];
@@ -430,11 +439,12 @@ __global__ void __launch_bounds__(tc::kThreads, 1)
           hw::mma_m16n8k16<T>(acc[mt][nt], af[mt], bfr[nt], acc[mt][nt]);
     }
 
-    if (it % kt_count == kt_count - 1) {
-      const int64_t j = it / kt_count;
+    if (++cur_kt == kt_count) {  // last k-tile of chunk cur_j: fold it into `sum`
       ATTNFAST_BOOM_ACT_SWITCH(act_id, tc_epilogue<kAct, T>(acc, sum, bias, preact,
                                                             n0 + wm * kWM, c0 + wn * kWN, lane,
-                                                            j, N, F, C, d))
+                                                            cur_j, N, F, C, d))
+      cur_kt = 0;
+      ++cur_j;
     }
   }
   hw::cp_async_wait<0>();
