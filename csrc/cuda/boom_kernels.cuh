@@ -621,3 +621,5 @@ void boom_backward_dz(const T* grad_out, const T* preact, T* dz, float* grad_bia
 
 }  // namespace cuda
 }  // namespace attnfast
+
+#undef ATTNFAST_BOOM_ACT_SWITCH
