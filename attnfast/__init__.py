@@ -7,9 +7,10 @@ Every op runs on one of four backends -- ``reference`` (pure PyTorch), ``cpu`` (
 from attnfast import _extension
 from attnfast._extension import build_info
 from attnfast.dispatch import BackendUnavailable, backends, explain
+from attnfast.ops.attention import scaled_dot_product_attention, single_head_attention
 from attnfast.ops.boom import boom
 from attnfast import nn, reference  # noqa: F401
 
 __version__ = "0.1.0"
 
-__all__ = ["boom", "build_info", "backends", "explain", "BackendUnavailable", "nn", "reference"]
+__all__ = ["single_head_attention", "scaled_dot_product_attention", "boom", "build_info", "backends", "explain", "BackendUnavailable", "nn", "reference"]

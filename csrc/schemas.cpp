@@ -18,4 +18,24 @@ TORCH_LIBRARY(attnfast, m) {
       "boom_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor preact, bool has_bias, "
       "int activation, int chunk_width, float dropout_p, int seed) "
       "-> (Tensor grad_x, Tensor grad_weight, Tensor grad_bias)");
+
+  // ---- Single-head attention (csrc/cpu/attention.cpp, csrc/cuda/attention*.cu) -----------------
+  // q (B, Lq, D), k (B, Lk, D), v (B, Lk, Dv): one dtype (fp32/bf16/fp16), one device, last dim
+  // contiguous (other strides arbitrary). bias: optional additive fp32 mask broadcastable to
+  // (B, Lq, Lk), passed as an expanded (B, Lq, Lk) view (0 strides allowed; -inf = masked).
+  // causal: bottom-right aligned, query i sees key j iff j <= i + (Lk - Lq).
+  // scores s = scale * q k^T + bias; out (B, Lq, Dv) in q's dtype = dropout(softmax(s)) v;
+  // lse (B, Lq) fp32 = natural-log logsumexp_j s_ij, -inf for a fully masked row (whose output
+  // and gradients are 0). Dropout: Philox (csrc/common/philox.h) at counter index
+  // (b * Lq + i) * Lk + j of the (B, Lq, Lk) weight matrix.
+  m.def(
+      "attention_forward(Tensor q, Tensor k, Tensor v, Tensor? bias, bool causal, float scale, "
+      "float dropout_p, int seed) -> (Tensor out, Tensor lse)");
+  // Flash-style backward: P recomputed from q, k, lse; D_i = rowsum(dO * O) in fp32. No
+  // gradient for bias. deterministic=True: bitwise repeatable (no atomics); the CPU kernels are
+  // always deterministic.
+  m.def(
+      "attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
+      "Tensor? bias, bool causal, float scale, float dropout_p, int seed, bool deterministic) "
+      "-> (Tensor grad_q, Tensor grad_k, Tensor grad_v)");
 }

@@ -1,2 +1,3 @@
 """Drop-in modules. Each takes ``backend="auto"`` and passes it to its ops."""
+from attnfast.nn.attention import SingleHeadAttention  # noqa: F401
 from attnfast.nn.boom import Boom  # noqa: F401

@@ -2,5 +2,6 @@
 
 They use only torch operations (autograd gives their backward) and never import kernels.
 """
+from attnfast.reference.attention import attention  # noqa: F401
 from attnfast.reference.boom import boom  # noqa: F401
 from attnfast.reference.dropout import dropout_keep_mask  # noqa: F401

@@ -1,0 +1,404 @@
+"""Single-head attention: validation, mask building, backend implementations, fake kernels,
+autograd, and the torch SDPA drop-in.
+
+Compiled backends share one contract (csrc/schemas.cpp, attention section):
+``attention_forward(q, k, v, bias, causal, scale, dropout_p, seed) -> (out, lse)`` and
+``attention_backward(grad_out, q, k, v, out, lse, bias, causal, scale, dropout_p, seed,
+deterministic) -> (grad_q, grad_k, grad_v)``. This module turns boolean masks and
+``key_padding_mask`` into the additive fp32 ``bias`` (an expanded view: key padding alone is a
+(B, 1, Lk) tensor seen as (B, Lq, Lk) through a 0 stride, so it costs nothing), makes the last
+dim of q/k/v contiguous (the kernels accept any other strides), and draws the dropout seed.
+The bias gets no gradient from the compiled backends (it is a mask).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn.functional as F
+
+from attnfast import _extension, dispatch, reference
+from attnfast.reference.attention import weights_and_lse
+from attnfast.dispatch import Implementation, Op, device_reasons
+
+KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+FORWARD = "attnfast::attention_forward"
+BACKWARD = "attnfast::attention_backward"
+
+
+@dataclasses.dataclass
+class AttentionInputs:
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    bias: torch.Tensor | None  # fp32, expanded to (B, Lq, Lk), or None
+    causal: bool
+    scale: float
+    dropout_p: float  # effective: 0 unless training
+    seed: int
+    return_weights: bool
+
+    @property
+    def device(self):
+        return self.q.device
+
+    @property
+    def dtype(self):
+        return self.q.dtype
+
+
+def _check_tensor(name, t, ndim):
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
+
+
+def _broadcast_to(t, shape):
+    try:
+        return t.expand(shape) if t.dim() <= len(shape) else None
+    except RuntimeError:
+        return None
+
+
+def build_bias(attn_mask, key_padding_mask, shape, device) -> torch.Tensor | None:
+    """The additive fp32 mask (expanded to ``shape`` = (B, Lq, Lk)) of a boolean (True = keep)
+    or float attn_mask and a boolean key_padding_mask (B, Lk) (True = padding), or None."""
+    b, lq, lk = shape
+    bias = None
+    if attn_mask is not None:
+        if not isinstance(attn_mask, torch.Tensor):
+            raise ValueError(f"attn_mask must be a torch.Tensor, got {type(attn_mask).__name__}")
+        if attn_mask.device != device:
+            raise ValueError(f"attn_mask is on {attn_mask.device} but q is on {device}")
+        if attn_mask.dtype == torch.bool:
+            m = torch.zeros(attn_mask.shape, dtype=torch.float32, device=device)
+            m = m.masked_fill(~attn_mask, float("-inf"))
+        elif attn_mask.is_floating_point():
+            m = attn_mask.float()
+        else:
+            raise ValueError(f"attn_mask must be boolean (True = keep) or floating (additive), "
+                             f"got {attn_mask.dtype}")
+        bias = _broadcast_to(m, shape)
+        if bias is None:
+            raise ValueError(f"attn_mask of shape {tuple(attn_mask.shape)} is not broadcastable "
+                             f"to (B, Lq, Lk) = {tuple(shape)}")
+    if key_padding_mask is not None:
+        if not isinstance(key_padding_mask, torch.Tensor) or key_padding_mask.dtype != torch.bool:
+            raise ValueError("key_padding_mask must be a boolean tensor (True = padding)")
+        if tuple(key_padding_mask.shape) != (b, lk):
+            raise ValueError(f"key_padding_mask must have shape (B, Lk) = ({b}, {lk}), got "
+                             f"{tuple(key_padding_mask.shape)}")
+        if key_padding_mask.device != device:
+            raise ValueError(f"key_padding_mask is on {key_padding_mask.device} but q is on {device}")
+        pad = torch.zeros((b, 1, lk), dtype=torch.float32, device=device)
+        pad = pad.masked_fill(key_padding_mask.unsqueeze(1), float("-inf"))
+        bias = pad.expand(shape) if bias is None else (bias + pad).expand(shape)
+    return bias
+
+
+def prepare(q, k, v, *, causal=False, attn_mask=None, key_padding_mask=None, dropout_p=0.0,
+            training=False, scale=None, return_weights=False, seed=None) -> AttentionInputs:
+    _check_tensor("q", q, 3)
+    _check_tensor("k", k, 3)
+    _check_tensor("v", v, 3)
+    b, lq, d = q.shape
+    if tuple(k.shape[::2]) != (b, d):
+        raise ValueError(f"k must have shape (B, Lk, D) = ({b}, Lk, {d}) to match q {tuple(q.shape)}, "
+                         f"got {tuple(k.shape)}")
+    if v.shape[0] != b or v.shape[1] != k.shape[1]:
+        raise ValueError(f"v must have shape (B, Lk, Dv) = ({b}, {k.shape[1]}, Dv), got {tuple(v.shape)}")
+    if not q.is_floating_point():
+        raise ValueError(f"q must be a floating-point tensor, got {q.dtype}")
+    for name, t in (("k", k), ("v", v)):
+        if t.dtype != q.dtype:
+            raise ValueError(f"{name} dtype {t.dtype} must match q dtype {q.dtype}")
+        if t.device != q.device:
+            raise ValueError(f"{name} is on {t.device} but q is on {q.device}")
+    if not (isinstance(dropout_p, (int, float)) and 0.0 <= dropout_p < 1.0):
+        raise ValueError(f"dropout_p must be a float in [0, 1), got {dropout_p!r}")
+    if scale is None:
+        scale = 1.0 / math.sqrt(d) if d > 0 else 1.0
+    elif not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        raise ValueError(f"scale must be a finite float or None, got {scale!r}")
+    bias = build_bias(attn_mask, key_padding_mask, (b, lq, k.shape[1]), q.device)
+    p = float(dropout_p) if training else 0.0
+    if p > 0.0 and seed is None:
+        # One draw from torch's generator, so torch.manual_seed makes runs repeatable.
+        seed = int(torch.randint(0, 2**62, (), dtype=torch.int64).item())
+    return AttentionInputs(q, k, v, bias, bool(causal), float(scale), p, int(seed or 0),
+                           bool(return_weights))
+
+
+# ---- compiled ops: fake kernels and autograd ------------------------------------------------
+
+def _fake_forward(q, k, v, bias, causal, scale, dropout_p, seed):
+    out = q.new_empty((q.shape[0], q.shape[1], v.shape[2]))
+    lse = q.new_empty((q.shape[0], q.shape[1]), dtype=torch.float32)
+    return out, lse
+
+
+def _fake_backward(grad_out, q, k, v, out, lse, bias, causal, scale, dropout_p, seed, deterministic):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def _deterministic_default() -> bool:
+    # The deterministic (no atomics, bitwise repeatable) backward when torch is asked for
+    # deterministic algorithms (torch.use_deterministic_algorithms(True)).
+    return torch.are_deterministic_algorithms_enabled()
+
+
+def _register_autograd(forward_name: str, backward_op):
+    def setup_context(ctx, inputs, output):
+        q, k, v, bias, causal, scale, dropout_p, seed = inputs
+        out, lse = output
+        ctx.save_for_backward(q, k, v, out, lse, bias)
+        ctx.args = (causal, scale, dropout_p, seed)
+
+    def backward(ctx, grad_out, _grad_lse):
+        # lse is an auxiliary output for the backward; its gradient is not propagated (the
+        # public API never returns it with a graph).
+        q, k, v, out, lse, bias = ctx.saved_tensors
+        causal, scale, dropout_p, seed = ctx.args
+        gq, gk, gv = backward_op(grad_out.contiguous(), q, k, v, out, lse, bias, causal, scale,
+                                 dropout_p, seed, _deterministic_default())
+        return gq, gk, gv, None, None, None, None, None
+
+    torch.library.register_autograd(forward_name, backward, setup_context=setup_context)
+
+
+def _has_kernel(op: str, key: str) -> bool:
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key(op, key)
+    except RuntimeError:  # the schema is not registered (extension missing)
+        return False
+
+
+def _schema_registered() -> bool:
+    try:
+        torch._C._dispatch_find_schema_or_throw(FORWARD, "")
+        torch._C._dispatch_find_schema_or_throw(BACKWARD, "")
+        return True
+    except RuntimeError:  # an attnfast._C built before the attention schemas
+        return False
+
+
+if _extension.loaded() and _schema_registered():
+    torch.library.register_fake(FORWARD)(_fake_forward)
+    torch.library.register_fake(BACKWARD)(_fake_backward)
+    _register_autograd(FORWARD, torch.ops.attnfast.attention_backward)
+
+
+# ---- backend implementations ---------------------------------------------------------------
+
+def _last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
+    return t if t.stride(-1) == 1 or t.shape[-1] <= 1 else t.contiguous()
+
+
+def _run_reference(inp: AttentionInputs):
+    res = reference.attention(inp.q, inp.k, inp.v, inp.bias, inp.causal, inp.scale,
+                              inp.dropout_p, inp.seed, return_weights=inp.return_weights)
+    return (res[0], res[2]) if inp.return_weights else res[0]
+
+
+def _run_compiled(forward_op):
+    def run(inp: AttentionInputs):
+        q, k, v = (_last_dim_contiguous(t) for t in (inp.q, inp.k, inp.v))
+        out, _ = forward_op(q, k, v, inp.bias, inp.causal, inp.scale, inp.dropout_p, inp.seed)
+        if not inp.return_weights:
+            return out
+        # The slower path: the (B, Lq, Lk) weights are materialised in torch (differentiable,
+        # the same Philox mask), the output still comes from the kernel.
+        w, _ = weights_and_lse(inp.q, inp.k, inp.bias, inp.causal, inp.scale,
+                                         inp.dropout_p, inp.seed)
+        return out, w
+
+    return run
+
+
+def _compiled_refuses(backend: str, key: str):
+    def refuses(inp: AttentionInputs) -> list[str]:
+        reasons = device_reasons(inp, backend, KERNEL_DTYPES)
+        if not _has_kernel(FORWARD, key):
+            reasons.append(f"attnfast._C has no {key} kernel for attention_forward")
+        return reasons
+
+    return refuses
+
+
+def _triton_refuses(inp: AttentionInputs) -> list[str]:
+    reasons = device_reasons(inp, "triton", KERNEL_DTYPES)
+    try:
+        import triton_kernels.attention  # noqa: F401
+    except ImportError as exc:
+        reasons.append(f"triton_kernels/attention.py cannot be imported ({exc}); the Triton "
+                       "attention kernels are not written yet")
+    return reasons
+
+
+# The Triton kernels are Python functions, so their ops are defined here (same schema as the
+# compiled attention_forward/backward, suffixed _triton) rather than in csrc/schemas.cpp.
+@torch.library.custom_op("attnfast::attention_forward_triton", mutates_args=())
+def _attention_forward_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                              bias: torch.Tensor | None, causal: bool, scale: float,
+                              dropout_p: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    from triton_kernels import attention as tk
+
+    return tk.attention_forward(q, k, v, bias, causal, scale, dropout_p, seed)
+
+
+@torch.library.custom_op("attnfast::attention_backward_triton", mutates_args=())
+def _attention_backward_triton(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
+                               v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
+                               bias: torch.Tensor | None, causal: bool, scale: float,
+                               dropout_p: float, seed: int, deterministic: bool
+                               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from triton_kernels import attention as tk
+
+    return tk.attention_backward(grad_out, q, k, v, out, lse, bias, causal, scale, dropout_p,
+                                 seed, deterministic)
+
+
+_attention_forward_triton.register_fake(_fake_forward)
+_attention_backward_triton.register_fake(_fake_backward)
+_register_autograd("attnfast::attention_forward_triton", _attention_backward_triton)
+
+
+ATTENTION = dispatch.register(Op("single_head_attention", prepare, [
+    Implementation("reference", lambda inp: [], _run_reference),
+    Implementation("cpu", _compiled_refuses("cpu", "CPU"),
+                   _run_compiled(lambda *a: torch.ops.attnfast.attention_forward(*a))),
+    Implementation("cuda", _compiled_refuses("cuda", "CUDA"),
+                   _run_compiled(lambda *a: torch.ops.attnfast.attention_forward(*a))),
+    Implementation("triton", _triton_refuses,
+                   _run_compiled(lambda *a: torch.ops.attnfast.attention_forward_triton(*a))),
+]))
+
+
+def single_head_attention(q, k, v, *, causal=False, attn_mask=None, key_padding_mask=None,
+                          dropout_p=0.0, training=False, scale=None, return_weights=False,
+                          seed=None, backend=None):
+    """Fused single-head attention ``softmax(scale * q k^T + mask) v``, flash-style.
+
+    Args:
+        q: (B, Lq, D); k: (B, Lk, D); v: (B, Lk, Dv): one dtype (fp32 / bf16 / fp16 on the
+            compiled backends), one device, any strides.
+        causal: bottom-right aligned -- query i sees keys j <= i + (Lk - Lq), so with a memory
+            of Lk - Lq earlier positions every query sees all of it (SHA-RNN's case).
+        attn_mask: boolean (True = keep) or additive float, broadcastable to (B, Lq, Lk).
+        key_padding_mask: (B, Lk) boolean, True = padding (ignored key).
+        dropout_p, training, seed: dropout on the attention weights (only when ``training``),
+            with attnfast's counter-based Philox mask (the same in every backend for a seed);
+            the seed is drawn from torch's generator when None.
+        scale: default 1 / sqrt(D).
+        return_weights: also return the (B, Lq, Lk) weights after dropout (a slower path that
+            materialises them).
+        backend: ``"auto"`` (default, or ``ATTNFAST_BACKEND``), ``"reference"``, ``"cpu"``,
+            ``"cuda"``, ``"triton"``.
+
+    A row whose keys are all masked returns zeros (never NaN). Masks get no gradient on the
+    compiled backends.
+
+    Returns:
+        out (B, Lq, Dv), or (out, weights) with ``return_weights``.
+    """
+    inp = prepare(q, k, v, causal=causal, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
+                  dropout_p=dropout_p, training=training, scale=scale,
+                  return_weights=return_weights, seed=seed)
+    return ATTENTION(inp, backend)
+
+
+single_head_attention.__attnfast_op__ = "single_head_attention"
+
+
+# ---- the torch.nn.functional.scaled_dot_product_attention drop-in ---------------------------
+
+def _sdpa_route(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa):
+    """(q3, k3, v3, mask3, lead) for attnfast's kernels, or None to use torch's SDPA."""
+    ts = (query, key, value)
+    if not all(isinstance(t, torch.Tensor) for t in ts) or any(t.is_nested for t in ts):
+        return None
+    if dropout_p > 0.0:
+        # torch's SDPA applies dropout with torch's RNG; attnfast's Philox stream differs, so
+        # dropout goes to torch and torch.manual_seed keeps meaning what it means there.
+        return None
+    if query.dim() < 3 or key.dim() != query.dim() or value.dim() != query.dim():
+        return None
+    if query.dtype not in KERNEL_DTYPES or key.dtype != query.dtype or value.dtype != query.dtype:
+        return None
+    if key.device != query.device or value.device != query.device:
+        return None
+    if is_causal and attn_mask is not None:
+        return None  # torch raises its own error for this
+    if attn_mask is not None and not isinstance(attn_mask, torch.Tensor):
+        return None
+    lq, lk = query.shape[-2], key.shape[-2]
+    if key.shape[-1] != query.shape[-1] or value.shape[-2] != lk:
+        return None
+    if enable_gqa and query.dim() >= 4:
+        hq, hk, hv = query.shape[-3], key.shape[-3], value.shape[-3]
+        if hk != hv or hq % hk != 0:
+            return None
+        if hq != hk:
+            key = key.repeat_interleave(hq // hk, dim=-3)
+            value = value.repeat_interleave(hq // hk, dim=-3)
+    lead = query.shape[:-2]
+    if key.shape[:-2] != lead or value.shape[:-2] != lead:
+        return None
+    b = math.prod(lead)
+    q3 = query.reshape(b, lq, query.shape[-1])
+    k3 = key.reshape(b, lk, key.shape[-1])
+    v3 = value.reshape(b, lk, value.shape[-1])
+    mask3 = None
+    if attn_mask is not None:
+        if attn_mask.dim() > query.dim():
+            return None
+        try:
+            mask3 = attn_mask.expand(*lead, lq, lk).reshape(b, lq, lk)
+        except RuntimeError:
+            return None
+    causal = False
+    if is_causal:
+        if lq == lk:
+            causal = True  # top-left and bottom-right alignment coincide
+        else:
+            # torch's is_causal is aligned top-left: query i sees keys j <= i.
+            mask3 = torch.ones(lq, lk, dtype=torch.bool, device=query.device).tril().expand(b, lq, lk)
+    return q3, k3, v3, mask3, causal, lead
+
+
+def _sdpa_backend(q3) -> str | None:
+    """The compiled attnfast backend that would take these inputs under backend='auto', or None."""
+    for name in dispatch.AUTO_ORDER.get(q3.device.type, ()):
+        if name == "reference":
+            continue
+        probe = AttentionInputs(q3, q3, q3, None, False, 1.0, 0.0, 0, False)
+        if not ATTENTION.reasons(name, probe):
+            return name
+    return None
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
+                                 is_causal=False, scale=None, enable_gqa=False):
+    """Drop-in for ``torch.nn.functional.scaled_dot_product_attention`` (same arguments, same
+    semantics: top-left ``is_causal``, any leading batch/head dims, GQA).
+
+    Inputs attnfast's compiled kernels take (fp32/bf16/fp16 on a device with attnfast kernels,
+    k/v leading dims equal to q's after GQA expansion) run on them with the heads folded into
+    the batch dim; everything else -- and every call with ``dropout_p > 0``, since attnfast's
+    dropout RNG is not torch's -- goes to torch's own SDPA, so the result is always torch's
+    semantics. One documented difference: a query row whose keys are all masked gives 0 here
+    (torch's math backend gives NaN).
+    """
+    route = _sdpa_route(query, key, value, attn_mask, float(dropout_p), is_causal, scale, enable_gqa)
+    backend = _sdpa_backend(route[0]) if route is not None else None
+    if route is None or backend is None:
+        kwargs = {"enable_gqa": True} if enable_gqa else {}
+        return F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask,
+                                              dropout_p=dropout_p, is_causal=is_causal,
+                                              scale=scale, **kwargs)
+    q3, k3, v3, mask3, causal, lead = route
+    out = single_head_attention(q3, k3, v3, causal=causal, attn_mask=mask3, scale=scale,
+                                backend=backend)
+    return out.reshape(*lead, q3.shape[1], v3.shape[-1])

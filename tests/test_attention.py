@@ -1,0 +1,374 @@
+"""attnfast.single_head_attention and the SDPA drop-in: every backend against the float64
+reference (fp32 tight; bf16/fp16 within 2x of the reference's own low-precision error),
+forward and dq/dk/dv, plus masks, dropout, errors, opcheck, gradcheck and determinism.
+Shapes stay small: the whole file runs in about a minute on 2 CPU cores."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import attnfast
+from attnfast import reference
+from attnfast.ops import attention as attn_ops
+from conftest import assert_parity, device_for, require_backend
+
+BACKENDS = ["reference", "cpu", "cuda", "triton"]
+COMPILED = ["cpu", "cuda", "triton"]
+
+
+def require(backend):
+    """Skip (with the dispatcher's reasons) when ``backend`` cannot run attention here."""
+    require_backend(backend)
+    q = torch.zeros(1, 1, 8, device=device_for(backend))
+    probe = attn_ops.AttentionInputs(q, q, q, None, False, 1.0, 0.0, 0, False)
+    reasons = attn_ops.ATTENTION.reasons(backend, probe)
+    if reasons:
+        pytest.skip(f"backend {backend!r} cannot run attention: {'; '.join(reasons)}")
+
+
+def make_qkv(b, lq, lk, d, dv=None, dtype=torch.float32, device="cpu"):
+    dv = d if dv is None else dv
+    q = torch.randn(b, lq, d, dtype=torch.float64).to(device=device, dtype=dtype)
+    k = torch.randn(b, lk, d, dtype=torch.float64).to(device=device, dtype=dtype)
+    v = torch.randn(b, lk, dv, dtype=torch.float64).to(device=device, dtype=dtype)
+    return q, k, v
+
+
+def run_with_grads(fn, q, k, v, grad=None, **kw):
+    """(out, dq, dk, dv) of fn(q, k, v, **kw) with the upstream gradient ``grad``."""
+    q, k, v = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
+    out = fn(q, k, v, **kw)
+    if grad is None:
+        grad = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    out.backward(grad.to(device=out.device, dtype=out.dtype))
+    return out.detach(), q.grad, k.grad, v.grad
+
+
+def check_against_oracle(backend, q, k, v, names=("out", "dq", "dk", "dv"), fp32_tol=None, **kw):
+    """Run ``backend`` in q's dtype and compare with the fp64 oracle (and, in low precision,
+    with the error of the reference computed in that same low precision)."""
+    def fn(backend_name):
+        return lambda a, b_, c, **k2: attnfast.single_head_attention(a, b_, c, backend=backend_name, **k2)
+
+    got = run_with_grads(fn(backend), q, k, v, **kw)
+    oracle = run_with_grads(fn("reference"), q.double().cpu(), k.double().cpu(), v.double().cpu(), **kw)
+    low = None
+    if q.dtype in (torch.bfloat16, torch.float16):
+        low = run_with_grads(fn("reference"), q.cpu(), k.cpu(), v.cpu(), **kw)
+    for i, name in enumerate(names):
+        tol = fp32_tol or {}
+        assert_parity(got[i], oracle[i], None if low is None else low[i], name=f"{backend} {name}", **tol)
+
+
+# ---- forward + backward parity --------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("d", [1, 8, 40, 64, 100, 128, 256, 512, 1024])
+def test_parity_fp32_head_dims(backend, d):
+    require(backend)
+    dev = device_for(backend)
+    lq, lk = (19, 45) if d >= 512 else (37, 83)  # Lk > Lq: a memory of Lk - Lq positions
+    q, k, v = make_qkv(2, lq, lk, d, device=dev)
+    check_against_oracle(backend, q, k, v, causal=True)
+    check_against_oracle(backend, q, k, v[..., : max(1, d // 2)].contiguous(), causal=False)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("lq,lk", [(1, 1), (1, 70), (65, 65), (70, 33), (130, 257)])
+def test_parity_fp32_lengths(backend, causal, lq, lk):
+    require(backend)
+    q, k, v = make_qkv(1, lq, lk, 24, 20, device=device_for(backend))
+    check_against_oracle(backend, q, k, v, causal=causal)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("d", [8, 64, 100, 1024])
+def test_parity_low_precision(backend, dtype, d):
+    require(backend)
+    q, k, v = make_qkv(2, 33, 71, d, dtype=dtype, device=device_for(backend))
+    check_against_oracle(backend, q, k, v, causal=True)
+
+
+# ---- masks -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", ["bool", "additive", "padding", "all"])
+def test_masks(backend, kind):
+    require(backend)
+    dev = device_for(backend)
+    b, lq, lk, d = 3, 21, 50, 16
+    q, k, v = make_qkv(b, lq, lk, d, device=dev)
+    g = torch.Generator().manual_seed(3)
+    kw = {}
+    if kind in ("bool", "all"):
+        kw["attn_mask"] = (torch.rand(lq, lk, generator=g) > 0.3).to(dev)  # broadcast over batch
+    if kind == "additive":
+        kw["attn_mask"] = torch.randn(b, 1, lk, generator=g).to(dev)
+    if kind in ("padding", "all"):
+        kw["key_padding_mask"] = (torch.rand(b, lk, generator=g) > 0.7).to(dev)
+    check_against_oracle(backend, q, k, v, causal=(kind == "all"), **kw)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fully_masked_rows_are_zero(backend, dtype):
+    require(backend)
+    dev = device_for(backend)
+    q, k, v = make_qkv(2, 9, 12, 8, dtype=dtype, device=dev)
+    mask = torch.ones(2, 9, 12, dtype=torch.bool)
+    mask[0, 3] = False
+    mask[1, :, :] = False  # every row of batch 1
+    pad = torch.zeros(2, 12, dtype=torch.bool)
+    out, dq, dk, dv = run_with_grads(
+        lambda a, b_, c: attnfast.single_head_attention(a, b_, c, attn_mask=mask.to(dev), backend=backend),
+        q, k, v)
+    for t in (out, dq, dk, dv):
+        assert torch.isfinite(t).all()
+    assert (out[0, 3] == 0).all() and (out[1] == 0).all() and (dq[1] == 0).all()
+    assert (dk[1] == 0).all() and (dv[1] == 0).all()
+    check_against_oracle(backend, q, k, v, attn_mask=mask.to(dev), key_padding_mask=pad.to(dev))
+
+
+# ---- layouts ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_non_contiguous_inputs(backend):
+    require(backend)
+    dev = device_for(backend)
+    base = torch.randn(40, 2, 3, 64, dtype=torch.float64).float().to(dev)
+    q = base[:17, :, 0, :32].transpose(0, 1)          # row stride 384, batch stride 192
+    k = base[:, :, 1, ::2].transpose(0, 1)            # last dim strided: Python makes it contiguous
+    v = base[:, :, 2, 8:32].transpose(0, 1)
+    check_against_oracle(backend, q, k, v, causal=True)
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+def test_empty_and_batch_one(backend):
+    require(backend)
+    dev = device_for(backend)
+    q, k, v = make_qkv(1, 5, 6, 8, device=dev)
+    check_against_oracle(backend, q, k, v, causal=True)
+    e = attnfast.single_head_attention(q[:0], k[:0], v[:0], backend=backend)
+    assert e.shape == (0, 5, 8)
+
+
+# ---- dropout ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dropout_matches_reference_mask(backend):
+    """Same seed -> the same Philox mask in every backend: parity with the reference."""
+    require(backend)
+    q, k, v = make_qkv(2, 23, 41, 16, device=device_for(backend))
+    check_against_oracle(backend, q, k, v, causal=True, dropout_p=0.3, training=True, seed=1234)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dropout_statistics(backend):
+    require(backend)
+    dev = device_for(backend)
+    p = 0.25
+    q = torch.zeros(4, 64, 8, device=dev)  # uniform weights 1/Lk
+    k = torch.randn(4, 128, 8, device=dev)
+    v = torch.ones(4, 128, 1, device=dev)
+    out = attnfast.single_head_attention(q, k, v, dropout_p=p, training=True, seed=7, backend=backend)
+    # out = (kept fraction) / (1 - p) per row; kept fraction ~ Binomial(128, 0.75) / 128.
+    kept = out.double().cpu() * (1 - p)
+    assert abs(kept.mean().item() - (1 - p)) < 0.01
+    assert 0.02 < kept.std().item() < 0.06
+    again = attnfast.single_head_attention(q, k, v, dropout_p=p, training=True, seed=7, backend=backend)
+    assert torch.equal(out, again)
+    evald = attnfast.single_head_attention(q, k, v, dropout_p=p, training=False, backend=backend)
+    assert torch.allclose(evald.cpu(), torch.ones(4, 64, 1))
+
+
+def test_dropout_seed_drawn_from_torch_generator():
+    q, k, v = make_qkv(1, 8, 8, 4)
+    torch.manual_seed(5)
+    a = attnfast.single_head_attention(q, k, v, dropout_p=0.5, training=True, backend="reference")
+    torch.manual_seed(5)
+    b = attnfast.single_head_attention(q, k, v, dropout_p=0.5, training=True, backend="reference")
+    assert torch.equal(a, b)
+
+
+# ---- return_weights ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_return_weights(backend):
+    require(backend)
+    q, k, v = make_qkv(2, 7, 11, 8, device=device_for(backend))
+    out, w = attnfast.single_head_attention(q, k, v, causal=True, return_weights=True, backend=backend)
+    ref_out, _, ref_w = reference.attention(q.double(), k.double(), v.double(), causal=True,
+                                            return_weights=True)
+    assert_parity(out, ref_out)
+    assert_parity(w, ref_w)
+    assert torch.allclose(w.sum(-1).double().cpu(), torch.ones(2, 7, dtype=torch.float64), atol=1e-5)
+    assert (w[:, 0, 5:] == 0).all()  # bottom-right causal: query 0 sees keys 0..4
+
+
+# ---- determinism -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", COMPILED)
+def test_deterministic_backward_is_bitwise_repeatable(backend):
+    require(backend)
+    q, k, v = make_qkv(1, 70, 150, 40, device=device_for(backend))
+    torch.use_deterministic_algorithms(True)
+    try:
+        r1 = run_with_grads(lambda a, b_, c: attnfast.single_head_attention(a, b_, c, causal=True, backend=backend), q, k, v)
+        r2 = run_with_grads(lambda a, b_, c: attnfast.single_head_attention(a, b_, c, causal=True, backend=backend), q, k, v)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    for x, y in zip(r1, r2):
+        assert torch.equal(x, y)
+
+
+# ---- the op contract: opcheck, gradcheck -------------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["cpu", "cuda"])
+def test_opcheck(backend):
+    require(backend)
+    dev = device_for(backend)
+    q, k, v = (t.requires_grad_(True) for t in make_qkv(2, 9, 13, 8, device=dev))
+    pad = torch.zeros(2, 1, 13, device=dev).masked_fill(torch.rand(2, 1, 13, device=dev) > 0.7, float("-inf"))
+    for args in [(q, k, v, None, False, 0.3, 0.0, 0),
+                 (q, k, v, pad.expand(2, 9, 13), True, 0.25, 0.2, 11)]:
+        torch.library.opcheck(torch.ops.attnfast.attention_forward, args)
+    out, lse = torch.ops.attnfast.attention_forward(q, k, v, None, True, 0.3, 0.0, 0)
+    bwd_args = (torch.randn_like(out), q.detach(), k.detach(), v.detach(), out.detach(), lse,
+                None, True, 0.3, 0.0, 0, True)
+    torch.library.opcheck(torch.ops.attnfast.attention_backward, bwd_args)
+
+
+def test_gradcheck_reference_fp64():
+    q, k, v = (t.requires_grad_(True) for t in make_qkv(2, 4, 6, 3, dtype=torch.float64))
+    mask = torch.tensor([True, True, False, True, True, True])
+    assert torch.autograd.gradcheck(
+        lambda a, b_, c: attnfast.single_head_attention(a, b_, c, causal=True, attn_mask=mask,
+                                                        backend="reference"), (q, k, v))
+
+
+def test_lse_matches_reference():
+    require("cpu")
+    q, k, v = make_qkv(2, 10, 17, 8)
+    mask = torch.ones(2, 10, 17, dtype=torch.bool)
+    mask[1, 4] = False
+    bias = attn_ops.build_bias(mask, None, (2, 10, 17), q.device)
+    _, lse = torch.ops.attnfast.attention_forward(q, k, v, bias, True, 0.5, 0.0, 0)
+    _, ref = reference.attention(q.double(), k.double(), v.double(), bias, True, 0.5)
+    assert lse.dtype == torch.float32 and torch.isneginf(lse[1, 4])
+    assert_parity(lse, ref.float())
+
+
+# ---- errors and dispatch -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad,match", [
+    (lambda q, k, v: (q[0], k, v), "q must be 3-D"),
+    (lambda q, k, v: (q, k[..., :3], v), "k must have shape"),
+    (lambda q, k, v: (q, k, v[:, :2]), "v must have shape"),
+    (lambda q, k, v: (q, k.double(), v), "k dtype"),
+    (lambda q, k, v: (q.long(), k, v), "floating-point"),
+])
+def test_errors(bad, match):
+    q, k, v = make_qkv(2, 4, 5, 8)
+    with pytest.raises(ValueError, match=match):
+        attnfast.single_head_attention(*bad(q, k, v))
+
+
+def test_mask_errors():
+    q, k, v = make_qkv(2, 4, 5, 8)
+    with pytest.raises(ValueError, match="not broadcastable"):
+        attnfast.single_head_attention(q, k, v, attn_mask=torch.ones(3, 4, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="key_padding_mask must have shape"):
+        attnfast.single_head_attention(q, k, v, key_padding_mask=torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="dropout_p"):
+        attnfast.single_head_attention(q, k, v, dropout_p=1.0)
+
+
+def test_kernel_checks_name_the_argument():
+    require("cpu")
+    q, k, v = make_qkv(2, 4, 5, 8)
+    with pytest.raises(RuntimeError, match="v must have shape"):
+        torch.ops.attnfast.attention_forward(q, k, v[:, :3], None, False, 1.0, 0.0, 0)
+    with pytest.raises(RuntimeError, match="bias"):
+        torch.ops.attnfast.attention_forward(q, k, v, torch.zeros(2, 4, 4), False, 1.0, 0.0, 0)
+
+
+def test_explain_names_every_backend():
+    q, k, v = make_qkv(1, 3, 3, 4)
+    text = attnfast.explain("single_head_attention", q, k, v)
+    for name in BACKENDS:
+        assert name in text
+    assert "triton" in text and "-> runs" in text
+
+
+# ---- the SDPA drop-in --------------------------------------------------------------------------
+
+def sdpa_pair(*args, **kw):
+    got = attnfast.scaled_dot_product_attention(*args, **kw)
+    want = F.scaled_dot_product_attention(*(a.double() for a in args[:3]),
+                                          **{k_: (v_.double() if isinstance(v_, torch.Tensor) and v_.is_floating_point() else v_)
+                                             for k_, v_ in kw.items()})
+    return got, want
+
+
+@pytest.mark.parametrize("case", ["multihead", "gqa", "causal_square", "causal_topleft_wide",
+                                  "causal_topleft_tall", "bool_mask", "float_mask", "scale"])
+def test_sdpa_drop_in(case):
+    g = torch.Generator().manual_seed(0)
+    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    q, k, v = r(2, 4, 9, 16), r(2, 4, 13, 16), r(2, 4, 13, 12)
+    kw = {}
+    if case == "gqa":
+        k, v, kw = r(2, 2, 13, 16), r(2, 2, 13, 12), {"enable_gqa": True}
+    elif case == "causal_square":
+        k, v, kw = r(2, 4, 9, 16), r(2, 4, 9, 12), {"is_causal": True}
+    elif case == "causal_topleft_wide":
+        kw = {"is_causal": True}
+    elif case == "causal_topleft_tall":
+        q, kw = r(2, 4, 20, 16), {"is_causal": True}
+    elif case == "bool_mask":
+        kw = {"attn_mask": torch.rand(9, 13, generator=g) > 0.2}
+        kw["attn_mask"][:, 0] = True
+    elif case == "float_mask":
+        kw = {"attn_mask": r(4, 9, 13)}
+    elif case == "scale":
+        kw = {"scale": 0.37}
+    qg, kg, vg = (t.clone().requires_grad_(True) for t in (q, k, v))
+    got, want = sdpa_pair(qg, kg, vg, **kw)
+    assert_parity(got, want)
+    got.sum().backward()
+    qd, kd, vd = (t.double().requires_grad_(True) for t in (q, k, v))
+    kw64 = {k_: (v_.double() if isinstance(v_, torch.Tensor) and v_.is_floating_point() else v_) for k_, v_ in kw.items()}
+    F.scaled_dot_product_attention(qd, kd, vd, **kw64).sum().backward()
+    for a, b_ in ((qg, qd), (kg, kd), (vg, vd)):
+        assert_parity(a.grad, b_.grad)
+
+
+def test_sdpa_bf16_and_3d():
+    q, k, v = make_qkv(3, 10, 10, 32, dtype=torch.bfloat16)
+    got = attnfast.scaled_dot_product_attention(q, k, v, is_causal=True)
+    oracle = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), is_causal=True)
+    low = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert_parity(got, oracle, low)
+
+
+def test_sdpa_dropout_goes_to_torch():
+    q, k, v = make_qkv(1, 6, 6, 8)
+    torch.manual_seed(3)
+    got = attnfast.scaled_dot_product_attention(q, k, v, dropout_p=0.5)
+    torch.manual_seed(3)
+    want = F.scaled_dot_product_attention(q, k, v, dropout_p=0.5)
+    assert torch.equal(got, want)
+
+
+def test_sdpa_routes_kernels_when_available():
+    q, k, v = make_qkv(2, 5, 5, 8)
+    route = attn_ops._sdpa_route(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), None, 0.0, True, None, False)
+    assert route is not None and route[4] is True  # square: native causal, no mask
+    assert attn_ops._sdpa_route(q.double(), k.double(), v.double(), None, 0.0, False, None, False) is None
+    assert math.isclose(attnfast.scaled_dot_product_attention(q, k, v).sum().item(),
+                        F.scaled_dot_product_attention(q, k, v).sum().item(), rel_tol=1e-4)
