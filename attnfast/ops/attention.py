@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from attnfast import _extension, dispatch, reference
 from attnfast.reference.attention import weights_and_lse
 from attnfast.dispatch import Implementation, Op, device_reasons
+from attnfast.ops import attention_triton  # noqa: F401  (registers attnfast::attention_*_triton)
 
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 FORWARD = "attnfast::attention_forward"
@@ -232,37 +233,10 @@ def _triton_refuses(inp: AttentionInputs) -> list[str]:
     try:
         import triton_kernels.attention  # noqa: F401
     except ImportError as exc:
-        reasons.append(f"triton_kernels/attention.py cannot be imported ({exc}); the Triton "
-                       "attention kernels are not written yet")
+        reasons.append(f"triton_kernels/attention.py cannot be imported ({exc})")
     return reasons
 
 
-# The Triton kernels are Python functions, so their ops are defined here (same schema as the
-# compiled attention_forward/backward, suffixed _triton) rather than in csrc/schemas.cpp.
-@torch.library.custom_op("attnfast::attention_forward_triton", mutates_args=())
-def _attention_forward_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                              bias: torch.Tensor | None, causal: bool, scale: float,
-                              dropout_p: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from triton_kernels import attention as tk
-
-    return tk.attention_forward(q, k, v, bias, causal, scale, dropout_p, seed)
-
-
-@torch.library.custom_op("attnfast::attention_backward_triton", mutates_args=())
-def _attention_backward_triton(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
-                               v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
-                               bias: torch.Tensor | None, causal: bool, scale: float,
-                               dropout_p: float, seed: int, deterministic: bool
-                               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    from triton_kernels import attention as tk
-
-    return tk.attention_backward(grad_out, q, k, v, out, lse, bias, causal, scale, dropout_p,
-                                 seed, deterministic)
-
-
-_attention_forward_triton.register_fake(_fake_forward)
-_attention_backward_triton.register_fake(_fake_backward)
-_register_autograd("attnfast::attention_forward_triton", _attention_backward_triton)
 
 
 ATTENTION = dispatch.register(Op("single_head_attention", prepare, [
