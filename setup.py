@@ -83,7 +83,7 @@ def main_extension():
     ]
     if DEBUG:
         defines.append(("ATTNFAST_DEBUG", "1"))
-    cxx = opt_flags() + ["-std=c++20", "-fopenmp", "-fvisibility=hidden"]
+    cxx = opt_flags() + ["-std=c++20", "-fopenmp"]
     args = dict(
         include_dirs=[CSRC],
         define_macros=defines,

@@ -1,6 +1,12 @@
 // Boom on CUDA: ATen glue around csrc/cuda/boom_kernels.cuh.
-// Forward: one fused kernel (GEMM + bias + activation + dropout + chunk sum, optional
-// pre-activation store). Backward: the fused dz kernel (with deterministic bias-gradient column
+// Forward, two strategies (ATTNFAST_BOOM_CUDA=gemm|fused, read per call):
+//   gemm  (default) cuBLAS GEMM on tiles of rows (at most ~64 MiB of d_ff-wide activation at a
+//         time, or straight into the saved pre-activation when training), then attnfast's
+//         epilogue kernel (bias + activation + dropout + chunk sum). On an H100 (bf16, 4096 x
+//         1024 -> 4096) cuBLAS runs the GEMM at ~640 TFLOP/s with wgmma, which the mma.sync
+//         kernel below does not reach, so the extra pass over the tile costs less than it saves.
+//   fused one kernel (mma.sync GEMM + epilogue in registers, the activation never in memory):
+//         the sm_80 design, kept for GPUs and shapes where it wins and run under the SIMT harness. Backward: the fused dz kernel (with deterministic bias-gradient column
 // sums), then two cuBLAS GEMMs through at::mm (fp32 stays fp32 unless the user enabled TF32 for
 // matmuls in torch).
 #include <ATen/core/Tensor.h>
@@ -14,6 +20,9 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <optional>
 #include <tuple>
 
@@ -45,6 +54,20 @@ T* ptr_or_null(const at::Tensor& t) {
   return t.defined() && t.numel() > 0 ? reinterpret_cast<T*>(t.data_ptr()) : nullptr;
 }
 
+// ATTNFAST_BOOM_CUDA=fused selects the single fused kernel; anything else the GEMM strategy.
+bool use_fused_kernel() {
+  const char* env = std::getenv("ATTNFAST_BOOM_CUDA");
+  return env != nullptr && std::strcmp(env, "fused") == 0;
+}
+
+// Rows of x per cuBLAS call in the GEMM strategy when no pre-activation is kept: bounds the
+// transient d_ff-wide buffer to ~64 MiB while keeping each GEMM large enough to fill the GPU.
+int64_t gemm_tile_rows(int64_t f_used, int64_t elem_size, int64_t N) {
+  const int64_t budget = int64_t(64) << 20;
+  const int64_t rows = std::max<int64_t>(128, budget / std::max<int64_t>(1, f_used * elem_size));
+  return std::min(rows, N);
+}
+
 void check_cuda(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.is_cuda(), "boom (CUDA): ", name, " must be a CUDA tensor, got device ",
               t.device());
@@ -72,15 +95,36 @@ std::tuple<at::Tensor, at::Tensor> boom_forward_cuda(const at::Tensor& x,
   if (N == 0) return {out, preact};
 
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  dispatch_dtype(x.scalar_type(), [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    const T* bias_ptr = bias.has_value() ? ptr<T>(*bias) : nullptr;
-    attnfast::cuda::boom_forward<T>(ptr<T>(x), ptr<T>(weight), bias_ptr, ptr<T>(out),
-                                    save_preact ? ptr<T>(preact) : nullptr, N, K, F, C,
-                                    static_cast<Activation>(activation), dropout_p,
-                                    static_cast<uint64_t>(seed), stream);
-  });
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  const auto act = static_cast<Activation>(activation);
+  if (use_fused_kernel()) {
+    dispatch_dtype(x.scalar_type(), [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      const T* bias_ptr = bias.has_value() ? ptr<T>(*bias) : nullptr;
+      attnfast::cuda::boom_forward<T>(ptr<T>(x), ptr<T>(weight), bias_ptr, ptr<T>(out),
+                                      save_preact ? ptr<T>(preact) : nullptr, N, K, F, C, act,
+                                      dropout_p, static_cast<uint64_t>(seed), stream);
+    });
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return {out, preact};
+  }
+
+  // GEMM strategy. fp32 stays fp32 in cuBLAS unless the user enabled TF32 for matmuls in torch.
+  const at::Tensor w_t = (f_used == F ? weight : weight.narrow(0, 0, f_used)).t();
+  const int64_t tile = save_preact ? N : gemm_tile_rows(f_used, x.element_size(), N);
+  at::Tensor buffer = save_preact ? preact : at::empty({tile, f_used}, x.options());
+  for (int64_t r0 = 0; r0 < N; r0 += tile) {
+    const int64_t rows = std::min(tile, N - r0);
+    at::Tensor z = buffer.narrow(0, save_preact ? r0 : 0, rows);
+    at::mm_out(z, x.narrow(0, r0, rows), w_t);
+    dispatch_dtype(x.scalar_type(), [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      const T* bias_ptr = bias.has_value() ? ptr<T>(*bias) : nullptr;
+      attnfast::cuda::boom_epilogue<T>(ptr<T>(z), f_used, bias_ptr, ptr<T>(out) + r0 * C, rows,
+                                       r0, F, C, save_preact, act, dropout_p,
+                                       static_cast<uint64_t>(seed), stream);
+    });
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
   return {out, preact};
 }
 

@@ -533,6 +533,52 @@ __global__ void __launch_bounds__(bwd::kThreads)
   out[f] = s;
 }
 
+// =============================================================================================
+// Epilogue-only kernel, for the "GEMM then epilogue" strategy: a library GEMM (cuBLAS, through
+// the ATen glue) has written z = x W^T for a tile of rows; this kernel adds the bias, applies
+// activation and dropout, sums the chunks into `out` and, when asked, stores z + b back into z
+// (the saved pre-activation). Thread per output column c (coalesced along c), grid-stride over
+// rows; each thread walks the chunks j in order (a fixed-order fp32 sum, deterministic).
+// =============================================================================================
+namespace epi {
+constexpr int kThreads = 128;
+constexpr int64_t kMaxRowBlocks = 65535;
+}  // namespace epi
+
+template <Activation A, typename T>
+__device__ __forceinline__ void boom_epilogue_row(T* __restrict__ z, const T* __restrict__ bias,
+                                                  T* __restrict__ out, int64_t row, int64_t c,
+                                                  int64_t nchunks, int64_t F, int64_t C,
+                                                  bool write_preact, const Dropout& d) {
+  float acc = 0.f;
+  for (int64_t j = 0; j < nchunks; ++j) {
+    const int64_t f = j * C + c;
+    float v = to_f32<T>(z[f]);
+    if (bias != nullptr) v += to_f32<T>(bias[f]);
+    if (write_preact) {
+      const T v_t = from_f32<T>(v);
+      z[f] = v_t;
+      v = to_f32<T>(v_t);  // the activation sees the stored (rounded) pre-activation
+    }
+    acc += boom_act_dropout<A>(v, d, row, f, F);
+  }
+  out[c] = from_f32<T>(acc);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(epi::kThreads)
+    boom_epilogue_kernel(T* __restrict__ z, int64_t ldz, const T* __restrict__ bias,
+                         T* __restrict__ out, int64_t rows, int64_t row0, int64_t F, int64_t C,
+                         int write_preact, int act_id, Dropout d) {
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * epi::kThreads + threadIdx.x;
+  if (c >= C) return;  // no block-level synchronisation in this kernel
+  const int64_t nchunks = F / C;
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+    ATTNFAST_BOOM_ACT_SWITCH(act_id, boom_epilogue_row<kAct, T>(z + r * ldz, bias, out + r * C, row0 + r,
+                                                               c, nchunks, F, C, write_preact != 0, d))
+  }
+}
+
 inline Dropout make_dropout(double p, uint64_t seed) {
   Dropout d;
   d.seed = seed;
@@ -582,6 +628,24 @@ void boom_forward(const T* x, const T* w, const T* bias, T* out, T* preact, int6
     ATTNFAST_LAUNCH(boom_forward_simt_kernel<T>, grid, dim3(simt::kThreads), simt::kSmemBytes,
                     stream)(x, w, bias, out, preact, N, K, F, C, act_id, d);
   }
+}
+
+// boom_epilogue: the epilogue of the "GEMM then epilogue" strategy on a tile of `rows` rows
+// whose first row is global row `row0` (for the dropout counter). z (rows, ldz >= F_used) holds
+// x W^T from a library GEMM; out points at the tile's first output row (rows, C). With
+// write_preact, z + b (rounded to T) is stored back into z.
+template <typename T>
+void boom_epilogue(T* z, int64_t ldz, const T* bias, T* out, int64_t rows, int64_t row0,
+                   int64_t F, int64_t C, bool write_preact, Activation act, double dropout_p,
+                   uint64_t seed, cudaStream_t stream) {
+  using namespace boom_detail;
+  if (rows <= 0 || C <= 0 || F < C) return;
+  const Dropout d = make_dropout(dropout_p, seed);
+  const int64_t row_blocks = rows < epi::kMaxRowBlocks ? rows : epi::kMaxRowBlocks;
+  const dim3 grid(static_cast<unsigned>((C + epi::kThreads - 1) / epi::kThreads),
+                  static_cast<unsigned>(row_blocks));
+  ATTNFAST_LAUNCH(boom_epilogue_kernel<T>, grid, dim3(epi::kThreads), 0, stream)(
+      z, ldz, bias, out, rows, row0, F, C, write_preact ? 1 : 0, static_cast<int>(act), d);
 }
 
 // Floats of workspace boom_backward_dz needs when grad_bias_f32 is not null (0 otherwise).
