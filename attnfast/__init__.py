@@ -9,6 +9,7 @@ from attnfast._extension import build_info
 from attnfast.dispatch import BackendUnavailable, backends, explain
 from attnfast.ops.attention import scaled_dot_product_attention, single_head_attention
 from attnfast.ops.boom import boom
+from attnfast import memory  # noqa: F401  (NTM/DNC memory addressing, Graves' window)
 from attnfast import nn, reference  # noqa: F401
 
 __version__ = "0.1.0"

@@ -1,0 +1,404 @@
+"""Memory addressing ops (NTM, DNC, Graves' window): argument checks, backend implementations,
+fake kernels and autograd of the compiled ops.
+
+Compiled-op contract (csrc/schemas.cpp, "memory" section): a few fused ops, each with an explicit
+backward op, float32/float64, contiguous inputs, explicit shapes:
+
+  memory_content_forward(memory (B,N,W), keys (B,H,W), strengths (B,H), eps) -> weights (B,H,N)
+  dnc_allocation_forward(usage (B,N), write_gates (B,Hw), eps) -> allocation (B,Hw,N)
+  memory_write_forward(memory, write_weights (B,Hw,N), erase (B,Hw,W), add (B,Hw,W)) -> memory
+  dnc_link_read_forward(link (B,Hw,N,N), precedence (B,Hw,N), write_weights (B,Hw,N),
+                        read_weights (B,R,N)) -> (link, precedence, forward, backward (B,R,Hw,N))
+
+The public functions that have no op of their own are compositions of these plus a few torch
+ops (usage, write-weight mix, read-mode mix, the read bmm); each says so in explain().
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from attnfast import _extension, dispatch
+from attnfast import reference as _ref_pkg  # noqa: F401  (keeps the import order of boom)
+from attnfast.dispatch import Implementation, Op, device_reasons
+from attnfast.reference import memory as ref
+
+KERNEL_DTYPES = (torch.float32, torch.float64)
+EPS = ref.EPS
+
+
+# ---- argument checks ---------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class MemoryInputs:
+    """Validated arguments of one public memory function; device/dtype of its first tensor."""
+    args: tuple
+    kwargs: dict
+    device: torch.device
+    dtype: torch.dtype
+    dims: dict
+
+
+def check_tensors(op: str, specs, dims: dict | None = None) -> dict:
+    """specs: (name, tensor, "B N W") triples. Checks type, rank, floating dtype, a common
+    dtype/device and that each named axis has one size across tensors; returns the sizes."""
+    dims = {} if dims is None else dims
+    first = None
+    for name, t, axes in specs:
+        axes = axes.split()
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{op}: {name} must be a torch.Tensor of shape ({', '.join(axes)}), "
+                             f"got {type(t).__name__}")
+        if t.dim() != len(axes):
+            raise ValueError(f"{op}: {name} must be {len(axes)}-D ({', '.join(axes)}), "
+                             f"got shape {tuple(t.shape)}")
+        if not t.is_floating_point():
+            raise ValueError(f"{op}: {name} must be a floating-point tensor, got {t.dtype}")
+        if first is None:
+            first = (name, t)
+        elif t.dtype != first[1].dtype or t.device != first[1].device:
+            raise ValueError(f"{op}: {name} is {t.dtype} on {t.device} but {first[0]} is "
+                             f"{first[1].dtype} on {first[1].device}; all tensors must match")
+        for ax, size in zip(axes, t.shape):
+            if ax in dims and dims[ax] != size:
+                want = ", ".join(f"{a}={dims[a]}" if a in dims else a for a in axes)
+                raise ValueError(f"{op}: {name} must have shape ({want}), got {tuple(t.shape)} "
+                                 f"({ax} is {dims[ax]} elsewhere)")
+            dims.setdefault(ax, int(size))
+    return dims
+
+
+def _inputs(op, specs, args, kwargs=None, dims=None) -> MemoryInputs:
+    dims = check_tensors(op, specs, dims)
+    t = specs[0][1]
+    return MemoryInputs(tuple(args), kwargs or {}, t.device, t.dtype, dims)
+
+
+def _cpu_refuses(inp: MemoryInputs) -> list[str]:
+    return device_reasons(inp, "cpu", KERNEL_DTYPES)
+
+
+def _c(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous()
+
+
+# ---- fake kernels and autograd of the compiled ops ---------------------------------------------
+
+def _fake_content(memory, keys, strengths, eps):
+    return keys.new_empty((keys.shape[0], keys.shape[1], memory.shape[1]))
+
+
+def _fake_content_bwd(grad, memory, keys, strengths, weights, eps):
+    return torch.empty_like(memory), torch.empty_like(keys), torch.empty_like(strengths)
+
+
+def _fake_alloc(usage, write_gates, eps):
+    return usage.new_empty((usage.shape[0], write_gates.shape[1], usage.shape[1]))
+
+
+def _fake_alloc_bwd(grad, usage, write_gates, eps):
+    return torch.empty_like(usage), torch.empty_like(write_gates)
+
+
+def _fake_write(memory, write_weights, erase, add):
+    return torch.empty_like(memory)
+
+
+def _fake_write_bwd(grad, memory, write_weights, erase, add):
+    return (torch.empty_like(memory), torch.empty_like(write_weights), torch.empty_like(erase),
+            torch.empty_like(add))
+
+
+def _fake_link(link, precedence, write_weights, read_weights):
+    b, hw, n = precedence.shape
+    r = read_weights.shape[1]
+    return (torch.empty_like(link), torch.empty_like(precedence),
+            link.new_empty((b, r, hw, n)), link.new_empty((b, r, hw, n)))
+
+
+def _fake_link_bwd(g_link, g_prec, g_fwd, g_bwd, link, precedence, write_weights, read_weights):
+    return (torch.empty_like(link), torch.empty_like(precedence), torch.empty_like(write_weights),
+            torch.empty_like(read_weights))
+
+
+def _register_compiled():
+    ops = torch.ops.attnfast
+    for name, fake in (("memory_content_forward", _fake_content),
+                       ("memory_content_backward", _fake_content_bwd),
+                       ("dnc_allocation_forward", _fake_alloc),
+                       ("dnc_allocation_backward", _fake_alloc_bwd),
+                       ("memory_write_forward", _fake_write),
+                       ("memory_write_backward", _fake_write_bwd),
+                       ("dnc_link_read_forward", _fake_link),
+                       ("dnc_link_read_backward", _fake_link_bwd)):
+        torch.library.register_fake(f"attnfast::{name}")(fake)
+
+    # content addressing: backward from the saved weights (the softmax output).
+    def content_ctx(ctx, inputs, output):
+        memory, keys, strengths, eps = inputs
+        ctx.save_for_backward(memory, keys, strengths, output)
+        ctx.eps = eps
+
+    def content_bwd(ctx, grad):
+        memory, keys, strengths, weights = ctx.saved_tensors
+        gm, gk, gs = ops.memory_content_backward(_c(grad), memory, keys, strengths, weights, ctx.eps)
+        return gm, gk, gs, None
+
+    torch.library.register_autograd("attnfast::memory_content_forward", content_bwd,
+                                    setup_context=content_ctx)
+
+    # allocation: the backward re-sorts (O(N log N)) rather than saving permutations.
+    def alloc_ctx(ctx, inputs, output):
+        usage, write_gates, eps = inputs
+        ctx.save_for_backward(usage, write_gates)
+        ctx.eps = eps
+
+    def alloc_bwd(ctx, grad):
+        usage, write_gates = ctx.saved_tensors
+        gu, gg = ops.dnc_allocation_backward(_c(grad), usage, write_gates, ctx.eps)
+        return gu, gg, None
+
+    torch.library.register_autograd("attnfast::dnc_allocation_forward", alloc_bwd,
+                                    setup_context=alloc_ctx)
+
+    def write_ctx(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    def write_bwd(ctx, grad):
+        return ops.memory_write_backward(_c(grad), *ctx.saved_tensors)
+
+    torch.library.register_autograd("attnfast::memory_write_forward", write_bwd,
+                                    setup_context=write_ctx)
+
+    # link + reads: the backward recomputes the new link row by row from the saved inputs, so
+    # nothing (B, Hw, N, N)-sized is saved beyond the previous link, which exists anyway.
+    def link_ctx(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    def link_bwd(ctx, g_link, g_prec, g_fwd, g_bwd):
+        return ops.dnc_link_read_backward(_c(g_link), _c(g_prec), _c(g_fwd), _c(g_bwd),
+                                          *ctx.saved_tensors)
+
+    torch.library.register_autograd("attnfast::dnc_link_read_forward", link_bwd,
+                                    setup_context=link_ctx)
+
+
+_HAS_OPS = _extension.loaded() and hasattr(torch.ops.attnfast, "dnc_link_read_forward")
+if _HAS_OPS:
+    _register_compiled()
+
+
+def _cpu_status(inp) -> list[str]:
+    if not _HAS_OPS:
+        return ["attnfast._C was built without the memory ops (rebuild the extension)"]
+    return _cpu_refuses(inp)
+
+
+# ---- CPU compositions (compiled ops + a few torch ops) -----------------------------------------
+
+def cpu_content_addressing(memory, keys, strengths, eps=EPS):
+    return torch.ops.attnfast.memory_content_forward(_c(memory), _c(keys), _c(strengths), eps)
+
+
+def cpu_allocation(usage, write_gates, eps=EPS):
+    return torch.ops.attnfast.dnc_allocation_forward(_c(usage), _c(write_gates), eps)
+
+
+def cpu_memory_write(memory, write_weights, erase, add):
+    return torch.ops.attnfast.memory_write_forward(_c(memory), _c(write_weights), _c(erase), _c(add))
+
+
+def cpu_link_read(link, precedence, write_weights, read_weights):
+    return torch.ops.attnfast.dnc_link_read_forward(_c(link), _c(precedence), _c(write_weights),
+                                                    _c(read_weights))
+
+
+def cpu_write_weights(usage, content_weights, allocation_gate, write_gate, eps=EPS):
+    alloc = cpu_allocation(usage, allocation_gate * write_gate, eps)
+    ga, gw = allocation_gate[:, :, None], write_gate[:, :, None]
+    return gw * (ga * alloc + (1 - ga) * content_weights)
+
+
+def cpu_access_step(state: ref.DNCState, x: ref.DNCInterface, eps=EPS):
+    """dnc_access_step on the compiled ops: content (x2), allocation, erase/add write, and the
+    fused link update + directional reads; usage and the two weight mixes are torch ops."""
+    s = state
+    usage = ref.dnc_usage(s.usage, s.write_weights, x.free_gate, s.read_weights)
+    write_content = cpu_content_addressing(s.memory, x.write_keys, x.write_strengths, eps)
+    write_weights = cpu_write_weights(usage, write_content, x.allocation_gate, x.write_gate, eps)
+    memory = cpu_memory_write(s.memory, write_weights, x.erase_vectors, x.write_vectors)
+    link, precedence, fwd, bwd = cpu_link_read(s.link, s.precedence, write_weights, s.read_weights)
+    read_content = cpu_content_addressing(memory, x.read_keys, x.read_strengths, eps)
+    read_weights = ref.dnc_read_weights(read_content, fwd, bwd, x.read_mode)
+    read_words = torch.bmm(read_weights, memory)
+    return read_words, ref.DNCState(memory, read_weights, write_weights, link, precedence, usage)
+
+
+# ---- prepare functions (validation) and the Op table -------------------------------------------
+
+def prep_content(memory, keys, strengths):
+    return _inputs("content_addressing", [("memory", memory, "B N W"), ("keys", keys, "B H W"),
+                                          ("strengths", strengths, "B H")],
+                   (memory, keys, strengths))
+
+
+def prep_usage(usage, write_weights, free_gate, read_weights):
+    return _inputs("dnc_usage", [("usage", usage, "B N"), ("write_weights", write_weights, "B Hw N"),
+                                 ("free_gate", free_gate, "B R"), ("read_weights", read_weights, "B R N")],
+                   (usage, write_weights, free_gate, read_weights))
+
+
+def prep_allocation(usage, write_gates=None):
+    specs = [("usage", usage, "B N")]
+    if write_gates is not None:
+        specs.append(("write_gates", write_gates, "B Hw"))
+    return _inputs("dnc_allocation", specs, (usage, write_gates))
+
+
+def prep_write_weights(usage, content_weights, allocation_gate, write_gate):
+    return _inputs("dnc_write_weights", [
+        ("usage", usage, "B N"), ("content_weights", content_weights, "B Hw N"),
+        ("allocation_gate", allocation_gate, "B Hw"), ("write_gate", write_gate, "B Hw")],
+        (usage, content_weights, allocation_gate, write_gate))
+
+
+def prep_memory_write(memory, write_weights, erase, add):
+    return _inputs("memory_write", [
+        ("memory", memory, "B N W"), ("write_weights", write_weights, "B Hw N"),
+        ("erase", erase, "B Hw W"), ("add", add, "B Hw W")], (memory, write_weights, erase, add))
+
+
+def prep_memory_read(memory, read_weights):
+    return _inputs("memory_read", [("memory", memory, "B N W"), ("read_weights", read_weights, "B R N")],
+                   (memory, read_weights))
+
+
+def prep_link_update(link, precedence, write_weights):
+    return _inputs("dnc_link_update", [
+        ("link", link, "B Hw N N"), ("precedence", precedence, "B Hw N"),
+        ("write_weights", write_weights, "B Hw N")], (link, precedence, write_weights))
+
+
+def prep_directional_read(link, read_weights):
+    return _inputs("dnc_directional_read", [("link", link, "B Hw N N"),
+                                            ("read_weights", read_weights, "B R N")],
+                   (link, read_weights))
+
+
+def prep_access_step(state, interface):
+    if not isinstance(state, tuple) or len(state) != len(ref.DNCState._fields):
+        raise ValueError(f"dnc_access_step: state must be a DNCState {ref.DNCState._fields}, "
+                         f"got {type(state).__name__}")
+    if not isinstance(interface, tuple) or len(interface) != len(ref.DNCInterface._fields):
+        raise ValueError(f"dnc_access_step: interface must be a DNCInterface "
+                         f"{ref.DNCInterface._fields}, got {type(interface).__name__}")
+    s, x = ref.DNCState(*state), ref.DNCInterface(*interface)
+    dims = check_tensors("dnc_access_step", [
+        ("state.memory", s.memory, "B N W"), ("state.read_weights", s.read_weights, "B R N"),
+        ("state.write_weights", s.write_weights, "B Hw N"), ("state.link", s.link, "B Hw N N"),
+        ("state.precedence", s.precedence, "B Hw N"), ("state.usage", s.usage, "B N"),
+        ("interface.write_vectors", x.write_vectors, "B Hw W"),
+        ("interface.erase_vectors", x.erase_vectors, "B Hw W"),
+        ("interface.free_gate", x.free_gate, "B R"),
+        ("interface.allocation_gate", x.allocation_gate, "B Hw"),
+        ("interface.write_gate", x.write_gate, "B Hw"),
+        ("interface.read_mode", x.read_mode, "B R M"),
+        ("interface.write_keys", x.write_keys, "B Hw W"),
+        ("interface.write_strengths", x.write_strengths, "B Hw"),
+        ("interface.read_keys", x.read_keys, "B R W"),
+        ("interface.read_strengths", x.read_strengths, "B R")])
+    if dims["M"] != 1 + 2 * dims["Hw"]:
+        raise ValueError(f"dnc_access_step: interface.read_mode must have shape (B, R, 1 + 2 Hw = "
+                         f"{1 + 2 * dims['Hw']}), got {tuple(x.read_mode.shape)}")
+    return MemoryInputs((s, x), {}, s.memory.device, s.memory.dtype, dims)
+
+
+def prep_ntm(memory, key, strength, gate, shift, gamma, prev_weights):
+    inp = _inputs("ntm_address", [
+        ("memory", memory, "B N W"), ("key", key, "B H W"), ("strength", strength, "B H"),
+        ("gate", gate, "B H"), ("shift", shift, "B H S"), ("gamma", gamma, "B H"),
+        ("prev_weights", prev_weights, "B H N")],
+        (memory, key, strength, gate, shift, gamma, prev_weights))
+    if inp.dims["S"] % 2 != 1 or inp.dims["S"] > inp.dims["N"]:
+        raise ValueError(f"ntm_address: shift must have an odd last dim S <= N={inp.dims['N']} "
+                         f"(offsets -(S//2)..S//2), got S={inp.dims['S']}")
+    return inp
+
+
+def prep_graves(alpha_hat, beta_hat, kappa_hat, kappa_prev, chars, char_mask=None):
+    specs = [("alpha_hat", alpha_hat, "B K"), ("beta_hat", beta_hat, "B K"),
+             ("kappa_hat", kappa_hat, "B K"), ("kappa_prev", kappa_prev, "B K"),
+             ("chars", chars, "B U C")]
+    dims = check_tensors("graves_window", specs)
+    _check_mask("graves_window", char_mask, dims)
+    return MemoryInputs((alpha_hat, beta_hat, kappa_hat, kappa_prev, chars, char_mask), {},
+                        alpha_hat.device, alpha_hat.dtype, dims)
+
+
+def prep_graves_seq(alpha_hat, beta_hat, kappa_hat, chars, char_mask=None, kappa0=None):
+    specs = [("alpha_hat", alpha_hat, "B T K"), ("beta_hat", beta_hat, "B T K"),
+             ("kappa_hat", kappa_hat, "B T K"), ("chars", chars, "B U C")]
+    if kappa0 is not None:
+        specs.append(("kappa0", kappa0, "B K"))
+    dims = check_tensors("graves_window_sequence", specs)
+    _check_mask("graves_window_sequence", char_mask, dims)
+    return MemoryInputs((alpha_hat, beta_hat, kappa_hat, chars, char_mask, kappa0), {},
+                        alpha_hat.device, alpha_hat.dtype, dims)
+
+
+def _check_mask(op, mask, dims):
+    if mask is None:
+        return
+    if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != (dims["B"], dims["U"]):
+        shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise ValueError(f"{op}: char_mask must be a (B={dims['B']}, U={dims['U']}) tensor, got {shape}")
+
+
+def _ref(fn):
+    return Implementation("reference", lambda inp: [], lambda inp: fn(*inp.args))
+
+
+def _cpu(fn):
+    return Implementation("cpu", _cpu_status, lambda inp: fn(*inp.args))
+
+
+def _alloc_cpu(usage, write_gates):
+    if write_gates is None:
+        return cpu_allocation(usage, usage.new_ones((usage.shape[0], 1)))[:, 0]
+    return cpu_allocation(usage, write_gates)
+
+
+def _link_update_cpu(link, precedence, write_weights):
+    # The fused op with no read heads (R = 0): just the link and precedence update.
+    empty_reads = write_weights.new_zeros((write_weights.shape[0], 0, write_weights.shape[2]))
+    new_link, new_prec, _, _ = cpu_link_read(link, precedence, write_weights, empty_reads)
+    return new_link, new_prec
+
+
+def _directional_read_cpu(link, read_weights):
+    # Reads through a given link: the fused op with all-zero write weights leaves the link as
+    # it is (its diagonal is zeroed, which a DNC link already has) and reads through it.
+    b, hw, n, _ = link.shape
+    zeros = link.new_zeros((b, hw, n))
+    _, _, fwd, bwd = cpu_link_read(link, zeros, zeros, read_weights)
+    return fwd, bwd
+
+
+OPS = {op.name: dispatch.register(op) for op in [
+    Op("content_addressing", prep_content,
+       [_ref(ref.content_addressing), _cpu(cpu_content_addressing)]),
+    Op("dnc_usage", prep_usage, [_ref(ref.dnc_usage)]),
+    Op("dnc_allocation", prep_allocation, [_ref(ref.dnc_allocation), _cpu(_alloc_cpu)]),
+    Op("dnc_write_weights", prep_write_weights,
+       [_ref(ref.dnc_write_weights), _cpu(cpu_write_weights)]),
+    Op("memory_write", prep_memory_write, [_ref(ref.memory_write), _cpu(cpu_memory_write)]),
+    Op("memory_read", prep_memory_read, [_ref(ref.memory_read)]),
+    Op("dnc_link_update", prep_link_update, [_ref(ref.dnc_link_update), _cpu(_link_update_cpu)]),
+    Op("dnc_directional_read", prep_directional_read,
+       [_ref(ref.dnc_directional_read), _cpu(_directional_read_cpu)]),
+    Op("dnc_access_step", prep_access_step, [_ref(ref.dnc_access_step), _cpu(cpu_access_step)]),
+    Op("ntm_address", prep_ntm, [_ref(ref.ntm_address)]),
+    Op("graves_window", prep_graves, [_ref(ref.graves_window)]),
+    Op("graves_window_sequence", prep_graves_seq, [_ref(ref.graves_window_sequence)]),
+]}

@@ -1,0 +1,344 @@
+"""Memory addressing ops (attnfast.memory): every backend against the reference, forward and
+gradients (gradcheck in float64), edge inputs and the properties the formulas promise."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import attnfast
+from attnfast import memory as M
+from attnfast.reference import memory as ref
+from attnfast.ops import memory as memory_ops
+from conftest import assert_parity
+from conftest import require_backend as _require_backend
+
+# Ops with a C++ CPU kernel; the others run on the reference only (explain() says so).
+CPU_OPS = {"content_addressing", "dnc_allocation", "dnc_write_weights", "memory_write",
+           "dnc_link_update", "dnc_directional_read", "dnc_access_step"}
+BACKENDS = ["reference", "cpu"]
+F64 = torch.float64
+
+
+def require_backend(backend):
+    _require_backend(backend)
+    if backend == "cpu" and not memory_ops._HAS_OPS:
+        pytest.skip("backend 'cpu' unavailable: attnfast._C was built without the memory ops")
+
+
+def rand(*shape, g, lo=0.0, hi=1.0, dtype=F64):
+    return (torch.rand(*shape, generator=g, dtype=F64) * (hi - lo) + lo).to(dtype)
+
+
+def dist(*shape, g, dtype=F64, total=1.0):
+    """Random weightings summing to `total` over the last dim."""
+    x = torch.rand(*shape, generator=g, dtype=F64) + 0.05
+    return (x / x.sum(-1, keepdim=True) * total).to(dtype)
+
+
+def interface(b, n, w, r, hw, g, dtype=F64):
+    return M.DNCInterface(
+        write_vectors=torch.randn(b, hw, w, generator=g, dtype=F64).to(dtype),
+        erase_vectors=rand(b, hw, w, g=g, dtype=dtype),
+        free_gate=rand(b, r, g=g, dtype=dtype),
+        allocation_gate=rand(b, hw, g=g, dtype=dtype),
+        write_gate=rand(b, hw, g=g, lo=0.3, dtype=dtype),
+        read_mode=dist(b, r, 1 + 2 * hw, g=g, dtype=dtype),
+        write_keys=torch.randn(b, hw, w, generator=g, dtype=F64).to(dtype),
+        write_strengths=rand(b, hw, g=g, lo=0.5, hi=5.0, dtype=dtype),
+        read_keys=torch.randn(b, r, w, generator=g, dtype=F64).to(dtype),
+        read_strengths=rand(b, r, g=g, lo=0.5, hi=5.0, dtype=dtype))
+
+
+def random_state(b, n, w, r, hw, g, dtype=F64):
+    link = rand(b, hw, n, n, g=g, dtype=F64) / n
+    link = link * (1 - torch.eye(n, dtype=F64))
+    return M.DNCState(torch.randn(b, n, w, generator=g, dtype=F64).to(dtype),
+                      dist(b, r, n, g=g, dtype=dtype, total=0.9), dist(b, hw, n, g=g, dtype=dtype, total=0.8),
+                      link.to(dtype), dist(b, hw, n, g=g, dtype=dtype, total=0.7), rand(b, n, g=g, dtype=dtype))
+
+
+def backends_for(op):
+    return BACKENDS if op in CPU_OPS else ["reference"]
+
+
+def params(op):
+    return pytest.mark.parametrize("backend", backends_for(op))
+
+
+def gradcheck(fn, inputs, backend, no_grad=()):
+    """`no_grad`: indices of inputs that carry no gradient by design (stop_gradient)."""
+    require_backend(backend)
+    inputs = [t.detach().clone().requires_grad_(k not in no_grad) if isinstance(t, torch.Tensor) else t
+              for k, t in enumerate(inputs)]
+    assert torch.autograd.gradcheck(lambda *a: fn(*a, backend=backend), inputs, eps=1e-6, atol=1e-6)
+
+
+def parity(fn, inputs, backend, name):
+    """fp32 outputs and grads of `backend` against the reference in float64."""
+    require_backend(backend)
+    x64 = [t.detach().clone().requires_grad_(True) for t in inputs]
+    x32 = [t.detach().float().requires_grad_(True) for t in inputs]
+    o64, o32 = fn(*x64, backend="reference"), fn(*x32, backend=backend)
+    o64 = o64 if isinstance(o64, tuple) else (o64,)
+    o32 = o32 if isinstance(o32, tuple) else (o32,)
+    g = torch.Generator().manual_seed(1)
+    cot = [torch.randn(o.shape, generator=g, dtype=F64) for o in o64]
+    for k, (a, o) in enumerate(zip(o32, o64)):
+        assert_parity(a, o, name=f"{name} out{k}", atol=1e-5, rtol=1e-4)
+    g64 = torch.autograd.grad(o64, x64, cot, allow_unused=True)
+    g32 = torch.autograd.grad(o32, x32, [c.float() for c in cot], allow_unused=True)
+    for k, (a, o) in enumerate(zip(g32, g64)):
+        if o is None:
+            assert a is None or a.abs().max() == 0, f"{name}: grad {k} should be zero"
+            continue
+        assert_parity(a, o, name=f"{name} grad{k}", atol=1e-4, rtol=1e-3)
+
+
+# ---- content addressing ------------------------------------------------------------------------
+
+@params("content_addressing")
+def test_content_gradcheck_and_parity(backend):
+    g = torch.Generator().manual_seed(0)
+    mem, keys = torch.randn(2, 7, 5, generator=g, dtype=F64), torch.randn(2, 3, 5, generator=g, dtype=F64)
+    mem[0, 2] = 0  # a zero memory row: |M| = sqrt(eps), finite gradients
+    beta = rand(2, 3, g=g, lo=0.5, hi=4.0)
+    gradcheck(M.content_addressing, [mem, keys, beta], backend)
+    parity(M.content_addressing, [mem, keys, beta], backend, "content")
+    w = M.content_addressing(mem, keys, beta, backend=backend)
+    assert (w >= 0).all() and torch.allclose(w.sum(-1), torch.ones(2, 3, dtype=F64))
+
+
+@params("content_addressing")
+def test_content_n1_and_larger(backend):
+    require_backend(backend)
+    g = torch.Generator().manual_seed(3)
+    w = M.content_addressing(torch.randn(2, 1, 4, generator=g), torch.randn(2, 2, 4, generator=g),
+                             torch.ones(2, 2), backend=backend)
+    assert torch.equal(w, torch.ones(2, 2, 1))
+    parity(M.content_addressing, [torch.randn(3, 300, 33, generator=g, dtype=F64),
+                                  torch.randn(3, 4, 33, generator=g, dtype=F64),
+                                  rand(3, 4, g=g, hi=20.0)], backend, "content large")
+
+
+# ---- usage, allocation, write weights ----------------------------------------------------------
+
+def test_usage_properties_and_stop_gradient():
+    g = torch.Generator().manual_seed(0)
+    u, ww = rand(3, 9, g=g), dist(3, 2, 9, g=g)
+    f, wr = rand(3, 2, g=g), dist(3, 2, 9, g=g)
+    u[0, :3] = torch.tensor([0.0, 1.0, 1.0])
+    ww.requires_grad_(True)
+    out = M.dnc_usage(u, ww, f, wr)
+    assert ((out >= 0) & (out <= 1)).all()
+    assert out.grad_fn is not None or not out.requires_grad
+    gradcheck(lambda u_, f_, wr_, backend: M.dnc_usage(u_, ww.detach(), f_, wr_, backend=backend),
+              [u, f, wr], "reference")
+    assert not M.dnc_usage(u, ww, f, wr).requires_grad  # write weights carry no gradient
+
+
+@params("dnc_allocation")
+@pytest.mark.parametrize("heads", [None, 1, 3])
+def test_allocation_gradcheck_and_parity(backend, heads):
+    g = torch.Generator().manual_seed(0)
+    u = rand(2, 8, g=g, lo=0.05, hi=0.95)
+    args = [u] if heads is None else [u, rand(2, heads, g=g)]
+    gradcheck(M.dnc_allocation, args, backend)
+    parity(M.dnc_allocation, args, backend, "allocation")
+
+
+@params("dnc_allocation")
+def test_allocation_edges(backend):
+    require_backend(backend)
+    n = 6
+    u = torch.tensor([[0.0] * n, [1.0] * n, [0.5, 0.0, 0.5, 1.0, 0.0, 0.5], [0.3] * n], dtype=F64)
+    a = M.dnc_allocation(u, backend=backend)
+    r = ref.dnc_allocation(u)
+    assert torch.allclose(a, r, atol=1e-12, rtol=0)
+    assert (a >= 0).all() and (a.sum(-1) <= 1 + 1e-12).all()
+    # all free: everything goes to the first (lowest index) slot; ties broken by index
+    assert a[0, 0] > 0.999 and (a[0, 1:] < 1e-5).all()
+    # all used: nothing to allocate
+    assert a[1].abs().max() < 1e-5
+    # ties: among equal usage the lower index comes first (gets the larger weight)
+    assert a[2, 1] > a[2, 4] and a[2, 0] > a[2, 2] > a[2, 5]
+    # N = 1
+    one = M.dnc_allocation(torch.tensor([[0.25]], dtype=F64), backend=backend)
+    assert torch.allclose(one, torch.tensor([[0.75 - 0.75e-6]], dtype=F64))
+    gates = torch.tensor([[1.0, 1.0], [0.0, 0.5], [1.0, 0.0], [0.5, 0.5]], dtype=F64)
+    assert torch.allclose(M.dnc_allocation(u, gates, backend=backend), ref.dnc_allocation(u, gates),
+                          atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("n", [1000, 4096])
+def test_allocation_large_ties_agree(n):
+    require_backend("cpu")
+    g = torch.Generator().manual_seed(0)
+    u = torch.randint(0, 4, (2, n), generator=g).float() / 4  # heavy ties
+    gates = rand(2, 2, g=g, dtype=torch.float32)
+    a, r = M.dnc_allocation(u, gates, backend="cpu"), M.dnc_allocation(u, gates, backend="reference")
+    assert_parity(a, r.double(), name="allocation ties", atol=1e-6, rtol=1e-5)
+
+
+@params("dnc_write_weights")
+def test_write_weights(backend):
+    g = torch.Generator().manual_seed(0)
+    args = [rand(2, 7, g=g), dist(2, 2, 7, g=g), rand(2, 2, g=g), rand(2, 2, g=g)]
+    gradcheck(M.dnc_write_weights, args, backend)
+    parity(M.dnc_write_weights, args, backend, "write weights")
+    ww = M.dnc_write_weights(*args, backend=backend)
+    assert (ww >= 0).all() and (ww.sum(-1) <= 1 + 1e-9).all()
+
+
+# ---- memory write / read -----------------------------------------------------------------------
+
+@params("memory_write")
+@pytest.mark.parametrize("hw", [1, 3])
+def test_memory_write(backend, hw):
+    g = torch.Generator().manual_seed(0)
+    args = [torch.randn(2, 6, 5, generator=g, dtype=F64), dist(2, hw, 6, g=g),
+            rand(2, hw, 5, g=g), torch.randn(2, hw, 5, generator=g, dtype=F64)]
+    gradcheck(M.memory_write, args, backend)
+    parity(M.memory_write, args, backend, "memory write")
+    # one-hot weight, full erase: the row becomes the added word
+    mem = torch.randn(1, 4, 3, dtype=F64)
+    w = torch.zeros(1, 1, 4, dtype=F64)
+    w[0, 0, 2] = 1
+    out = M.memory_write(mem, w, torch.ones(1, 1, 3, dtype=F64), torch.full((1, 1, 3), 7.0, dtype=F64),
+                         backend=backend)
+    assert torch.equal(out[0, 2], torch.full((3,), 7.0, dtype=F64)) and torch.equal(out[0, [0, 1, 3]], mem[0, [0, 1, 3]])
+
+
+def test_memory_read():
+    g = torch.Generator().manual_seed(0)
+    gradcheck(M.memory_read, [torch.randn(2, 5, 3, generator=g, dtype=F64), dist(2, 2, 5, g=g)], "reference")
+
+
+# ---- temporal links ----------------------------------------------------------------------------
+
+@params("dnc_link_update")
+@pytest.mark.parametrize("n", [1, 6])
+def test_link_update(backend, n):
+    g = torch.Generator().manual_seed(0)
+    s = random_state(2, n, 3, 2, 2, g)
+    args = [s.link, s.precedence, dist(2, 2, n, g=g, total=0.9)]
+    gradcheck(M.dnc_link_update, args, backend)
+    parity(M.dnc_link_update, args, backend, "link update")
+    link, prec = M.dnc_link_update(*args, backend=backend)
+    assert torch.diagonal(link, dim1=-2, dim2=-1).abs().max() == 0
+    assert (link >= 0).all() and (prec >= 0).all() and (prec.sum(-1) <= 1 + 1e-9).all()
+
+
+@params("dnc_directional_read")
+def test_directional_read(backend):
+    g = torch.Generator().manual_seed(0)
+    s = random_state(2, 6, 3, 3, 2, g)
+    gradcheck(M.dnc_directional_read, [s.link, s.read_weights], backend)
+    # The cpu op never reads the link's diagonal (zero in every DNC link), so its gradient there is
+    # 0; compare the off-diagonal link gradient and everything else.
+    off = 1 - torch.eye(6, dtype=F64)
+    parity(lambda link, rw, backend: M.dnc_directional_read(link * off.to(link.dtype), rw, backend=backend),
+           [s.link, s.read_weights], backend, "directional read")
+    # one-hot: a link i -> j with weight 1 moves forward from j to i... f = L wr
+    link = torch.zeros(1, 1, 3, 3, dtype=F64)
+    link[0, 0, 2, 1] = 1  # written 1 then 2
+    rw = torch.zeros(1, 1, 3, dtype=F64)
+    rw[0, 0, 1] = 1
+    fwd, bwd = M.dnc_directional_read(link, rw, backend=backend)
+    assert fwd[0, 0, 0].tolist() == [0, 0, 1] and bwd[0, 0, 0].tolist() == [0, 0, 0]
+
+
+# ---- the full access step ----------------------------------------------------------------------
+
+@params("dnc_access_step")
+@pytest.mark.parametrize("shape", [(2, 6, 4, 2, 1), (2, 5, 3, 1, 2), (1, 1, 3, 1, 1)])
+def test_access_step(backend, shape):
+    b, n, w, r, hw = shape
+    g = torch.Generator().manual_seed(0)
+    s, x = random_state(b, n, w, r, hw, g), interface(b, n, w, r, hw, g)
+    flat = list(s) + list(x)
+    k = len(s)
+
+    def step(*a, backend):
+        words, st = M.dnc_access_step(M.DNCState(*a[:k]), M.DNCInterface(*a[k:]), backend=backend)
+        return (words,) + tuple(st)
+
+    gradcheck(step, flat, backend, no_grad={2})  # state.write_weights: stop_gradient
+    parity(step, flat, backend, "access step")
+    _, st = M.dnc_access_step(s, x, backend=backend)
+    assert ((st.usage >= 0) & (st.usage <= 1)).all()
+    assert (st.read_weights >= -1e-12).all() and (st.read_weights.sum(-1) <= 1 + 1e-9).all()
+    assert (st.write_weights.sum(-1) <= 1 + 1e-9).all()
+    assert torch.diagonal(st.link, dim1=-2, dim2=-1).abs().max() == 0
+
+
+# ---- NTM and Graves ----------------------------------------------------------------------------
+
+def test_ntm_shift_convention_and_gradcheck():
+    n = 5
+    w = torch.zeros(1, 1, n, dtype=F64)
+    w[0, 0, n - 1] = 1
+    s = torch.tensor([[[0.0, 0.0, 1.0]]], dtype=F64)  # offset +1
+    out = ref.ntm_shift_sharpen(w, s, torch.ones(1, 1, dtype=F64))
+    assert out[0, 0, 0] == 1  # wraps around: N-1 -> 0
+    g = torch.Generator().manual_seed(0)
+    args = [torch.randn(2, 6, 4, generator=g, dtype=F64), torch.randn(2, 2, 4, generator=g, dtype=F64),
+            rand(2, 2, g=g, lo=0.5, hi=3), rand(2, 2, g=g), dist(2, 2, 3, g=g), rand(2, 2, g=g, lo=1, hi=3),
+            dist(2, 2, 6, g=g)]
+    gradcheck(M.ntm_address, args, "reference")
+    out = M.ntm_address(*args)
+    assert (out >= 0).all() and torch.allclose(out.sum(-1), torch.ones(2, 2, dtype=F64))
+
+
+def test_ntm_one_hot_gamma_grad_finite():
+    w = torch.zeros(1, 1, 4, dtype=F64)
+    w[0, 0, 1] = 1
+    gamma = torch.full((1, 1), 2.0, dtype=F64, requires_grad=True)
+    out = ref.ntm_shift_sharpen(w, torch.tensor([[[0.0, 1.0, 0.0]]], dtype=F64), gamma)
+    out[0, 0, 1].backward()
+    assert torch.isfinite(gamma.grad).all()
+
+
+def test_graves_window_step_sequence_mask():
+    g = torch.Generator().manual_seed(0)
+    b, t, k, u, c = 2, 4, 3, 7, 5
+    a, be, ka = (torch.randn(b, t, k, generator=g, dtype=F64) * 0.5 for _ in range(3))
+    chars = torch.nn.functional.one_hot(torch.randint(0, c, (b, u), generator=g), c).to(F64)
+    mask = torch.ones(b, u, dtype=F64)
+    mask[1, 5:] = 0
+    w_seq, kap_seq, phi_seq = M.graves_window_sequence(a, be, ka, chars, mask)
+    kappa = torch.zeros(b, k, dtype=F64)
+    for step in range(t):
+        w, kappa, phi = M.graves_window(a[:, step], be[:, step], ka[:, step], kappa, chars, mask)
+        assert torch.allclose(w, w_seq[:, step]) and torch.allclose(phi, phi_seq[:, step])
+    assert phi_seq[1, :, 5:].abs().max() == 0
+    gradcheck(M.graves_window_sequence, [a, be, ka, chars, mask], "reference")
+
+
+# ---- dispatch and errors -----------------------------------------------------------------------
+
+def test_errors_name_the_argument():
+    mem, keys = torch.randn(2, 5, 3), torch.randn(2, 1, 3)
+    with pytest.raises(ValueError, match=r"keys must have shape \(B=2, H=1, W=3\)"):
+        M.content_addressing(mem, torch.randn(2, 1, 4), torch.ones(2, 1))
+    with pytest.raises(ValueError, match="strengths must be 2-D"):
+        M.content_addressing(mem, keys, torch.ones(2))
+    with pytest.raises(ValueError, match="link must be 4-D"):
+        M.dnc_link_update(torch.zeros(2, 1, 5), torch.zeros(2, 1, 5), torch.zeros(2, 1, 5))
+    with pytest.raises(ValueError, match="float64 on cpu but memory is torch.float32"):
+        M.memory_write(mem, torch.zeros(2, 1, 5, dtype=F64), torch.zeros(2, 1, 3), torch.zeros(2, 1, 3))
+    with pytest.raises(ValueError, match="odd last dim"):
+        M.ntm_address(mem, keys, torch.ones(2, 1), torch.ones(2, 1), torch.ones(2, 1, 2),
+                      torch.ones(2, 1), torch.ones(2, 1, 5))
+    with pytest.raises(ValueError, match="read_mode must have shape"):
+        s = M.dnc_initial_state(2, 5, 3, 1, 1)
+        x = interface(2, 5, 3, 1, 1, torch.Generator().manual_seed(0), dtype=torch.float32)
+        M.dnc_access_step(s, x._replace(read_mode=torch.ones(2, 1, 4)))
+
+
+def test_explain_mentions_memory_ops():
+    text = attnfast.explain("dnc_usage", torch.rand(1, 3), torch.rand(1, 1, 3), torch.rand(1, 1),
+                            torch.rand(1, 1, 3))
+    assert "reference -> runs" in text and "dnc_usage has no cpu implementation" in text
+    with pytest.raises(attnfast.BackendUnavailable, match="no cpu implementation"):
+        M.dnc_usage(torch.rand(1, 3), torch.rand(1, 1, 3), torch.rand(1, 1), torch.rand(1, 1, 3),
+                    backend="cpu")
