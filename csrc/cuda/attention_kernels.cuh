@@ -1,0 +1,747 @@
+// CUDA kernels of fused single-head attention and their raw-pointer host launchers. No torch
+// headers: csrc/cuda/attention.cu is the ATen glue, and the SIMT host harness (csrc/simt/)
+// compiles this header with g++ and runs the kernels thread by thread on the CPU.
+//
+// Contract (csrc/schemas.cpp): s = scale q k^T + bias (fp32 (B, Lq, Lk) view, any strides,
+// -inf = masked), causal bottom-right (key j visible to query i iff j <= i + Lk - Lq),
+// out = dropout(softmax(s)) v, lse = logsumexp_j s (fp32, -inf for a dead row whose out and
+// gradients are 0); dropout: Philox (common/philox.h) at (b Lq + i) Lk + j, scale 1/(1-p).
+//
+// Forward, two kernels, both streaming keys with the online softmax (common/softmax.h) and
+// both with one block per (query block, Dv slice, batch):
+//  * attn_fwd_tc_kernel (bf16/fp16 when D, Dv, the row strides are multiples of 8 elements and
+//    the bases 16-byte aligned): 4 warps, 64 queries x 64 keys per step, mma.sync m16n8k16
+//    with fp32 accumulators. S contracts D in 64-wide chunks staged through shared memory with
+//    cp.async (so any D: a 1024-wide head is 16 chunks); the output is a 128-wide Dv slice held
+//    in registers (16 x 128 fp32 per warp), and wider Dv runs more slices, each recomputing S
+//    (Dv = 1024: 8 slices; the D split costs nothing, the Dv split costs the q.k GEMM once per
+//    slice -- see the report in triton_kernels/attention.py for the trade-off). P is rounded to
+//    T and fed to the second mma straight from the S accumulators (the m16n8 C layout of two
+//    adjacent n8 tiles is the A layout of one k16 step), V fragments come from ldmatrix.trans.
+//  * attn_fwd_simt_kernel (fp32, exact fp32 FMAs, and any shape/alignment for bf16/fp16):
+//    4 warps x 4 query rows, 32 keys per step (lane = key), D chunks of 32 and V tiles in
+//    shared memory as fp32, P broadcast over the warp by shuffles; a 128-wide Dv slice.
+// Causal key blocks past the diagonal are not visited; only the straddling ones are masked.
+//
+// Backward (SIMT, all dtypes, always deterministic: no atomics, fixed summation orders):
+// attn_bwd_delta_kernel (Delta_i = rowsum(dO O) in fp32), attn_bwd_dkdv_kernel (one block per
+// 32-key block and 64-wide slice of dK/dV columns, looping over the query blocks that see the
+// keys) and attn_bwd_dq_kernel (one block per 32-query block and 64-wide slice of dQ, looping
+// over key blocks). Both recompute P = exp(s - lse) and dP = dO v^T (dropout applied to both
+// with the same mask) and dS = P (dP - Delta).
+//
+// Rules kept for the harness: hardware instructions only through hw.cuh, launches only through
+// ATTNFAST_LAUNCH, per-element math from csrc/common, 64-bit global offsets.
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "common/philox.h"
+#include "common/softmax.h"
+#include "cuda/hw.cuh"
+#include "cuda/launch.cuh"
+
+namespace attnfast {
+namespace cuda {
+namespace attn_detail {
+
+// ---- element conversions ----------------------------------------------------------------------
+template <typename T>
+__device__ __forceinline__ float to_f32(T v);
+template <>
+__device__ __forceinline__ float to_f32<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ float to_f32<__half>(__half v) { return __half2float(v); }
+template <>
+__device__ __forceinline__ float to_f32<__nv_bfloat16>(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
+
+template <typename T>
+__device__ __forceinline__ T from_f32(float v);
+template <>
+__device__ __forceinline__ float from_f32<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+// Rounds v to T and back (P and dS as a T-input GEMM sees them); identity for fp32.
+template <typename T>
+__device__ __forceinline__ float round_to(float v) {
+  return to_f32<T>(from_f32<T>(v));
+}
+
+// (lo, hi) rounded to T and packed into one 32-bit register (lo in the low half), the layout of
+// an mma operand pair.
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+  T pair[2] = {from_f32<T>(lo), from_f32<T>(hi)};
+  uint32_t u;
+  memcpy(&u, pair, sizeof u);
+  return u;
+}
+
+// ---- parameters ---------------------------------------------------------------------------------
+struct Dropout {
+  uint64_t seed;
+  uint32_t threshold;  // philox::keep_threshold(p)
+  float scale;         // (float)(1.0 / (1.0 - p))
+  int enabled;         // p > 0
+};
+
+// Shapes, element strides (the last dim of q/k/v/out/grad_out is contiguous) and scalars.
+struct Shape {
+  int64_t B, Lq, Lk, D, Dv;
+  int64_t sqb, sql, skb, skl, svb, svl;  // q, k, v
+  int64_t sbb, sbi, sbj;                 // bias (fp32), 0 strides allowed
+  int64_t sob, sol;                      // out (forward), grad_out (backward)
+  float scale;
+  int causal;
+};
+
+// scale * qk + bias, or -inf where key j is out of range, causally hidden, or masked.
+__device__ __forceinline__ float masked_score(float qk, const float* __restrict__ bias,
+                                              const Shape& s, int64_t b, int64_t i, int64_t j) {
+  if (j >= s.Lk || i >= s.Lq) return -INFINITY;
+  if (s.causal && j > i + (s.Lk - s.Lq)) return -INFINITY;
+  float v = qk * s.scale;
+  if (bias != nullptr) v += bias[b * s.sbb + i * s.sbi + j * s.sbj];
+  return v;
+}
+
+__device__ __forceinline__ bool keep(const Dropout& d, const Shape& s, int64_t b, int64_t i,
+                                     int64_t j) {
+  return philox::keep(d.seed, static_cast<uint64_t>((b * s.Lq + i) * s.Lk + j), d.threshold);
+}
+
+// One past the last key a query block [m0, m0 + rows) can see.
+__device__ __forceinline__ int64_t key_end(const Shape& s, int64_t m0, int64_t rows) {
+  if (!s.causal) return s.Lk;
+  const int64_t hi = m0 + rows + (s.Lk - s.Lq);
+  return hi < 0 ? 0 : (hi < s.Lk ? hi : s.Lk);
+}
+
+// The first query block start (a multiple of rows) that can see key n0.
+__device__ __forceinline__ int64_t query_begin(const Shape& s, int64_t n0, int64_t rows) {
+  if (!s.causal) return 0;
+  const int64_t lo = n0 - (s.Lk - s.Lq);
+  return lo <= 0 ? 0 : (lo / rows) * rows;
+}
+
+// =============================================================================================
+// Forward, tensor cores (bf16 / fp16)
+// =============================================================================================
+namespace tc {
+constexpr int kWarps = 4, kThreads = kWarps * 32;
+constexpr int kBM = 16 * kWarps;  // 64 queries, 16 per warp
+constexpr int kBN = 64;           // keys per step
+constexpr int kDC = 64;           // D chunk
+constexpr int kDVS = 128;         // Dv slice per block
+constexpr int kLdK = kDC + 8;     // padded pitch (elements): rows 16-byte aligned, ldmatrix
+constexpr int kLdV = kDVS + 8;    //   rows of 8 lanes hit distinct bank groups
+constexpr int kNT = kBN / 8;      // n8 tiles of S per warp
+constexpr int kOT = kDVS / 8;     // n8 tiles of O per warp
+constexpr int kSmemElems = kBM * kLdK + kBN * kLdK + kBN * kLdV;
+}  // namespace tc
+
+template <typename T>
+__device__ __forceinline__ void tc_load_rows(T* dst, int ld, const T* __restrict__ base,
+                                             int64_t row_stride, int64_t r0, int64_t rows_total,
+                                             int64_t c0, int64_t cols_total, int rows, int cols,
+                                             int tid) {
+  // rows x cols tile (cols a multiple of 8) of 16-byte chunks; out-of-range chunks zero-filled
+  // (cols_total is a multiple of 8, so a chunk is entirely in or out).
+  const int chunks_per_row = cols / 8;
+  for (int id = tid; id < rows * chunks_per_row; id += tc::kThreads) {
+    const int r = id / chunks_per_row;
+    const int c = (id % chunks_per_row) * 8;
+    const int64_t gr = r0 + r, gc = c0 + c;
+    const bool ok = gr < rows_total && gc < cols_total;
+    hw::cp_async_16(dst + r * ld + c, ok ? base + gr * row_stride + gc : base, ok);
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(tc::kThreads)
+    attn_fwd_tc_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                       const float* __restrict__ bias, T* __restrict__ out,
+                       float* __restrict__ lse, Shape s, Dropout drop) {
+  using namespace tc;
+  extern __shared__ __align__(16) unsigned char attn_smem_raw[];
+  T* sQ = reinterpret_cast<T*>(attn_smem_raw);  // [kBM][kLdK]
+  T* sK = sQ + kBM * kLdK;                      // [kBN][kLdK]
+  T* sV = sK + kBN * kLdK;                      // [kBN][kLdV]
+
+  const int tid = static_cast<int>(threadIdx.x);
+  const int lane = tid & 31, warp = tid >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.x) * kBM;
+  const int64_t c0 = static_cast<int64_t>(blockIdx.y) * kDVS;
+  const int64_t b = blockIdx.z;
+  const T* qb = q + b * s.sqb;
+  const T* kb = k + b * s.skb;
+  const T* vb = v + b * s.svb;
+  const int64_t n_end = key_end(s, m0, kBM);
+  const int64_t n_dchunks = (s.D + kDC - 1) / kDC;
+  const int64_t row[2] = {m0 + warp * 16 + g, m0 + warp * 16 + g + 8};
+
+  float o[kOT][4];
+#pragma unroll
+  for (int nt = 0; nt < kOT; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) o[nt][e] = 0.f;
+  float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0.f, 0.f};
+
+  // ldmatrix row addresses (see hw.cuh): A (Q) matrices (rows +0/+8) x (k +0/+8); B (K, stored
+  // [key][d] = column-major B) matrices (keys +0, k +0), (keys +0, k +8), (keys +8, k +0),
+  // (keys +8, k +8); V (stored [key][c], .trans) matrices (keys +0/+8) x (c +0/+8).
+  const int a_row = warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, a_col = (lane >> 4) * 8;
+  const int b_row = (lane & 7) + (lane >> 4) * 8, b_col = ((lane >> 3) & 1) * 8;
+  const int v_row = (lane & 7) + ((lane >> 3) & 1) * 8, v_col = (lane >> 4) * 8;
+
+  for (int64_t n0 = 0; n0 < n_end; n0 += kBN) {
+    float acc[kNT][4];
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[nt][e] = 0.f;
+
+    // ---- S = Q K^T over D chunks (q chunk staged once when D fits one chunk) -------------
+    for (int64_t dc = 0; dc < n_dchunks; ++dc) {
+      __syncthreads();  // the previous readers of sQ/sK/sV are done
+      if (n_dchunks > 1 || n0 == 0)
+        tc_load_rows<T>(sQ, kLdK, qb, s.sql, m0, s.Lq, dc * kDC, s.D, kBM, kDC, tid);
+      tc_load_rows<T>(sK, kLdK, kb, s.skl, n0, s.Lk, dc * kDC, s.D, kBN, kDC, tid);
+      if (dc == 0)  // V of this key block: lands with the first chunk
+        tc_load_rows<T>(sV, kLdV, vb, s.svl, n0, s.Lk, c0, s.Dv, kBN, kDVS, tid);
+      hw::cp_async_commit();
+      hw::cp_async_wait<0>();
+      __syncthreads();
+      const int64_t d_left = s.D - dc * kDC;
+#pragma unroll
+      for (int kk = 0; kk < kDC; kk += 16) {
+        if (kk >= d_left) break;  // zero-filled tail of the last chunk (uniform branch)
+        uint32_t af[4];
+        hw::ldmatrix_x4(af[0], af[1], af[2], af[3], sQ + a_row * kLdK + kk + a_col);
+#pragma unroll
+        for (int p = 0; p < kNT / 2; ++p) {
+          uint32_t b0[2], b1[2];
+          hw::ldmatrix_x4(b0[0], b0[1], b1[0], b1[1], sK + (p * 16 + b_row) * kLdK + kk + b_col);
+          hw::mma_m16n8k16<T>(acc[2 * p], af, b0, acc[2 * p]);
+          hw::mma_m16n8k16<T>(acc[2 * p + 1], af, b1, acc[2 * p + 1]);
+        }
+      }
+    }
+
+    // ---- online softmax on the fragments: lane holds rows g, g + 8, columns 2t, 2t + 1 ------
+    // acc[nt][2 h + e] is S[row[h]][n0 + 8 nt + 2 t + e].
+    float alpha[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float sc = masked_score(acc[nt][2 * h + e], bias, s, b, row[h],
+                                        n0 + nt * 8 + 2 * t + e);
+          acc[nt][2 * h + e] = sc;
+          mx = fmaxf(mx, sc);
+        }
+      mx = fmaxf(mx, hw::shfl_xor(mx, 1));  // the 4 lanes of a row: t = 0..3
+      mx = fmaxf(mx, hw::shfl_xor(mx, 2));
+      alpha[h] = softmax::update_max(m_run[h], mx);
+      float rs = 0.f;
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float p = softmax::prob(acc[nt][2 * h + e], m_run[h]);
+          rs += p;  // the normaliser sums P before dropout
+          if (drop.enabled && !keep(drop, s, b, row[h], n0 + nt * 8 + 2 * t + e))
+            p = 0.f;
+          else if (drop.enabled)
+            p *= drop.scale;
+          acc[nt][2 * h + e] = p;
+        }
+      rs += hw::shfl_xor(rs, 1);
+      rs += hw::shfl_xor(rs, 2);
+      l_run[h] = l_run[h] * alpha[h] + rs;
+    }
+#pragma unroll
+    for (int nt = 0; nt < kOT; ++nt) {
+      o[nt][0] *= alpha[0];
+      o[nt][1] *= alpha[0];
+      o[nt][2] *= alpha[1];
+      o[nt][3] *= alpha[1];
+    }
+
+    // ---- O += P V: the C fragments of n8 tiles 2j, 2j + 1 are the A fragment of k16 step j --
+    const int64_t v_left = s.Dv - c0;
+#pragma unroll
+    for (int j = 0; j < kBN / 16; ++j) {
+      uint32_t pa[4];
+      pa[0] = pack2<T>(acc[2 * j][0], acc[2 * j][1]);
+      pa[1] = pack2<T>(acc[2 * j][2], acc[2 * j][3]);
+      pa[2] = pack2<T>(acc[2 * j + 1][0], acc[2 * j + 1][1]);
+      pa[3] = pack2<T>(acc[2 * j + 1][2], acc[2 * j + 1][3]);
+#pragma unroll
+      for (int p = 0; p < kOT / 2; ++p) {
+        if (p * 16 >= v_left) break;  // columns past Dv (uniform branch)
+        uint32_t b0[2], b1[2];
+        hw::ldmatrix_x4_trans(b0[0], b0[1], b1[0], b1[1],
+                              sV + (j * 16 + v_row) * kLdV + p * 16 + v_col);
+        hw::mma_m16n8k16<T>(o[2 * p], pa, b0, o[2 * p]);
+        hw::mma_m16n8k16<T>(o[2 * p + 1], pa, b1, o[2 * p + 1]);
+      }
+    }
+  }
+  hw::cp_async_wait<0>();
+
+  // ---- epilogue: out = O / l (0 for a dead row), lse by the t == 0 lanes of slice 0 -------
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    if (row[h] >= s.Lq) continue;
+    const float inv = softmax::inv_sum(l_run[h]);
+    T* orow = out + b * s.sob + row[h] * s.sol;
+#pragma unroll
+    for (int nt = 0; nt < kOT; ++nt) {
+      const int64_t c = c0 + nt * 8 + 2 * t;
+      if (c < s.Dv) {  // Dv is a multiple of 8 on this path: c + 1 < Dv too
+        orow[c] = from_f32<T>(o[nt][2 * h] * inv);
+        orow[c + 1] = from_f32<T>(o[nt][2 * h + 1] * inv);
+      }
+    }
+    if (t == 0 && blockIdx.y == 0) lse[b * s.Lq + row[h]] = softmax::finish_lse(m_run[h], l_run[h]);
+  }
+}
+
+// =============================================================================================
+// Forward, SIMT (exact fp32; any shape for bf16/fp16)
+// =============================================================================================
+namespace sfwd {
+constexpr int kWarps = 4, kThreads = kWarps * 32;
+constexpr int kRows = 4;               // query rows per warp
+constexpr int kBM = kWarps * kRows;    // 16
+constexpr int kBN = 32;                // keys per step: lane = key
+constexpr int kDC = 32;                // D chunk
+constexpr int kCols = 4;               // output columns per lane
+constexpr int kDVS = 32 * kCols;       // 128-wide Dv slice
+constexpr int kSmemFloats = kBM * kDC + kBN * (kDC + 1) + kBN * kDVS;
+}  // namespace sfwd
+
+template <typename T>
+__global__ void __launch_bounds__(sfwd::kThreads)
+    attn_fwd_simt_kernel(const T* __restrict__ q, const T* __restrict__ k,
+                         const T* __restrict__ v, const float* __restrict__ bias,
+                         T* __restrict__ out, float* __restrict__ lse, Shape s, Dropout drop) {
+  using namespace sfwd;
+  extern __shared__ __align__(16) unsigned char attn_smem_raw[];
+  float* sQ = reinterpret_cast<float*>(attn_smem_raw);  // [kBM][kDC]
+  float* sK = sQ + kBM * kDC;                           // [kBN][kDC + 1]: lane-strided, no conflicts
+  float* sV = sK + kBN * (kDC + 1);                     // [kBN][kDVS]
+
+  const int tid = static_cast<int>(threadIdx.x);
+  const int lane = tid & 31, warp = tid >> 5;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.x) * kBM;
+  const int64_t c0 = static_cast<int64_t>(blockIdx.y) * kDVS;
+  const int64_t b = blockIdx.z;
+  const int64_t n_end = key_end(s, m0, kBM);
+
+  float o[kRows][kCols], m_run[kRows], l_run[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    m_run[r] = -INFINITY;
+    l_run[r] = 0.f;
+#pragma unroll
+    for (int c = 0; c < kCols; ++c) o[r][c] = 0.f;
+  }
+
+  for (int64_t n0 = 0; n0 < n_end; n0 += kBN) {
+    float sc[kRows];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) sc[r] = 0.f;
+    for (int64_t d0 = 0; d0 < s.D; d0 += kDC) {
+      __syncthreads();
+      for (int id = tid; id < kBM * kDC; id += kThreads) {
+        const int r = id / kDC, d = id % kDC;
+        const int64_t gi = m0 + r, gd = d0 + d;
+        sQ[id] = gi < s.Lq && gd < s.D ? to_f32<T>(q[b * s.sqb + gi * s.sql + gd]) : 0.f;
+      }
+      for (int id = tid; id < kBN * kDC; id += kThreads) {
+        const int r = id / kDC, d = id % kDC;
+        const int64_t gj = n0 + r, gd = d0 + d;
+        sK[r * (kDC + 1) + d] = gj < s.Lk && gd < s.D ? to_f32<T>(k[b * s.skb + gj * s.skl + gd]) : 0.f;
+      }
+      __syncthreads();
+      for (int d = 0; d < kDC; ++d) {
+        const float kv = sK[lane * (kDC + 1) + d];
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) sc[r] = fmaf(sQ[(warp * kRows + r) * kDC + d], kv, sc[r]);
+      }
+    }
+    __syncthreads();  // sV's previous readers are done
+    for (int id = tid; id < kBN * kDVS; id += kThreads) {
+      const int r = id / kDVS, c = id % kDVS;
+      const int64_t gj = n0 + r, gc = c0 + c;
+      sV[id] = gj < s.Lk && gc < s.Dv ? to_f32<T>(v[b * s.svb + gj * s.svl + gc]) : 0.f;
+    }
+    __syncthreads();
+
+    const int64_t j = n0 + lane;
+    float p[kRows];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      const int64_t i = m0 + warp * kRows + r;
+      const float x = masked_score(sc[r], bias, s, b, i, j);
+      const float alpha = softmax::update_max(m_run[r], hw::warp_max(x));
+      float pr = softmax::prob(x, m_run[r]);
+      l_run[r] = l_run[r] * alpha + hw::warp_sum(pr);
+      if (drop.enabled) pr = (j < s.Lk && i < s.Lq && keep(drop, s, b, i, j)) ? pr * drop.scale : 0.f;
+      p[r] = round_to<T>(pr);  // what a T-input P V product sees (the reference's p.to(v.dtype))
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) o[r][c] *= alpha;
+    }
+    // O += P V: key jj's probability of each row broadcast from lane jj; fixed order over jj.
+    for (int jj = 0; jj < kBN; ++jj) {
+      float vv[kCols];
+#pragma unroll
+      for (int c = 0; c < kCols; ++c) vv[c] = sV[jj * kDVS + c * 32 + lane];
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        const float pj = hw::shfl(p[r], jj);
+#pragma unroll
+        for (int c = 0; c < kCols; ++c) o[r][c] = fmaf(pj, vv[c], o[r][c]);
+      }
+    }
+  }
+
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    const int64_t i = m0 + warp * kRows + r;
+    if (i >= s.Lq) continue;
+    const float inv = softmax::inv_sum(l_run[r]);
+#pragma unroll
+    for (int c = 0; c < kCols; ++c) {
+      const int64_t gc = c0 + c * 32 + lane;
+      if (gc < s.Dv) out[b * s.sob + i * s.sol + gc] = from_f32<T>(o[r][c] * inv);
+    }
+    if (lane == 0 && blockIdx.y == 0) lse[b * s.Lq + i] = softmax::finish_lse(m_run[r], l_run[r]);
+  }
+}
+
+// =============================================================================================
+// Backward (SIMT, deterministic)
+// =============================================================================================
+namespace bwd {
+constexpr int kWarps = 4, kThreads = kWarps * 32;
+constexpr int kT = 32;                   // query and key block (lane = key of the score tiles)
+constexpr int kRows = kT / kWarps;       // 8 rows of a 32 x 32 tile per warp
+constexpr int kSW = 64;                  // output slice width (two columns per lane)
+constexpr int kLd = kT + 1;              // padded pitch of the 32-wide fp32 tiles
+constexpr int kLdS = kSW + 1;
+// sA, sB: contraction chunks; sP, sDS: the probability and dS tiles; sX, sY: slices.
+constexpr int kSmemFloats = 4 * kT * kLd + 2 * kT * kLdS;
+}  // namespace bwd
+
+template <typename T>
+__global__ void __launch_bounds__(bwd::kThreads)
+    attn_bwd_delta_kernel(const T* __restrict__ grad_out, const T* __restrict__ out,
+                          float* __restrict__ delta, Shape s, int64_t sob, int64_t sol) {
+  // One warp per row: Delta_i = sum_c dO_ic O_ic in fp32, lane-strided then a butterfly sum.
+  const int lane = threadIdx.x & 31;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * bwd::kWarps + (threadIdx.x >> 5);
+  const int64_t b = blockIdx.y;
+  float acc = 0.f;
+  if (row < s.Lq) {
+    const T* go = grad_out + b * s.sob + row * s.sol;
+    const T* o = out + b * sob + row * sol;
+    for (int64_t c = lane; c < s.Dv; c += 32) acc = fmaf(to_f32<T>(go[c]), to_f32<T>(o[c]), acc);
+  }
+  acc = hw::warp_sum(acc);
+  if (row < s.Lq && lane == 0) delta[b * s.Lq + row] = acc;
+}
+
+// Stages rows [r0, r0 + 32) x columns [c0, c0 + width) of x (fp32, zero outside) into dst[32][ld].
+template <typename T>
+__device__ __forceinline__ void stage(float* dst, int ld, const T* __restrict__ x,
+                                      int64_t row_stride, int64_t r0, int64_t rows_total,
+                                      int64_t c0, int64_t cols_total, int width, int tid) {
+  for (int id = tid; id < bwd::kT * width; id += bwd::kThreads) {
+    const int r = id / width, c = id % width;
+    const int64_t gr = r0 + r, gc = c0 + c;
+    dst[r * ld + c] = gr < rows_total && gc < cols_total ? to_f32<T>(x[gr * row_stride + gc]) : 0.f;
+  }
+}
+
+// acc[r] = sum_c x[m0 + 8w + r][c] y[n0 + lane][c] over c < width, in 32-wide chunks staged
+// through sA (rows: x) and sB (rows: y); fixed order, exact fp32 FMAs.
+template <typename T>
+__device__ __forceinline__ void bwd_contract(float (&acc)[bwd::kRows], const T* __restrict__ x,
+                                             int64_t x_stride, const T* __restrict__ y,
+                                             int64_t y_stride, int64_t m0, int64_t x_rows,
+                                             int64_t n0, int64_t y_rows, int64_t width, float* sA,
+                                             float* sB, int tid) {
+  using namespace bwd;
+  const int lane = tid & 31, warp = tid >> 5;
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) acc[r] = 0.f;
+  for (int64_t c0 = 0; c0 < width; c0 += kT) {
+    __syncthreads();  // the previous readers of sA/sB are done
+    stage<T>(sA, kLd, x, x_stride, m0, x_rows, c0, width, kT, tid);
+    stage<T>(sB, kLd, y, y_stride, n0, y_rows, c0, width, kT, tid);
+    __syncthreads();
+    for (int d = 0; d < kT; ++d) {
+      const float yv = sB[lane * kLd + d];
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) acc[r] = fmaf(sA[(warp * kRows + r) * kLd + d], yv, acc[r]);
+    }
+  }
+}
+
+// For query block [m0, m0+32) and key block [n0, n0+32): sP[i][j] = P after dropout and
+// sDS[i][j] = dS, fp32 (rounded to T, what the T-input GEMMs of the reference see). Thread
+// (warp w, lane j) computes rows 8w..8w+7 of column j. Ends with a __syncthreads.
+template <typename T>
+__device__ __forceinline__ void bwd_tiles(const T* __restrict__ qb, const T* __restrict__ kb,
+                                          const T* __restrict__ vb, const T* __restrict__ gob,
+                                          const float* __restrict__ bias,
+                                          const float* __restrict__ lse_b,
+                                          const float* __restrict__ delta_b, const Shape& s,
+                                          const Dropout& drop, int64_t b, int64_t m0, int64_t n0,
+                                          float* sA, float* sB, float* sP, float* sDS, int tid) {
+  using namespace bwd;
+  const int lane = tid & 31, warp = tid >> 5;
+  float sc[kRows], dp[kRows];
+  // s = q k^T over D, then dp = dO v^T over Dv.
+  bwd_contract<T>(sc, qb, s.sql, kb, s.skl, m0, s.Lq, n0, s.Lk, s.D, sA, sB, tid);
+  bwd_contract<T>(dp, gob, s.sol, vb, s.svl, m0, s.Lq, n0, s.Lk, s.Dv, sA, sB, tid);
+  const int64_t j = n0 + lane;
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    const int ri = warp * kRows + r;
+    const int64_t i = m0 + ri;
+    float p = 0.f, ds = 0.f, pd = 0.f;
+    if (i < s.Lq && j < s.Lk) {
+      p = softmax::prob_from_lse(masked_score(sc[r], bias, s, b, i, j), lse_b[i]);
+      float dpd = dp[r];
+      pd = p;
+      if (drop.enabled) {
+        const bool kept = keep(drop, s, b, i, j);
+        pd = kept ? p * drop.scale : 0.f;
+        dpd = kept ? dpd * drop.scale : 0.f;
+      }
+      ds = p * (dpd - delta_b[i]);
+    }
+    sP[ri * kLd + lane] = round_to<T>(pd);
+    sDS[ri * kLd + lane] = round_to<T>(ds);
+  }
+  __syncthreads();
+}
+
+// dK[:, slice] and dV[:, slice] of one 32-key block: dV += P^T dO, dK += scale dS^T q.
+template <typename T>
+__global__ void __launch_bounds__(bwd::kThreads)
+    attn_bwd_dkdv_kernel(const T* __restrict__ q, const T* __restrict__ k,
+                         const T* __restrict__ v, const float* __restrict__ bias,
+                         const T* __restrict__ grad_out, const float* __restrict__ lse,
+                         const float* __restrict__ delta, T* __restrict__ dk,
+                         T* __restrict__ dv, Shape s, Dropout drop) {
+  using namespace bwd;
+  extern __shared__ __align__(16) unsigned char attn_smem_raw[];
+  float* sA = reinterpret_cast<float*>(attn_smem_raw);
+  float* sB = sA + kT * kLd;
+  float* sP = sB + kT * kLd;
+  float* sDS = sP + kT * kLd;
+  float* sX = sDS + kT * kLd;  // q[:, slice]   [32][kLdS]
+  float* sY = sX + kT * kLdS;  // dO[:, slice]  [32][kLdS]
+
+  const int tid = static_cast<int>(threadIdx.x);
+  const int lane = tid & 31, warp = tid >> 5;
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kT;
+  const int64_t c0 = static_cast<int64_t>(blockIdx.y) * kSW;
+  const int64_t b = blockIdx.z;
+  const T* qb = q + b * s.sqb;
+  const T* gob = grad_out + b * s.sob;
+
+  // Thread owns keys 8w + r (r < 8) x columns c0 + lane, c0 + lane + 32 of dK and dV.
+  float ak[kRows][2], av[kRows][2];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) ak[r][0] = ak[r][1] = av[r][0] = av[r][1] = 0.f;
+
+  for (int64_t m0 = query_begin(s, n0, kT); m0 < s.Lq; m0 += kT) {
+    bwd_tiles<T>(qb, k + b * s.skb, v + b * s.svb, gob, bias, lse + b * s.Lq, delta + b * s.Lq,
+                 s, drop, b, m0, n0, sA, sB, sP, sDS, tid);
+    stage<T>(sX, kLdS, qb, s.sql, m0, s.Lq, c0, s.D, kSW, tid);
+    stage<T>(sY, kLdS, gob, s.sol, m0, s.Lq, c0, s.Dv, kSW, tid);
+    __syncthreads();
+    for (int i = 0; i < kT; ++i) {  // fixed order over the queries: deterministic
+      const float x0 = sX[i * kLdS + lane], x1 = sX[i * kLdS + lane + 32];
+      const float y0 = sY[i * kLdS + lane], y1 = sY[i * kLdS + lane + 32];
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        const float pd = sP[i * kLd + warp * kRows + r];
+        const float ds = sDS[i * kLd + warp * kRows + r];
+        av[r][0] = fmaf(pd, y0, av[r][0]);
+        av[r][1] = fmaf(pd, y1, av[r][1]);
+        ak[r][0] = fmaf(ds, x0, ak[r][0]);
+        ak[r][1] = fmaf(ds, x1, ak[r][1]);
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    const int64_t j = n0 + warp * kRows + r;
+    if (j >= s.Lk) continue;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t c = c0 + lane + 32 * h;
+      if (c < s.D) dk[(b * s.Lk + j) * s.D + c] = from_f32<T>(ak[r][h] * s.scale);
+      if (c < s.Dv) dv[(b * s.Lk + j) * s.Dv + c] = from_f32<T>(av[r][h]);
+    }
+  }
+}
+
+// dQ[:, slice] of one 32-query block: dQ = scale dS k.
+template <typename T>
+__global__ void __launch_bounds__(bwd::kThreads)
+    attn_bwd_dq_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                       const float* __restrict__ bias, const T* __restrict__ grad_out,
+                       const float* __restrict__ lse, const float* __restrict__ delta,
+                       T* __restrict__ dq, Shape s, Dropout drop) {
+  using namespace bwd;
+  extern __shared__ __align__(16) unsigned char attn_smem_raw[];
+  float* sA = reinterpret_cast<float*>(attn_smem_raw);
+  float* sB = sA + kT * kLd;
+  float* sP = sB + kT * kLd;
+  float* sDS = sP + kT * kLd;
+  float* sX = sDS + kT * kLd;  // k[:, slice]  [32][kLdS]
+
+  const int tid = static_cast<int>(threadIdx.x);
+  const int lane = tid & 31, warp = tid >> 5;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.x) * kT;
+  const int64_t c0 = static_cast<int64_t>(blockIdx.y) * kSW;
+  const int64_t b = blockIdx.z;
+  const T* kb = k + b * s.skb;
+
+  float aq[kRows][2];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) aq[r][0] = aq[r][1] = 0.f;
+
+  const int64_t n_end = key_end(s, m0, kT);
+  for (int64_t n0 = 0; n0 < n_end; n0 += kT) {
+    bwd_tiles<T>(q + b * s.sqb, kb, v + b * s.svb, grad_out + b * s.sob, bias, lse + b * s.Lq,
+                 delta + b * s.Lq, s, drop, b, m0, n0, sA, sB, sP, sDS, tid);
+    stage<T>(sX, kLdS, kb, s.skl, n0, s.Lk, c0, s.D, kSW, tid);
+    __syncthreads();
+    for (int jj = 0; jj < kT; ++jj) {
+      const float x0 = sX[jj * kLdS + lane], x1 = sX[jj * kLdS + lane + 32];
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        const float ds = sDS[(warp * kRows + r) * kLd + jj];
+        aq[r][0] = fmaf(ds, x0, aq[r][0]);
+        aq[r][1] = fmaf(ds, x1, aq[r][1]);
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    const int64_t i = m0 + warp * kRows + r;
+    if (i >= s.Lq) continue;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t c = c0 + lane + 32 * h;
+      if (c < s.D) dq[(b * s.Lq + i) * s.D + c] = from_f32<T>(aq[r][h] * s.scale);
+    }
+  }
+}
+
+// ---- host helpers -------------------------------------------------------------------------------
+inline Dropout make_dropout(double p, uint64_t seed) {
+  Dropout d;
+  d.seed = seed;
+  d.threshold = philox::keep_threshold(p);
+  d.scale = static_cast<float>(1.0 / (1.0 - p));
+  d.enabled = p > 0.0 ? 1 : 0;
+  return d;
+}
+
+inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// Blocks for n items, per per block; at least 1 (a 0-wide Dv still needs lse).
+inline unsigned grid_dim(int64_t n, int64_t per) {
+  return n <= 0 ? 1u : static_cast<unsigned>((n + per - 1) / per);
+}
+
+}  // namespace attn_detail
+
+// ---- launchers ----------------------------------------------------------------------------------
+using attn_detail::Shape;
+
+// True when the tensor-core forward takes these inputs (T bf16/fp16, 16-byte aligned rows).
+template <typename T>
+inline bool attention_forward_uses_tc(const T* q, const T* k, const T* v, const Shape& s) {
+  if constexpr (std::is_same_v<T, float>) {
+    return false;
+  } else {
+    using attn_detail::aligned16;
+    return s.D > 0 && s.D % 8 == 0 && s.Dv % 8 == 0 && s.sql % 8 == 0 && s.sqb % 8 == 0 &&
+           s.skl % 8 == 0 && s.skb % 8 == 0 && s.svl % 8 == 0 && s.svb % 8 == 0 &&
+           aligned16(q) && aligned16(k) && aligned16(v);
+  }
+}
+
+// out (B, Lq, Dv) with strides (s.sob, s.sol, 1); lse (B, Lq) contiguous. B, Lq, Dv > 0.
+template <typename T>
+void attention_forward(const T* q, const T* k, const T* v, const float* bias, T* out, float* lse,
+                       const Shape& s, double dropout_p, uint64_t seed, cudaStream_t stream) {
+  using namespace attn_detail;
+  const Dropout d = make_dropout(dropout_p, seed);
+  if (attention_forward_uses_tc<T>(q, k, v, s)) {
+    if constexpr (!std::is_same_v<T, float>) {
+      const dim3 grid(grid_dim(s.Lq, tc::kBM), grid_dim(s.Dv, tc::kDVS), static_cast<unsigned>(s.B));
+      const int smem = tc::kSmemElems * static_cast<int>(sizeof(T));
+      ATTNFAST_LAUNCH(attn_fwd_tc_kernel<T>, grid, dim3(tc::kThreads), smem, stream)(
+          q, k, v, bias, out, lse, s, d);
+    }
+  } else {
+    const dim3 grid(grid_dim(s.Lq, sfwd::kBM), grid_dim(s.Dv, sfwd::kDVS), static_cast<unsigned>(s.B));
+    const int smem = sfwd::kSmemFloats * static_cast<int>(sizeof(float));
+    ATTNFAST_LAUNCH(attn_fwd_simt_kernel<T>, grid, dim3(sfwd::kThreads), smem, stream)(
+        q, k, v, bias, out, lse, s, d);
+  }
+}
+
+// delta: (B, Lq) fp32 workspace. dq (B, Lq, D), dk (B, Lk, D), dv (B, Lk, Dv) contiguous.
+// In s, (sob, sol) are grad_out's strides; (out_sb, out_sl) are out's. B, Lq, Lk > 0.
+template <typename T>
+void attention_backward(const T* grad_out, const T* q, const T* k, const T* v, const T* out,
+                        int64_t out_sb, int64_t out_sl, const float* lse, const float* bias,
+                        float* delta, T* dq, T* dk, T* dv, const Shape& s, double dropout_p,
+                        uint64_t seed, cudaStream_t stream) {
+  using namespace attn_detail;
+  const Dropout d = make_dropout(dropout_p, seed);
+  ATTNFAST_LAUNCH(attn_bwd_delta_kernel<T>, dim3(grid_dim(s.Lq, bwd::kWarps), static_cast<unsigned>(s.B)),
+                  dim3(bwd::kThreads), 0, stream)(grad_out, out, delta, s, out_sb, out_sl);
+  const int smem = bwd::kSmemFloats * static_cast<int>(sizeof(float));
+  const int64_t widest = s.D > s.Dv ? s.D : s.Dv;
+  if (widest > 0) {
+    const dim3 grid(grid_dim(s.Lk, bwd::kT), grid_dim(widest, bwd::kSW), static_cast<unsigned>(s.B));
+    ATTNFAST_LAUNCH(attn_bwd_dkdv_kernel<T>, grid, dim3(bwd::kThreads), smem, stream)(
+        q, k, v, bias, grad_out, lse, delta, dk, dv, s, d);
+  }
+  if (s.D > 0) {
+    const dim3 grid(grid_dim(s.Lq, bwd::kT), grid_dim(s.D, bwd::kSW), static_cast<unsigned>(s.B));
+    ATTNFAST_LAUNCH(attn_bwd_dq_kernel<T>, grid, dim3(bwd::kThreads), smem, stream)(
+        q, k, v, bias, grad_out, lse, delta, dq, s, d);
+  }
+}
+
+}  // namespace cuda
+}  // namespace attnfast
