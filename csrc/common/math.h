@@ -46,9 +46,12 @@ ATTNFAST_HD ATTNFAST_INLINE float exp_f32(float x) {
   const bool over = x > hi;
   const bool under = x < lo;
   x = x > hi ? hi : (x < lo ? lo : x);
-  float n = x * 1.44269504088896341f;
-  n = n >= 0.f ? static_cast<float>(static_cast<int32_t>(n + 0.5f))
-               : static_cast<float>(static_cast<int32_t>(n - 0.5f));
+  // n = round(x / ln2) by the 1.5 * 2^23 trick (the sum's low mantissa bits hold n, rounded to
+  // nearest even): no float -> int conversion, whose trap GCC will not if-convert, so the
+  // `#pragma omp simd` loops that call this vectorise (with the conversion they ran scalar).
+  const float magic = 12582912.0f;
+  const float t = x * 1.44269504088896341f + magic;
+  const float n = t - magic;
   float r = x - n * 0.693359375f;
   r = r + n * 2.12194440e-4f;
   const float r2 = r * r;
@@ -59,7 +62,7 @@ ATTNFAST_HD ATTNFAST_INLINE float exp_f32(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r2 + r + 1.0f;
-  const uint32_t scale = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
+  const uint32_t scale = (float_to_bits(t) - float_to_bits(magic) + 127u) << 23;  // 2^n
   const float y = p * bits_to_float(scale);
   return over ? INFINITY : (under ? 0.f : y);
 #endif

@@ -1,6 +1,10 @@
-// Boom on the CPU: ATen's GEMM (MKL / oneDNN) on tiles of rows, with the bias, activation,
-// dropout and chunk-sum applied to each tile while it is still in cache (kernels/boom_impl.h,
-// compiled per ISA). In inference only one tile of the d_ff-wide activation exists at a time.
+// Boom on the CPU. Forward, two paths (chosen by use_fused_gemm below):
+//  - fused GEMM (AVX-512 build): attnfast's own blocked GEMM (kernels/gemm_impl.h) with the
+//    bias, activation, dropout and chunk-sum fused per output block (kernels/gemm_boom_impl.h):
+//    the d_ff-wide activation never exists beyond one L2-sized fp32 block per thread.
+//  - ATen GEMM (MKL / oneDNN) on tiles of rows, with the epilogue applied to each tile while
+//    it is still in cache (kernels/boom_impl.h, compiled per ISA): base and AVX2 builds, and
+//    whenever ATTNFAST_CPU_BOOM_GEMM=aten.
 // Backward: the fused dz pass (grad broadcast over chunks, dropout mask regenerated from the
 // seed, act'(preact)) then two ATen GEMMs; the pre-activation is saved by the forward rather
 // than recomputed, because recomputing it would cost a fourth GEMM (~33% more FLOPs) to save a
@@ -15,6 +19,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "checks/boom.h"
@@ -46,6 +52,62 @@ int64_t tile_rows(int64_t f_used, int64_t elem_size) {
   return (rows + 15) / 16 * 16;
 }
 
+// The forward's GEMM path: ATTNFAST_CPU_BOOM_GEMM=auto (default) | fused | aten. `fused` is
+// only possible where the active ISA table has the fused kernels (AVX-512 with BF16); asking
+// for it elsewhere falls back to ATen quietly, as the ISA cap does. auto = fused where it was
+// measured faster than ATen's GEMM (bench/notes/boom_cpu.md): every dtype with AVX-512.
+bool use_fused_gemm(const BoomKernels& k, const at::Tensor& x) {
+  if (k.gemm == nullptr || x.size(1) == 0) return false;
+  const char* env = std::getenv("ATTNFAST_CPU_BOOM_GEMM");
+  if (env == nullptr || *env == '\0' || std::strcmp(env, "auto") == 0 ||
+      std::strcmp(env, "fused") == 0)
+    return true;
+  TORCH_CHECK(std::strcmp(env, "aten") == 0,
+              "ATTNFAST_CPU_BOOM_GEMM must be auto, fused or aten, got '", env, "'");
+  return false;
+}
+
+// The fused forward: pack W once (parallel over column panels), then one task per thread,
+// each a contiguous range of rows with its own scratch (packed x block, Z block, chunk-sum
+// accumulator), allocated here through ATen so the memory is accounted for.
+void fused_forward(const BoomGemmKernels& g, const at::Tensor& x, const at::Tensor& weight,
+                   const at::Tensor& bias_f32, int64_t activation, int64_t C, int64_t f_used,
+                   double dropout_p, int64_t seed, at::Tensor& out, at::Tensor* preact) {
+  BoomGemmArgs a{};
+  a.dtype = dtype_of(x);
+  a.activation = static_cast<int>(activation);
+  a.x = x.data_ptr();
+  a.N = x.size(0);
+  a.K = x.size(1);
+  a.weight = weight.data_ptr();
+  a.f_used = f_used;
+  a.bias = bias_f32.defined() ? bias_f32.data_ptr<float>() : nullptr;
+  a.out = out.data_ptr();
+  a.C = C;
+  a.F = weight.size(0);
+  a.preact = preact ? preact->data_ptr() : nullptr;
+  a.dropout_p = dropout_p;
+  a.seed = static_cast<uint64_t>(seed);
+  const BoomGemmPlan plan = g.plan(a);
+  const auto bytes = x.options().dtype(at::kByte);
+  at::Tensor packed = at::empty({plan.packed_weight_bytes}, bytes);
+  a.packed_weight = packed.data_ptr();
+  at::parallel_for(0, plan.weight_panels, 1,
+                   [&](int64_t b, int64_t e) { g.pack_weight(a, b, e); });
+  // Equal contiguous row ranges, one per thread (fewer when there are too few rows to fill
+  // the micro-tiles); each task gets its own 64-byte aligned scratch slot.
+  const int64_t tasks = std::max<int64_t>(
+      1, std::min<int64_t>(at::get_num_threads(), a.N / plan.min_rows_per_task));
+  const int64_t slot = (plan.scratch_bytes + 63) / 64 * 64;
+  at::Tensor scratch = at::empty({tasks * slot + 64}, bytes);
+  char* base = reinterpret_cast<char*>(
+      (reinterpret_cast<uintptr_t>(scratch.data_ptr()) + 63) / 64 * 64);
+  at::parallel_for(0, tasks, 1, [&](int64_t tb, int64_t te) {
+    for (int64_t t = tb; t < te; ++t)
+      g.forward_rows(a, a.N * t / tasks, a.N * (t + 1) / tasks, base + t * slot);
+  });
+}
+
 std::tuple<at::Tensor, at::Tensor> boom_forward(const at::Tensor& x, const at::Tensor& weight,
                                                 const std::optional<at::Tensor>& bias,
                                                 int64_t activation, int64_t chunk_width,
@@ -62,11 +124,16 @@ std::tuple<at::Tensor, at::Tensor> boom_forward(const at::Tensor& x, const at::T
   at::Tensor bias_f32;
   if (bias.has_value()) bias_f32 = bias->narrow(0, 0, f_used).to(at::kFloat).contiguous();
 
+  const BoomKernels& k = kernels();
+  if (use_fused_gemm(k, x)) {
+    fused_forward(*k.gemm, x, weight, bias_f32, activation, C, f_used, dropout_p, seed, out,
+                  save_preact ? &preact : nullptr);
+    return {out, preact};
+  }
+
   const int64_t rows_per_tile = tile_rows(f_used, x.element_size());
   at::Tensor scratch_tile;
   if (!save_preact) scratch_tile = at::empty({std::min(rows_per_tile, N), f_used}, x.options());
-  const BoomKernels& k = kernels();
-
   BoomEpilogueArgs args{};
   args.dtype = dtype_of(x);
   args.activation = static_cast<int>(activation);

@@ -4,12 +4,16 @@
 // merged by the linker into code that runs on an older CPU would be an illegal instruction.
 #include "common/activations.h"
 #include "common/philox.h"
+#include "cpu/kernels/attention.h"
 #include "cpu/kernels/boom.h"
+#include "cpu/kernels/gemm_isa.h"  // <immintrin.h> + ATTNFAST_CPU_GEMM_AVX512 (avx512 TU only)
 
 namespace attnfast {
 namespace cpu {
 namespace ATTNFAST_CPU_ISA {
 
+#include "cpu/kernels/gemm_impl.h"  // AVX-512 GEMM packing + micro-kernel (empty elsewhere)
+#include "cpu/kernels/attention_impl.h"
 #include "cpu/kernels/boom_impl.h"
 
 }  // namespace ATTNFAST_CPU_ISA

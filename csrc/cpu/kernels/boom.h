@@ -1,10 +1,12 @@
-// The Boom layer's CPU inner loops (per ISA) and their argument blocks. The GEMMs are ATen's
-// (csrc/cpu/boom.cpp); these are the fused epilogue of the forward and the fused dz pass of
-// the backward, each applied to a tile of rows while it is hot in cache.
+// The Boom layer's CPU inner loops (per ISA) and their argument blocks: the fused epilogue of
+// the forward (applied to a tile of rows of an ATen GEMM's output while it is hot in cache),
+// the fused dz pass of the backward, and, in the AVX-512 build, the whole forward as one
+// blocked GEMM with the epilogue fused per output block (gemm.h).
 #pragma once
 #include <cstdint>
 
 #include "convert.h"
+#include "gemm.h"
 
 namespace attnfast {
 namespace cpu {
@@ -50,6 +52,7 @@ using BoomDzFn = void (*)(const BoomDzArgs&, int64_t row_begin, int64_t row_end)
 struct BoomKernels {
   BoomEpilogueFn epilogue;
   BoomDzFn dz;
+  const BoomGemmKernels* gemm;  // the fused GEMM forward (gemm.h); nullptr: ATen GEMM + epilogue
 };
 
 namespace base { extern const BoomKernels boom_kernels; }

@@ -114,5 +114,8 @@ void boom_dz(const BoomDzArgs& a, int64_t b, int64_t e) {
   }
 }
 
+// The fused-GEMM forward: AVX-512 TU only (defines ATTNFAST_BOOM_GEMM_KERNELS, else nullptr).
+#include "cpu/kernels/gemm_boom_impl.h"
+
 extern const BoomKernels boom_kernels;
-const BoomKernels boom_kernels{&boom_epilogue, &boom_dz};
+const BoomKernels boom_kernels{&boom_epilogue, &boom_dz, ATTNFAST_BOOM_GEMM_KERNELS};
