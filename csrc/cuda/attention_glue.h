@@ -12,6 +12,7 @@
 #include <tuple>
 #include <type_traits>
 
+#include "checks/attention.h"
 #include "cuda/attention_kernels.cuh"
 
 namespace attnfast {
@@ -43,49 +44,13 @@ struct Dims {
   int64_t B, Lq, Lk, D, Dv;
 };
 
-inline Dims check_qkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                      double dropout_p) {
-  TORCH_CHECK(q.dim() == 3, "attention: q must be 3-D (B, Lq, D), got shape ", q.sizes());
-  TORCH_CHECK(k.dim() == 3, "attention: k must be 3-D (B, Lk, D), got shape ", k.sizes());
-  TORCH_CHECK(v.dim() == 3, "attention: v must be 3-D (B, Lk, Dv), got shape ", v.sizes());
-  const Dims d{q.size(0), q.size(1), k.size(1), q.size(2), v.size(2)};
-  TORCH_CHECK(k.size(0) == d.B && k.size(2) == d.D, "attention: k must have shape (", d.B,
-              ", Lk, ", d.D, ") to match q ", q.sizes(), ", got ", k.sizes());
-  TORCH_CHECK(v.size(0) == d.B && v.size(1) == d.Lk, "attention: v must have shape (", d.B, ", ",
-              d.Lk, ", Dv) to match q and k, got ", v.sizes());
-  const auto dt = q.scalar_type();
-  TORCH_CHECK(dt == at::kFloat || dt == at::kBFloat16 || dt == at::kHalf,
-              "attention: q must be float32, bfloat16 or float16, got ", dt);
-  TORCH_CHECK(k.scalar_type() == dt, "attention: k dtype ", k.scalar_type(),
-              " must match q dtype ", dt);
-  TORCH_CHECK(v.scalar_type() == dt, "attention: v dtype ", v.scalar_type(),
-              " must match q dtype ", dt);
-  TORCH_CHECK(k.device() == q.device(), "attention: k is on ", k.device(), " but q is on ",
-              q.device());
-  TORCH_CHECK(v.device() == q.device(), "attention: v is on ", v.device(), " but q is on ",
-              q.device());
-  TORCH_CHECK(dropout_p >= 0.0 && dropout_p < 1.0, "attention: dropout_p must be in [0, 1), got ",
-              dropout_p);
-  return d;
+// The argument checks are those of the CPU op (csrc/checks/attention.h): same messages.
+inline Dims dims(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  return Dims{q.size(0), q.size(1), k.size(1), q.size(2), v.size(2)};
 }
 
-// The bias as an fp32 (B, Lq, Lk) view (0 strides allowed), or an undefined tensor.
-inline at::Tensor check_bias(const std::optional<at::Tensor>& bias, const at::Tensor& q,
-                             const Dims& d) {
-  if (!bias.has_value() || !bias->defined()) return at::Tensor();
-  TORCH_CHECK(bias->scalar_type() == at::kFloat,
-              "attention: bias must be float32 (an additive mask), got ", bias->scalar_type());
-  TORCH_CHECK(bias->device() == q.device(), "attention: bias is on ", bias->device(),
-              " but q is on ", q.device());
-  TORCH_CHECK(bias->dim() <= 3, "attention: bias must be broadcastable to (B, Lq, Lk) = (", d.B,
-              ", ", d.Lq, ", ", d.Lk, "), got shape ", bias->sizes());
-  const int64_t want[3] = {d.B, d.Lq, d.Lk};
-  for (int64_t i = 0; i < bias->dim(); ++i) {
-    const int64_t s = bias->size(bias->dim() - 1 - i), w = want[2 - i];
-    TORCH_CHECK(s == w || s == 1, "attention: bias must be broadcastable to (B, Lq, Lk) = (",
-                d.B, ", ", d.Lq, ", ", d.Lk, "), got shape ", bias->sizes());
-  }
-  return bias->expand({d.B, d.Lq, d.Lk});
+inline at::Tensor bias_view(const std::optional<at::Tensor>& bias) {
+  return bias.has_value() && bias->defined() ? *bias : at::Tensor();
 }
 
 inline cuda::Shape make_shape(const Dims& d, const at::Tensor& q, const at::Tensor& k,
@@ -118,10 +83,11 @@ inline std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& q_in, const 
                                                   const std::optional<at::Tensor>& bias_in,
                                                   bool causal, double scale, double dropout_p,
                                                   int64_t seed, cudaStream_t stream) {
-  const Dims d = check_qkv(q_in, k_in, v_in, dropout_p);
+  checks::attention_common(q_in, k_in, v_in, bias_in, dropout_p);
+  const Dims d = dims(q_in, k_in, v_in);
   const at::Tensor q = last_dim_contiguous(q_in), k = last_dim_contiguous(k_in),
                    v = last_dim_contiguous(v_in);
-  const at::Tensor bias = check_bias(bias_in, q, d);
+  const at::Tensor bias = bias_view(bias_in);
   at::Tensor out = at::empty({d.B, d.Lq, d.Dv}, q.options());
   at::Tensor lse = at::empty({d.B, d.Lq}, q.options().dtype(at::kFloat));
   if (d.B == 0 || d.Lq == 0) return {out, lse};
@@ -140,26 +106,13 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
     const at::Tensor& v_in, const at::Tensor& out_in, const at::Tensor& lse_in,
     const std::optional<at::Tensor>& bias_in, bool causal, double scale, double dropout_p,
     int64_t seed, cudaStream_t stream) {
-  const Dims d = check_qkv(q_in, k_in, v_in, dropout_p);
+  checks::attention_backward(grad_out_in, q_in, k_in, v_in, out_in, lse_in, bias_in, dropout_p);
+  const Dims d = dims(q_in, k_in, v_in);
   const at::Tensor q = last_dim_contiguous(q_in), k = last_dim_contiguous(k_in),
                    v = last_dim_contiguous(v_in);
-  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"grad_out", grad_out_in},
-                                std::pair<const char*, const at::Tensor&>{"out", out_in}}) {
-    TORCH_CHECK(t.dim() == 3 && t.size(0) == d.B && t.size(1) == d.Lq && t.size(2) == d.Dv,
-                "attention: ", name, " must have shape (", d.B, ", ", d.Lq, ", ", d.Dv,
-                "), got ", t.sizes());
-    TORCH_CHECK(t.scalar_type() == q.scalar_type(), "attention: ", name, " dtype ",
-                t.scalar_type(), " must match q dtype ", q.scalar_type());
-    TORCH_CHECK(t.device() == q.device(), "attention: ", name, " is on ", t.device(),
-                " but q is on ", q.device());
-  }
-  TORCH_CHECK(lse_in.dim() == 2 && lse_in.size(0) == d.B && lse_in.size(1) == d.Lq &&
-                  lse_in.scalar_type() == at::kFloat && lse_in.device() == q.device(),
-              "attention: lse must be a float32 (", d.B, ", ", d.Lq, ") tensor on ", q.device(),
-              ", got ", lse_in.scalar_type(), " ", lse_in.sizes(), " on ", lse_in.device());
   const at::Tensor grad_out = last_dim_contiguous(grad_out_in), out = last_dim_contiguous(out_in);
   const at::Tensor lse = lse_in.contiguous();
-  const at::Tensor bias = check_bias(bias_in, q, d);
+  const at::Tensor bias = bias_view(bias_in);
   at::Tensor dq = at::empty({d.B, d.Lq, d.D}, q.options());
   at::Tensor dk = at::empty({d.B, d.Lk, d.D}, q.options());
   at::Tensor dv = at::empty({d.B, d.Lk, d.Dv}, q.options());
