@@ -52,10 +52,10 @@ def build(bits=6, hidden=64, memory_size=32, word_size=16, num_reads=1, backend=
 
 
 def train(steps=20000, batch=16, max_len=20, bits=6, lr=1e-3, backend=None, target=0.01,
-          seed=0, log_every=200, curriculum=True, log=print):
+          seed=0, log_every=200, curriculum=True, log=print, model_kw=None):
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    model = build(bits=bits, backend=backend)
+    model = build(bits=bits, backend=backend, **(model_kw or {}))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     recent = collections.deque(maxlen=50)
     cur_len = 2 if curriculum else max_len
@@ -96,8 +96,10 @@ def main():
     p.add_argument("--target", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-curriculum", action="store_true")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (1: the per-step work is tiny, threads only add overhead)")
     a = p.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(a.threads)
     model, hist = train(a.steps, a.batch, a.max_len, a.bits, a.lr, a.backend, a.target, a.seed,
                         curriculum=not a.no_curriculum)
     # Final evaluation on fresh sequences of every length 1..max_len.

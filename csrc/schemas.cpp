@@ -39,3 +39,44 @@ TORCH_LIBRARY(attnfast, m) {
       "Tensor? bias, bool causal, float scale, float dropout_p, int seed, bool deterministic) "
       "-> (Tensor grad_q, Tensor grad_k, Tensor grad_v)");
 }
+
+// ---- memory: NTM / DNC addressing (csrc/cpu/memory*.cpp; attnfast/ops/memory.py) -------------
+// float32 or float64, contiguous, one device; B batch, N memory slots, W word size, H heads
+// (R read heads, Hw write heads). eps as in DeepMind's DNC (1e-6). Every forward has an explicit
+// backward op that recomputes what it needs from the forward's inputs (and output, for content).
+TORCH_LIBRARY_FRAGMENT(attnfast, m) {
+  // weights (B,H,N) = softmax_i(strengths[b,h] * k.M_i / (|k| |M_i| + eps)), |x| = sqrt(x.x + eps).
+  m.def("memory_content_forward(Tensor memory, Tensor keys, Tensor strengths, float eps) "
+        "-> Tensor weights");
+  m.def("memory_content_backward(Tensor grad_weights, Tensor memory, Tensor keys, "
+        "Tensor strengths, Tensor weights, float eps) "
+        "-> (Tensor grad_memory, Tensor grad_keys, Tensor grad_strengths)");
+  // usage (B,N), write_gates (B,Hw) -> allocation (B,Hw,N): per head a stable ascending sort of
+  // the current usage (ties: lower index first), squashed s = eps + (1-eps) u,
+  // a[phi_j] = (1 - s_j) prod_{i<j} s_i; then u <- u + (1 - u) g_h a_h before the next head.
+  // No gradient through the permutation.
+  m.def("dnc_allocation_forward(Tensor usage, Tensor write_gates, float eps) -> Tensor allocation");
+  m.def("dnc_allocation_backward(Tensor grad_allocation, Tensor usage, Tensor write_gates, "
+        "float eps) -> (Tensor grad_usage, Tensor grad_write_gates)");
+  // memory (B,N,W), write_weights (B,Hw,N), erase (B,Hw,W), add (B,Hw,W):
+  // out = memory * prod_h (1 - w_h e_h^T) + sum_h w_h v_h^T.
+  m.def("memory_write_forward(Tensor memory, Tensor write_weights, Tensor erase, Tensor add) "
+        "-> Tensor out");
+  m.def("memory_write_backward(Tensor grad_out, Tensor memory, Tensor write_weights, "
+        "Tensor erase, Tensor add) "
+        "-> (Tensor grad_memory, Tensor grad_write_weights, Tensor grad_erase, Tensor grad_add)");
+  // The temporal link update fused with the directional reads through the new link.
+  // link (B,Hw,N,N), precedence (B,Hw,N), write_weights (B,Hw,N), read_weights (B,R,N) (R may be 0):
+  // new_link[i,j] = (1 - w_i - w_j) link[i,j] + w_i p[j] (i != j), 0 on the diagonal (the input's
+  // diagonal is never read); new_precedence = (1 - sum w) p + w;
+  // forward[b,r,h,i] = sum_j new_link[i,j] rw[j]; backward[b,r,h,j] = sum_i new_link[i,j] rw[i].
+  m.def("dnc_link_read_forward(Tensor link, Tensor precedence, Tensor write_weights, "
+        "Tensor read_weights) "
+        "-> (Tensor new_link, Tensor new_precedence, Tensor forward, Tensor backward)");
+  // Recomputes new_link row by row from the inputs (nothing (N,N)-sized is saved).
+  m.def("dnc_link_read_backward(Tensor grad_link, Tensor grad_precedence, Tensor grad_forward, "
+        "Tensor grad_backward, Tensor link, Tensor precedence, Tensor write_weights, "
+        "Tensor read_weights) "
+        "-> (Tensor grad_link, Tensor grad_precedence, Tensor grad_write_weights, "
+        "Tensor grad_read_weights)");
+}

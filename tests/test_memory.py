@@ -65,12 +65,14 @@ def params(op):
     return pytest.mark.parametrize("backend", backends_for(op))
 
 
-def gradcheck(fn, inputs, backend, no_grad=()):
-    """`no_grad`: indices of inputs that carry no gradient by design (stop_gradient)."""
+def gradcheck(fn, inputs, backend, no_grad=(), fast=False):
+    """`no_grad`: indices of inputs that carry no gradient by design (stop_gradient); `fast`:
+    torch's fast mode (random projections of the Jacobian) for the many-input access step."""
     require_backend(backend)
     inputs = [t.detach().clone().requires_grad_(k not in no_grad) if isinstance(t, torch.Tensor) else t
               for k, t in enumerate(inputs)]
-    assert torch.autograd.gradcheck(lambda *a: fn(*a, backend=backend), inputs, eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradcheck(lambda *a: fn(*a, backend=backend), inputs, eps=1e-6, atol=1e-6,
+                                      fast_mode=fast)
 
 
 def parity(fn, inputs, backend, name):
@@ -262,7 +264,7 @@ def test_access_step(backend, shape):
         words, st = M.dnc_access_step(M.DNCState(*a[:k]), M.DNCInterface(*a[k:]), backend=backend)
         return (words,) + tuple(st)
 
-    gradcheck(step, flat, backend, no_grad={2})  # state.write_weights: stop_gradient
+    gradcheck(step, flat, backend, no_grad={2}, fast=True)  # state.write_weights: stop_gradient
     parity(step, flat, backend, "access step")
     _, st = M.dnc_access_step(s, x, backend=backend)
     assert ((st.usage >= 0) & (st.usage <= 1)).all()
@@ -342,3 +344,37 @@ def test_explain_mentions_memory_ops():
     with pytest.raises(attnfast.BackendUnavailable, match="no cpu implementation"):
         M.dnc_usage(torch.rand(1, 3), torch.rand(1, 1, 3), torch.rand(1, 1), torch.rand(1, 1, 3),
                     backend="cpu")
+
+
+# ---- compiled-op contract: opcheck (schemas, fake kernels, autograd registration) -----------------
+
+def _op_samples():
+    g = torch.Generator().manual_seed(0)
+    b, n, w, r, hw = 2, 5, 3, 2, 2
+    s = random_state(b, n, w, r, hw, g, dtype=torch.float32)
+    x = interface(b, n, w, r, hw, g, dtype=torch.float32)
+    ops = torch.ops.attnfast
+    return [
+        (ops.memory_content_forward, (s.memory, x.read_keys, x.read_strengths, 1e-6)),
+        (ops.dnc_allocation_forward, (s.usage, x.write_gate, 1e-6)),
+        (ops.memory_write_forward, (s.memory, s.write_weights, x.erase_vectors, x.write_vectors)),
+        (ops.dnc_link_read_forward, (s.link, s.precedence, s.write_weights, s.read_weights)),
+    ]
+
+
+@pytest.mark.parametrize("k", range(4))
+def test_opcheck(k):
+    require_backend("cpu")
+    op, args = _op_samples()[k]
+    args = tuple(a.clone().requires_grad_(True) if isinstance(a, torch.Tensor) else a for a in args)
+    torch.library.opcheck(op, args)
+
+
+def test_access_step_compiles_fullgraph():
+    require_backend("cpu")
+    g = torch.Generator().manual_seed(0)
+    s, x = random_state(2, 6, 4, 2, 1, g, torch.float32), interface(2, 6, 4, 2, 1, g, torch.float32)
+    step = torch.compile(lambda s_, x_: M.dnc_access_step(s_, x_, backend="cpu"), fullgraph=True)
+    words, st = step(s, x)
+    ref_words, ref_st = M.dnc_access_step(s, x, backend="cpu")
+    assert torch.allclose(words, ref_words, atol=1e-6) and torch.allclose(st.link, ref_st.link, atol=1e-6)

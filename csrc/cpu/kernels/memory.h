@@ -1,0 +1,105 @@
+// The memory addressing ops' CPU loops (per ISA, csrc/cpu/memory_isa_*.cpp) and their argument
+// blocks: raw pointers, contiguous row-major tensors, 64-bit sizes. Each function runs the batch
+// elements [b_begin, b_end) (the glue in csrc/cpu/memory.cpp splits the batch over threads);
+// per-batch scratch is given by the glue (`scratch` + b * scratch_stride), so the loops allocate
+// nothing and use no std containers (see csrc/cpu/isa_kernels.h on why that matters per ISA).
+#pragma once
+#include <cstdint>
+
+namespace attnfast {
+namespace cpu {
+
+template <typename T>
+struct ContentArgs {
+  const T* memory;     // (B, N, W)
+  const T* keys;       // (B, H, W)
+  const T* strengths;  // (B, H)
+  T* weights;          // (B, H, N): output of the forward, input of the backward
+  const T* grad;       // (B, H, N) backward only
+  T* grad_memory;      // (B, N, W)
+  T* grad_keys;        // (B, H, W)
+  T* grad_strengths;   // (B, H)
+  T* scratch;          // forward: N per batch; backward: (H + 2) N per batch
+  int64_t scratch_stride;
+  int64_t B, N, W, H;
+  T eps;
+};
+
+template <typename T>
+struct AllocationArgs {
+  const T* usage;        // (B, N)
+  const T* gates;        // (B, Hw)
+  T* alloc;              // (B, Hw, N) forward output
+  const T* grad;         // (B, Hw, N) backward only
+  T* grad_usage;         // (B, N)
+  T* grad_gates;         // (B, Hw)
+  T* scratch;            // forward: N; backward: (2 Hw + 4) N per batch
+  int32_t* order;        // forward: 2 N; backward: (Hw + 1) N per batch (sort permutations)
+  int64_t scratch_stride, order_stride;
+  int64_t B, N, Hw;
+  T eps;
+};
+
+template <typename T>
+struct WriteArgs {
+  const T* memory;  // (B, N, W)
+  const T* ww;      // (B, Hw, N)
+  const T* erase;   // (B, Hw, W)
+  const T* add;     // (B, Hw, W)
+  T* out;           // (B, N, W) forward
+  const T* grad;    // (B, N, W) backward
+  T* grad_memory;   // (B, N, W)
+  T* grad_ww;       // (B, Hw, N)
+  T* grad_erase;    // (B, Hw, W)
+  T* grad_add;      // (B, Hw, W)
+  T* scratch;       // 3 W per batch
+  int64_t scratch_stride;
+  int64_t B, N, W, Hw;
+};
+
+template <typename T>
+struct LinkArgs {
+  const T* link;        // (B, Hw, N, N)
+  const T* prec;        // (B, Hw, N)
+  const T* ww;          // (B, Hw, N)
+  const T* rw;          // (B, R, N)
+  T* new_link;          // (B, Hw, N, N) forward
+  T* new_prec;          // (B, Hw, N)
+  T* fwd;               // (B, R, Hw, N)
+  T* bwd;               // (B, R, Hw, N)
+  const T* g_link;      // backward inputs: gradients of the four forward outputs
+  const T* g_prec;
+  const T* g_fwd;
+  const T* g_bwd;
+  T* d_link;            // backward outputs
+  T* d_prec;
+  T* d_ww;
+  T* d_rw;
+  T* scratch;           // 2 N per batch
+  int64_t scratch_stride;
+  int64_t B, Hw, N, R;
+};
+
+template <typename T>
+struct MemoryKernelsT {
+  void (*content_forward)(const ContentArgs<T>&, int64_t, int64_t);
+  void (*content_backward)(const ContentArgs<T>&, int64_t, int64_t);
+  void (*allocation_forward)(const AllocationArgs<T>&, int64_t, int64_t);
+  void (*allocation_backward)(const AllocationArgs<T>&, int64_t, int64_t);
+  void (*write_forward)(const WriteArgs<T>&, int64_t, int64_t);
+  void (*write_backward)(const WriteArgs<T>&, int64_t, int64_t);
+  void (*link_forward)(const LinkArgs<T>&, int64_t, int64_t);
+  void (*link_backward)(const LinkArgs<T>&, int64_t, int64_t);
+};
+
+struct MemoryKernels {
+  MemoryKernelsT<float> f32;
+  MemoryKernelsT<double> f64;
+};
+
+namespace base { extern const MemoryKernels memory_kernels; }
+namespace avx2 { extern const MemoryKernels memory_kernels; }
+namespace avx512 { extern const MemoryKernels memory_kernels; }
+
+}  // namespace cpu
+}  // namespace attnfast
