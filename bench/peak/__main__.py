@@ -1,0 +1,3 @@
+from bench.peak import main
+
+main()
