@@ -434,16 +434,16 @@ def _fwd_config(dtype: torch.dtype, Lq: int, Lk: int, D: int, Dv: int) -> dict:
     # Output accumulator (BLOCK_M x BLOCK_DV fp32) + S tile + a resident q tile must fit the
     # registers: the widths below keep it <= ~128 fp32 registers per thread.
     if dp <= 128:
-        bm = 64 if fp32 else 128
+        bm = 32 if fp32 else (128 if dp <= 64 else 64)
         return dict(BLOCK_M=bm, BLOCK_N=64 if dp <= 64 else 32 if fp32 else 64, BLOCK_D=dp,
                     BLOCK_DV=min(dvp, 128), Q_RESIDENT=True,
-                    num_warps=4 if dp <= 64 else 8, num_stages=2 if fp32 else 3)
+                    num_warps=8, num_stages=2 if fp32 else 3)
     if dp <= 256:
         return dict(BLOCK_M=32 if fp32 else 64, BLOCK_N=32 if fp32 else 64, BLOCK_D=dp,
-                    BLOCK_DV=min(dvp, 128 if fp32 else 256), Q_RESIDENT=True,
+                    BLOCK_DV=min(dvp, 128), Q_RESIDENT=True,
                     num_warps=8, num_stages=2)
     # Wide heads: D streamed in 64-wide chunks, Dv in slices of 128 (fp32) / 256 columns.
-    return dict(BLOCK_M=32 if fp32 else 64, BLOCK_N=32 if fp32 else 64, BLOCK_D=64,
+    return dict(BLOCK_M=32, BLOCK_N=32 if fp32 else 64, BLOCK_D=64,
                 BLOCK_DV=min(dvp, 128 if fp32 else 256), Q_RESIDENT=False,
                 num_warps=8, num_stages=2)
 
@@ -455,11 +455,11 @@ def _bwd_config(dtype: torch.dtype, D: int, Dv: int) -> dict:
                     BLOCK_DK=min(dp, 64), BLOCK_DV=min(dvp, 64), num_warps=4, num_stages=1)
     fp32 = dtype == torch.float32
     # dK and dV accumulators (BLOCK_N x slice, fp32) both live through the query loop.
-    width = 64 if fp32 else 128
+    width = 64
     blk = 32 if fp32 or dp > 64 else 64
     return dict(BLOCK_M=blk, BLOCK_N=blk if fp32 else 64, BLOCK_D=min(dp, 64),
                 BLOCK_DVC=min(dvp, 64), BLOCK_DK=min(dp, width), BLOCK_DV=min(dvp, width),
-                num_warps=4 if dp <= 64 else 8, num_stages=1 if fp32 else 2)
+                num_warps=8, num_stages=1 if fp32 else 2)
 
 
 # --------------------------------------------------------------------------------------------
