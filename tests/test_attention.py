@@ -238,7 +238,7 @@ def test_opcheck(backend):
                  (q, k, v, pad.expand(2, 9, 13), True, 0.25, 0.2, 11)]:
         torch.library.opcheck(torch.ops.attnfast.attention_forward, args)
     out, lse = torch.ops.attnfast.attention_forward(q, k, v, None, True, 0.3, 0.0, 0)
-    bwd_args = (torch.randn_like(out), q.detach(), k.detach(), v.detach(), out.detach(), lse,
+    bwd_args = (torch.randn_like(out), q.detach(), k.detach(), v.detach(), out.detach(), lse.detach(),
                 None, True, 0.3, 0.0, 0, True)
     torch.library.opcheck(torch.ops.attnfast.attention_backward, bwd_args)
 
@@ -372,3 +372,13 @@ def test_sdpa_routes_kernels_when_available():
     assert attn_ops._sdpa_route(q.double(), k.double(), v.double(), None, 0.0, False, None, False) is None
     assert math.isclose(attnfast.scaled_dot_product_attention(q, k, v).sum().item(),
                         F.scaled_dot_product_attention(q, k, v).sum().item(), rel_tol=1e-4)
+
+
+@pytest.mark.parametrize("isa", ["base", "avx2"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpu_portable_isa_paths(isa, dtype, monkeypatch):
+    """The non-AVX-512 builds of the CPU kernels (plain loops) on this machine."""
+    require("cpu")
+    monkeypatch.setenv("ATTNFAST_CPU_ISA", isa)
+    q, k, v = make_qkv(2, 37, 70, 24, 20, dtype=dtype)
+    check_against_oracle("cpu", q, k, v, causal=True, dropout_p=0.2, training=True, seed=3)

@@ -176,6 +176,11 @@ def _has_kernel(op: str, key: str) -> bool:
         return False
 
 
+# Which devices attnfast._C has attention kernels for: fixed once the extension is loaded, and
+# read from a plain dict so that torch.compile can trace the dispatch without a graph break.
+KERNELS_FOR = {key: _has_kernel(FORWARD, key) for key in ("CPU", "CUDA")}
+
+
 def _schema_registered() -> bool:
     try:
         torch._C._dispatch_find_schema_or_throw(FORWARD, "")
@@ -221,19 +226,31 @@ def _run_compiled(forward_op):
 def _compiled_refuses(backend: str, key: str):
     def refuses(inp: AttentionInputs) -> list[str]:
         reasons = device_reasons(inp, backend, KERNEL_DTYPES)
-        if not _has_kernel(FORWARD, key):
+        if not KERNELS_FOR[key]:
             reasons.append(f"attnfast._C has no {key} kernel for attention_forward")
         return reasons
 
     return refuses
 
 
-def _triton_refuses(inp: AttentionInputs) -> list[str]:
-    reasons = device_reasons(inp, "triton", KERNEL_DTYPES)
+def _triton_attention_import_error() -> str | None:
     try:
         import triton_kernels.attention  # noqa: F401
     except ImportError as exc:
-        reasons.append(f"triton_kernels/attention.py cannot be imported ({exc})")
+        return f"triton_kernels/attention.py cannot be imported ({exc})"
+    return None
+
+
+_TRITON_IMPORT_ERROR: list = []  # memo of _triton_attention_import_error (filled on first use)
+
+
+def _triton_refuses(inp: AttentionInputs) -> list[str]:
+    reasons = device_reasons(inp, "triton", KERNEL_DTYPES)
+    if not _TRITON_IMPORT_ERROR:
+        _TRITON_IMPORT_ERROR.append(_triton_attention_import_error())
+    err = _TRITON_IMPORT_ERROR[0]
+    if err:
+        reasons.append(err)
     return reasons
 
 

@@ -1,0 +1,247 @@
+// Fused single-head attention on the CPU: the ATen glue of kernels/attention_impl.h.
+//
+// Per batch: pack K (and V) once into the GEMM operand layouts of kernels/attention.h (K^T;
+// VNNI pairs for bf16), then run the tasks -- forward: one per block of 64 queries; backward:
+// one per thread, each owning an interleaved set of key blocks and its own fp32 dQ buffer --
+// on all threads, taken from a shared counter (dynamic scheduling: under a causal mask the
+// tasks' costs differ by up to Lk / 64 times). Extra memory: the packed K/V of one batch
+// (the size of that batch's K and V) plus per-thread tiles of O(64 x (D + Dv)); the backward
+// adds one fp32 (Lq, D) dQ buffer per thread. The (Lq, Lk) matrix is never formed.
+// fp16 runs as fp32 (converted here; no fp16 dot-product instruction on this CPU family).
+// The CPU backward is always deterministic (no atomics; dQ buffers summed in a fixed order),
+// so `deterministic` changes nothing here.
+// Block sizes: 64 x 64 (ATTNFAST_ATTN_CPU_BLOCKS="bq,bk" overrides them, for tuning).
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/mul.h>
+#include <ATen/ops/sum.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <cstdio>
+
+#include "checks/attention.h"
+#include "cpu/isa.h"
+#include "cpu/kernels/attention.h"
+
+namespace attnfast {
+namespace cpu {
+namespace {
+
+const AttentionKernels& kernels() {
+  return select_isa(base::attention_kernels, avx2::attention_kernels, avx512::attention_kernels);
+}
+
+DType dtype_of(const at::Tensor& t) {
+  return t.scalar_type() == at::kBFloat16 ? DType::bf16 : DType::f32;
+}
+
+void block_sizes(int64_t* bq, int64_t* bk) {
+  *bq = 64;
+  *bk = 64;
+  if (const char* env = std::getenv("ATTNFAST_ATTN_CPU_BLOCKS")) {
+    long q = 0, k = 0;
+    if (std::sscanf(env, "%ld,%ld", &q, &k) == 2 && q >= 2 && k >= 2 && q % 2 == 0 && k % 2 == 0) {
+      *bq = q;
+      *bk = k;
+    }
+  }
+}
+
+const void* row_ptr(const at::Tensor& t, int64_t b) {
+  return static_cast<const char*>(t.data_ptr()) + b * t.stride(0) * t.element_size();
+}
+
+// Runs fn(task, scratch) for every task in [0, n) on up to all threads, tasks taken in order
+// from a shared counter; each thread gets `scratch_floats` floats of scratch.
+template <typename F>
+void run_tasks(int64_t n, int64_t scratch_floats, const F& fn) {
+  if (n <= 0) return;
+  std::atomic<int64_t> next{0};
+  const int64_t nt = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n));
+  at::parallel_for(0, nt, 1, [&](int64_t, int64_t) {
+    at::Tensor scratch = at::empty({scratch_floats}, at::TensorOptions().dtype(at::kFloat));
+    float* s = scratch.data_ptr<float>();
+    for (int64_t task = next.fetch_add(1); task < n; task = next.fetch_add(1)) fn(task, s);
+  });
+}
+
+// Packs `rows` rows of src (row stride ld) with `pack` over all threads, 16 rows per piece.
+void pack_rows(AttnPackFn pack, DType dt, const void* src, int64_t ld, int64_t rows, int64_t cols,
+               at::Tensor& dst, int64_t ldd) {
+  const int64_t pieces = (rows + 15) / 16;
+  at::parallel_for(0, pieces, 1, [&](int64_t p0, int64_t p1) {
+    pack(dt, src, ld, rows, cols, dst.data_ptr(), ldd, p0 * 16, std::min(rows, p1 * 16));
+  });
+}
+
+// A B operand buffer for contraction length k and n columns.
+at::Tensor operand(DType dt, int64_t k, int64_t n, const at::TensorOptions& opts, int64_t* ld) {
+  *ld = attn_b_ld(dt, n);
+  return at::empty({attn_b_rows(dt, k) * *ld + 64}, opts);
+}
+
+std::tuple<at::Tensor, at::Tensor> attention_forward(const at::Tensor& q_in, const at::Tensor& k_in,
+                                                     const at::Tensor& v_in,
+                                                     const std::optional<at::Tensor>& bias,
+                                                     bool causal, double scale, double dropout_p,
+                                                     int64_t seed) {
+  checks::attention_common(q_in, k_in, v_in, bias, dropout_p);
+  const bool half = q_in.scalar_type() == at::kHalf;
+  const at::Tensor q = half ? q_in.to(at::kFloat) : q_in;
+  const at::Tensor k = half ? k_in.to(at::kFloat) : k_in;
+  const at::Tensor v = half ? v_in.to(at::kFloat) : v_in;
+  const int64_t B = q.size(0), Lq = q.size(1), D = q.size(2), Lk = k.size(1), Dv = v.size(2);
+  at::Tensor out = at::empty({B, Lq, Dv}, q.options());
+  at::Tensor lse = at::empty({B, Lq}, q.options().dtype(at::kFloat));
+  if (B * Lq == 0) return {half ? out.to(at::kHalf) : out, lse};
+  if (Lk == 0) {  // no keys: every row is fully masked
+    out.zero_();
+    lse.fill_(-INFINITY);
+    return {half ? out.to(at::kHalf) : out, lse};
+  }
+  const DType dt = dtype_of(q);
+  AttnFwdArgs a{};
+  a.dtype = dt;
+  a.q = q.data_ptr();
+  a.out = out.data_ptr();
+  a.lse = lse.data_ptr<float>();
+  a.B = B, a.Lq = Lq, a.Lk = Lk, a.D = D, a.Dv = Dv;
+  a.sqb = q.stride(0), a.sqr = q.stride(1), a.sob = out.stride(0), a.sor = out.stride(1);
+  if (bias.has_value()) {
+    a.bias = bias->data_ptr<float>();
+    a.sbb = bias->stride(0), a.sbq = bias->stride(1), a.sbk = bias->stride(2);
+  }
+  a.causal = causal;
+  a.scale = static_cast<float>(scale);
+  a.dropout_p = dropout_p;
+  a.seed = static_cast<uint64_t>(seed);
+  block_sizes(&a.bq, &a.bk);
+  const AttentionKernels& kern = kernels();
+
+  at::Tensor kt = operand(dt, D, Lk, q.options(), &a.ldkt);
+  at::Tensor vp;
+  if (dt == DType::bf16) vp = operand(dt, Lk, Dv, q.options(), &a.ldv);
+  a.kt = kt.data_ptr();
+  const int64_t nqb = (Lq + a.bq - 1) / a.bq;
+  for (int64_t b = 0; b < B; ++b) {
+    pack_rows(kern.pack_t, dt, row_ptr(k, b), k.stride(1), Lk, D, kt, a.ldkt);
+    if (dt == DType::bf16) {
+      pack_rows(kern.pack_n, dt, row_ptr(v, b), v.stride(1), Lk, Dv, vp, a.ldv);
+      a.v = vp.data_ptr();
+    } else {
+      a.v = row_ptr(v, b);
+      a.ldv = v.stride(1);
+    }
+    // Causal: the last query blocks see the most keys; start them first (longest first).
+    run_tasks(nqb, attn_fwd_scratch_floats(a), [&](int64_t task, float* s) {
+      kern.forward(a, b, causal ? nqb - 1 - task : task, s);
+    });
+  }
+  return {half ? out.to(at::kHalf) : out, lse};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
+    const at::Tensor& grad_out_in, const at::Tensor& q_in, const at::Tensor& k_in,
+    const at::Tensor& v_in, const at::Tensor& out_in, const at::Tensor& lse_in,
+    const std::optional<at::Tensor>& bias, bool causal, double scale, double dropout_p,
+    int64_t seed, bool deterministic) {
+  (void)deterministic;  // always deterministic on the CPU (see the top of this file)
+  checks::attention_backward(grad_out_in, q_in, k_in, v_in, out_in, lse_in, bias, dropout_p);
+  const bool half = q_in.scalar_type() == at::kHalf;
+  auto prep = [&](const at::Tensor& t) {
+    at::Tensor r = half ? t.to(at::kFloat) : t;
+    return (r.size(2) > 1 && r.stride(2) != 1) ? r.contiguous() : r;
+  };
+  const at::Tensor q = prep(q_in), k = prep(k_in), v = prep(v_in);
+  const at::Tensor dout = prep(grad_out_in), out = prep(out_in);
+  const at::Tensor lse = lse_in.contiguous();
+  const int64_t B = q.size(0), Lq = q.size(1), D = q.size(2), Lk = k.size(1), Dv = v.size(2);
+  at::Tensor dq = at::empty({B, Lq, D}, q.options());
+  at::Tensor dk = at::zeros({B, Lk, D}, q.options());
+  at::Tensor dv = at::zeros({B, Lk, Dv}, q.options());
+  auto finish = [&]() -> std::tuple<at::Tensor, at::Tensor, at::Tensor> {
+    if (!half) return {dq, dk, dv};
+    return {dq.to(at::kHalf), dk.to(at::kHalf), dv.to(at::kHalf)};
+  };
+  if (B * Lq == 0 || Lk == 0) {
+    dq.zero_();
+    return finish();
+  }
+  // Delta_i = rowsum(dO * O) in fp32 (O is the dropped output, so Delta = sum_j P_ij dP~_ij).
+  const at::Tensor delta = at::sum(at::mul(dout.to(at::kFloat), out.to(at::kFloat)), {2}).contiguous();
+  const DType dt = dtype_of(q);
+  AttnBwdArgs a{};
+  a.dtype = dt;
+  a.q = q.data_ptr();
+  a.dout = dout.data_ptr();
+  a.lse = lse.data_ptr<float>();
+  a.delta = delta.data_ptr<float>();
+  a.dk = dk.data_ptr();
+  a.dv = dv.data_ptr();
+  a.B = B, a.Lq = Lq, a.Lk = Lk, a.D = D, a.Dv = Dv;
+  a.sqb = q.stride(0), a.sqr = q.stride(1), a.sdb = dout.stride(0), a.sdr = dout.stride(1);
+  if (bias.has_value()) {
+    a.bias = bias->data_ptr<float>();
+    a.sbb = bias->stride(0), a.sbq = bias->stride(1), a.sbk = bias->stride(2);
+  }
+  a.causal = causal;
+  a.scale = static_cast<float>(scale);
+  a.dropout_p = dropout_p;
+  a.seed = static_cast<uint64_t>(seed);
+  block_sizes(&a.bq, &a.bk);
+  const AttentionKernels& kern = kernels();
+  const int64_t nkb = (Lk + a.bk - 1) / a.bk;
+  const int64_t nchunks = std::max<int64_t>(1, std::min<int64_t>(nkb, at::get_num_threads()));
+
+  const auto opts = q.options();
+  at::Tensor kt = operand(dt, D, Lk, opts, &a.ldkt);
+  at::Tensor vt = operand(dt, Dv, Lk, opts, &a.ldvt);
+  at::Tensor qn, don, kn;
+  if (dt == DType::bf16) {
+    qn = operand(dt, Lq, D, opts, &a.ldqn);
+    don = operand(dt, Lq, Dv, opts, &a.lddon);
+    kn = operand(dt, Lk, D, opts, &a.ldkn);
+  }
+  at::Tensor dq_acc = at::empty({nchunks, Lq, D}, opts.dtype(at::kFloat));
+  a.kt = kt.data_ptr();
+  a.vt = vt.data_ptr();
+  for (int64_t b = 0; b < B; ++b) {
+    pack_rows(kern.pack_t, dt, row_ptr(k, b), k.stride(1), Lk, D, kt, a.ldkt);
+    pack_rows(kern.pack_t, dt, row_ptr(v, b), v.stride(1), Lk, Dv, vt, a.ldvt);
+    if (dt == DType::bf16) {
+      pack_rows(kern.pack_n, dt, row_ptr(q, b), q.stride(1), Lq, D, qn, a.ldqn);
+      pack_rows(kern.pack_n, dt, row_ptr(dout, b), dout.stride(1), Lq, Dv, don, a.lddon);
+      pack_rows(kern.pack_n, dt, row_ptr(k, b), k.stride(1), Lk, D, kn, a.ldkn);
+      a.qn = qn.data_ptr(), a.don = don.data_ptr(), a.kn = kn.data_ptr();
+    } else {
+      a.qn = row_ptr(q, b), a.ldqn = q.stride(1);
+      a.don = row_ptr(dout, b), a.lddon = dout.stride(1);
+      a.kn = row_ptr(k, b), a.ldkn = k.stride(1);
+    }
+    dq_acc.zero_();
+    run_tasks(nchunks, attn_bwd_scratch_floats(a), [&](int64_t c, float* s) {
+      AttnBwdArgs ac = a;
+      ac.dq_acc = dq_acc.data_ptr<float>() + c * Lq * D;
+      kern.backward(ac, b, c, nchunks, s);
+    });
+    // Sum the per-task dQ buffers in a fixed order (bitwise repeatable).
+    at::Tensor acc = dq_acc.select(0, 0);
+    for (int64_t c = 1; c < nchunks; ++c) acc.add_(dq_acc.select(0, c));
+    dq.select(0, b).copy_(acc);
+  }
+  return finish();
+}
+
+}  // namespace
+}  // namespace cpu
+}  // namespace attnfast
+
+TORCH_LIBRARY_IMPL(attnfast, CPU, m) {
+  m.impl("attention_forward", &attnfast::cpu::attention_forward);
+  m.impl("attention_backward", &attnfast::cpu::attention_backward);
+}

@@ -1,0 +1,184 @@
+// Tile GEMMs of the CPU attention kernels, included once per ISA inside namespace
+// attnfast::cpu::<isa> (via attention_impl.h). No include guard on purpose.
+//
+//   attn_gemm<T>(M, N, K, A, lda, B, ldb, C, ldc, accumulate): C[M x N] (+)= A[M x K] B[K x N]
+//   with fp32 accumulation; A and B in the formats of kernels/attention.h (T = float: plain
+//   rows; T = bf16_t: A rows read as bf16 pairs, B in VNNI pair rows).
+//
+// AVX-512 micro-kernels (this machine's case): a 6-row x 64-column register tile (24 zmm
+// accumulators), the "outer product" form -- per k, 4 vector loads of B and 6 broadcasts of A
+// feed 24 FMAs (fp32) or 24 vdpbf16ps (bf16, two k per instruction: 2x the fp32 rate). K is
+// cut in KC-long slices so the B panel (KC x 64) stays in L1 while the M rows stream past;
+// the C tile is reloaded per slice (24 loads/stores per 6 x 64 x KC MACs). No horizontal sums
+// anywhere, so small head dims (D = 64) run as well as large ones.
+// Other ISAs: plain loops the compiler vectorises (correct everywhere, not tuned).
+
+#if defined(__x86_64__) && ATTNFAST_ATTN_LEVEL == 2
+#define ATTNFAST_ATTN_AVX512 1
+#else
+#define ATTNFAST_ATTN_AVX512 0
+#endif
+
+// Pointer to element (k, n) of a B operand.
+template <typename T>
+ATTNFAST_INLINE const T* attn_b_at(const T* b, int64_t ld, int64_t k, int64_t n);
+template <>
+ATTNFAST_INLINE const float* attn_b_at<float>(const float* b, int64_t ld, int64_t k, int64_t n) {
+  return b + k * ld + n;
+}
+template <>
+ATTNFAST_INLINE const bf16_t* attn_b_at<bf16_t>(const bf16_t* b, int64_t ld, int64_t k,
+                                                 int64_t n) {
+  return b + (k / 2) * ld + 2 * n;  // k is even wherever this is called
+}
+
+ATTNFAST_INLINE uint32_t attn_load_pair(const bf16_t* p) {
+  uint32_t u;
+  __builtin_memcpy(&u, p, sizeof u);
+  return u;
+}
+
+// ---- portable version ------------------------------------------------------------------------
+
+template <typename T>
+void attn_gemm_generic(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+                       int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+  for (int64_t m = 0; m < M; ++m) {
+    float* c = C + m * ldc;
+    if (!accumulate) {
+      for (int64_t n = 0; n < N; ++n) c[n] = 0.f;
+    }
+    for (int64_t k = 0; k < K; ++k) {
+      const float av = to_f32(A[m * lda + k]);
+      if constexpr (sizeof(T) == 4) {
+        const T* b = B + k * ldb;
+#pragma omp simd
+        for (int64_t n = 0; n < N; ++n) c[n] += av * to_f32(b[n]);
+      } else {
+        const T* b = B + (k / 2) * ldb + (k & 1);
+#pragma omp simd
+        for (int64_t n = 0; n < N; ++n) c[n] += av * to_f32(b[2 * n]);
+      }
+    }
+  }
+}
+
+#if ATTNFAST_ATTN_AVX512
+
+constexpr int kAttnMR = 6;   // rows of the register tile
+constexpr int kAttnNV = 4;   // 16-float vectors per row of the register tile (64 columns)
+constexpr int64_t kAttnKC = 256;
+
+template <int NV>
+ATTNFAST_INLINE __mmask16 attn_vmask(int v, __mmask16 last) {
+  return v == NV - 1 ? last : static_cast<__mmask16>(0xFFFF);
+}
+
+template <int NV>
+void attn_micro_f32(int64_t K, const float* A, int64_t lda, int mv, const float* B, int64_t ldb,
+                    float* C, int64_t ldc, __mmask16 last, bool load_c) {
+  __m512 acc[kAttnMR][NV];
+  const float* ar[kAttnMR];
+  for (int r = 0; r < kAttnMR; ++r) {
+    ar[r] = A + (r < mv ? r : mv - 1) * lda;  // rows past M recompute row M-1, never stored
+    for (int v = 0; v < NV; ++v)
+      acc[r][v] = (load_c && r < mv) ? _mm512_maskz_loadu_ps(attn_vmask<NV>(v, last), C + r * ldc + 16 * v)
+                                     : _mm512_setzero_ps();
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    __m512 bv[NV];
+    for (int v = 0; v < NV; ++v)
+      bv[v] = _mm512_maskz_loadu_ps(attn_vmask<NV>(v, last), B + k * ldb + 16 * v);
+    for (int r = 0; r < kAttnMR; ++r) {
+      const __m512 av = _mm512_set1_ps(ar[r][k]);
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
+    }
+  }
+  for (int r = 0; r < mv; ++r)
+    for (int v = 0; v < NV; ++v)
+      _mm512_mask_storeu_ps(C + r * ldc + 16 * v, attn_vmask<NV>(v, last), acc[r][v]);
+}
+
+template <int NV>
+void attn_micro_bf16(int64_t K, const bf16_t* A, int64_t lda, int mv, const bf16_t* B,
+                     int64_t ldb, float* C, int64_t ldc, __mmask16 last, bool load_c) {
+  __m512 acc[kAttnMR][NV];
+  const bf16_t* ar[kAttnMR];
+  for (int r = 0; r < kAttnMR; ++r) {
+    ar[r] = A + (r < mv ? r : mv - 1) * lda;
+    for (int v = 0; v < NV; ++v)
+      acc[r][v] = (load_c && r < mv) ? _mm512_maskz_loadu_ps(attn_vmask<NV>(v, last), C + r * ldc + 16 * v)
+                                     : _mm512_setzero_ps();
+  }
+  const int64_t pairs = K / 2;
+  for (int64_t kk = 0; kk <= pairs; ++kk) {
+    if (kk == pairs && (K & 1) == 0) break;
+    __m512i bv[NV];
+    for (int v = 0; v < NV; ++v)
+      bv[v] = _mm512_maskz_loadu_epi32(attn_vmask<NV>(v, last), B + kk * ldb + 32 * v);
+    for (int r = 0; r < kAttnMR; ++r) {
+      // One (a_k, a_k+1) pair broadcast to all 16 lanes; the odd-K tail pairs a_K-1 with 0
+      // (the B operand's padding row is zero too).
+      const uint32_t pr = kk < pairs ? attn_load_pair(ar[r] + 2 * kk) : uint32_t(ar[r][2 * kk].bits);
+      const __m512i av = _mm512_set1_epi32(static_cast<int>(pr));
+      for (int v = 0; v < NV; ++v)
+        acc[r][v] = _mm512_dpbf16_ps(acc[r][v], (__m512bh)av, (__m512bh)bv[v]);
+    }
+  }
+  for (int r = 0; r < mv; ++r)
+    for (int v = 0; v < NV; ++v)
+      _mm512_mask_storeu_ps(C + r * ldc + 16 * v, attn_vmask<NV>(v, last), acc[r][v]);
+}
+
+template <typename T, int NV>
+ATTNFAST_INLINE void attn_micro(int64_t K, const T* A, int64_t lda, int mv, const T* B, int64_t ldb,
+                                float* C, int64_t ldc, __mmask16 last, bool load_c) {
+  if constexpr (sizeof(T) == 4)
+    attn_micro_f32<NV>(K, A, lda, mv, B, ldb, C, ldc, last, load_c);
+  else
+    attn_micro_bf16<NV>(K, A, lda, mv, B, ldb, C, ldc, last, load_c);
+}
+
+template <typename T>
+void attn_gemm_avx512(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+                      int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+  constexpr int64_t NC = 16 * kAttnNV;
+  for (int64_t n0 = 0; n0 < N; n0 += NC) {
+    const int64_t nw = N - n0 < NC ? N - n0 : NC;
+    const int nv = static_cast<int>((nw + 15) / 16);
+    const __mmask16 last = (nw % 16) ? static_cast<__mmask16>((1u << (nw % 16)) - 1) : 0xFFFF;
+    if (K == 0 && !accumulate) {
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < nw; ++n) C[m * ldc + n0 + n] = 0.f;
+    }
+    for (int64_t k0 = 0; k0 < K; k0 += kAttnKC) {
+      const int64_t kc = K - k0 < kAttnKC ? K - k0 : kAttnKC;
+      const bool load_c = accumulate || k0 > 0;
+      const T* bp = attn_b_at<T>(B, ldb, k0, n0);
+      for (int64_t m0 = 0; m0 < M; m0 += kAttnMR) {
+        const int mv = static_cast<int>(M - m0 < kAttnMR ? M - m0 : kAttnMR);
+        const T* ap = A + m0 * lda + k0;
+        float* cp = C + m0 * ldc + n0;
+        switch (nv) {
+          case 4: attn_micro<T, 4>(kc, ap, lda, mv, bp, ldb, cp, ldc, last, load_c); break;
+          case 3: attn_micro<T, 3>(kc, ap, lda, mv, bp, ldb, cp, ldc, last, load_c); break;
+          case 2: attn_micro<T, 2>(kc, ap, lda, mv, bp, ldb, cp, ldc, last, load_c); break;
+          default: attn_micro<T, 1>(kc, ap, lda, mv, bp, ldb, cp, ldc, last, load_c); break;
+        }
+      }
+    }
+  }
+}
+
+#endif  // ATTNFAST_ATTN_AVX512
+
+template <typename T>
+ATTNFAST_INLINE void attn_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
+                               const T* B, int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+  if (M <= 0 || N <= 0) return;
+#if ATTNFAST_ATTN_AVX512
+  attn_gemm_avx512<T>(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+#else
+  attn_gemm_generic<T>(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+#endif
+}
