@@ -29,9 +29,14 @@ using gemm::kNR;
 //  - Nc = 256 columns: the Z block of the epilogue; small enough for L2, wide enough that the
 //    epilogue runs in long vector loops.
 // W is packed once per call (shared by both threads, read from L3).
-constexpr int64_t kKc = 256;
-constexpr int64_t kMc = 8 * kMR;
-constexpr int64_t kNc = 8 * kNR;
+#ifndef ATTNFAST_BOOM_GEMM_KC  // (overridable for blocking experiments only)
+#define ATTNFAST_BOOM_GEMM_KC 256
+#define ATTNFAST_BOOM_GEMM_MC 8
+#define ATTNFAST_BOOM_GEMM_NC 8
+#endif
+constexpr int64_t kKc = ATTNFAST_BOOM_GEMM_KC;
+constexpr int64_t kMc = ATTNFAST_BOOM_GEMM_MC * kMR;
+constexpr int64_t kNc = ATTNFAST_BOOM_GEMM_NC * kNR;
 
 ATTNFAST_INLINE int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 ATTNFAST_INLINE int64_t align64(int64_t bytes) { return (bytes + 63) / 64 * 64; }
@@ -59,13 +64,12 @@ BoomGemmPlan plan_typed(const BoomGemmArgs& a) {
 template <typename T>
 void pack_weight_typed(const BoomGemmArgs& a, int64_t p_begin, int64_t p_end) {
   using P = typename gemm::Packed<T>::type;
-  const int64_t U = gemm::units<T>(a.K);
   const T* w = static_cast<const T*>(a.weight);
   for (int64_t p = p_begin; p < p_end; ++p) {
     const int64_t f0 = p * kNR;
     const int64_t rows = f0 + kNR <= a.f_used ? kNR : a.f_used - f0;
-    gemm::pack_panel<T>(w + f0 * a.K, a.K, 1, rows, a.K, kNR,
-                        static_cast<P*>(a.packed_weight) + p * U * kNR);
+    gemm::pack_panel_slabs<T>(w + f0 * a.K, a.K, 1, rows, a.K, kKc, ceil_div(a.f_used, kNR), p,
+                              kNR, static_cast<P*>(a.packed_weight));
   }
 }
 
@@ -120,19 +124,20 @@ void epilogue_block(const BoomGemmArgs& a, float* Z, int64_t ldz, int64_t row0,
 }
 
 // Z (mpanels*MR x ncols, row stride kNc) = x_block * W^T[:, f0 : f0 + ncols], all K.
-template <typename T>
-void gemm_block(const typename gemm::Packed<T>::type* xp, int64_t mpanels,
-                const typename gemm::Packed<T>::type* wp, int64_t U, int64_t f0, int64_t ncols,
-                float* Z) {
+// xp: the x block packed slab-major over mpanels panels; wp: W packed slab-major over
+// wpanels panels (gemm::slab_offset).
+template <typename P>
+void gemm_block(const P* xp, int64_t mpanels, const P* wp, int64_t wpanels, int64_t U,
+                int64_t f0, int64_t ncols, float* Z) {
   const int64_t npanels = ceil_div(ncols, kNR);
   const int64_t p0 = f0 / kNR;
   for (int64_t u0 = 0; u0 < U; u0 += kKc) {
     const int64_t kc = U - u0 < kKc ? U - u0 : kKc;
     for (int64_t jp = 0; jp < npanels; ++jp) {
-      const auto* wpanel = wp + (p0 + jp) * U * kNR + u0 * kNR;
+      const P* wpanel = wp + gemm::slab_offset(u0, U, kKc, wpanels, p0 + jp, kNR);
       for (int64_t ip = 0; ip < mpanels; ++ip)
-        gemm::micro_kernel(kc, xp + ip * U * kMR + u0 * kMR, wpanel, Z + ip * kMR * kNc + jp * kNR,
-                           kNc, u0 > 0);
+        gemm::micro_kernel(kc, xp + gemm::slab_offset(u0, U, kKc, mpanels, ip, kMR), wpanel,
+                           Z + ip * kMR * kNc + jp * kNR, kNc, u0 > 0);
     }
   }
 }
@@ -157,12 +162,13 @@ void forward_rows_impl(const BoomGemmArgs& a, int64_t row_begin, int64_t row_end
     const int64_t mpanels = ceil_div(mc, kMR);
     for (int64_t ip = 0; ip < mpanels; ++ip) {
       const int64_t valid = mc - ip * kMR < kMR ? mc - ip * kMR : kMR;
-      gemm::pack_panel<T>(x + (r0 + ip * kMR) * a.K, a.K, 1, valid, a.K, kMR, xp + ip * l.U * kMR);
+      gemm::pack_panel_slabs<T>(x + (r0 + ip * kMR) * a.K, a.K, 1, valid, a.K, kKc, mpanels, ip,
+                                kMR, xp);
     }
     for (int64_t i = 0; i < mc * C; ++i) acc[i] = 0.f;
     for (int64_t f0 = 0; f0 < a.f_used; f0 += kNc) {
       const int64_t nf = a.f_used - f0 < kNc ? a.f_used - f0 : kNc;
-      gemm_block<T>(xp, mpanels, wp, l.U, f0, nf, Z);
+      gemm_block<P>(xp, mpanels, wp, ceil_div(a.f_used, kNR), l.U, f0, nf, Z);
       epilogue_block<T, A>(a, Z, kNc, r0, mc, f0, nf, acc);
     }
     T* out = static_cast<T*>(a.out) + r0 * C;

@@ -38,28 +38,51 @@ template <> inline constexpr bool kIsF32<float> = true;
 ATTNFAST_INLINE float pack_elem(float v) { return v; }
 ATTNFAST_INLINE float pack_elem(f16_t v) { return static_cast<float>(v); }  // exact
 
-// Packs rows [0, rows) of a strided operand into one panel of width w (w >= rows; the rest
-// zero): element (i, k) is src[i * s_row + k * s_k]; the reduction runs over k in [0, K).
+// Packs units [u_begin, u_end) of rows [0, rows) of a strided operand into one panel block of
+// width w (w >= rows; the rest zero): element (i, k) is src[i * s_row + k * s_k], the reduction
+// runs over k in [0, K); unit u goes to dst[(u - u_begin) * w + i].
 template <typename T>
-void pack_panel(const T* src, int64_t s_row, int64_t s_k, int64_t rows, int64_t K, int w,
-                typename Packed<T>::type* dst) {
+void pack_panel(const T* src, int64_t s_row, int64_t s_k, int64_t rows, int64_t K,
+                int64_t u_begin, int64_t u_end, int w, typename Packed<T>::type* dst) {
   using P = typename Packed<T>::type;
-  const int64_t U = units<T>(K);
   for (int i = 0; i < w; ++i) {
-    P* d = dst + i;
+    P* d = dst + i - u_begin * w;
     if (i >= rows) {
-      for (int64_t u = 0; u < U; ++u) d[u * w] = P(0);
+      for (int64_t u = u_begin; u < u_end; ++u) d[u * w] = P(0);
       continue;
     }
     const T* s = src + i * s_row;
     if constexpr (Packed<T>::pairs) {
-      const int64_t full = K / 2;
-      for (int64_t u = 0; u < full; ++u)
+      const int64_t full = K / 2 < u_end ? K / 2 : u_end;  // units with both halves inside K
+      for (int64_t u = u_begin; u < full; ++u)
         d[u * w] = uint32_t(s[2 * u * s_k].bits) | (uint32_t(s[(2 * u + 1) * s_k].bits) << 16);
-      if (K % 2) d[full * w] = uint32_t(s[(K - 1) * s_k].bits);  // zero upper half: pad
+      if (K % 2 && full < u_end) d[full * w] = uint32_t(s[(K - 1) * s_k].bits);  // pad: 0 hi
     } else {
-      for (int64_t u = 0; u < U; ++u) d[u * w] = pack_elem(s[u * s_k]);
+      for (int64_t u = u_begin; u < u_end; ++u) d[u * w] = pack_elem(s[u * s_k]);
     }
+  }
+}
+
+// Slab-major placement of packed panels: the K-units are cut into slabs of kc_max; slab s of
+// panel p lives at slab_offset(...) so that, for one slab, all panels are consecutive in
+// memory (the micro-kernel walks them in order: one sequential stream for the prefetcher).
+// Returns the offset in 32-bit words of panel p's block of the slab starting at unit u0.
+ATTNFAST_INLINE int64_t slab_offset(int64_t u0, int64_t U, int64_t kc_max, int64_t npanels,
+                                    int64_t p, int w) {
+  const int64_t kc = U - u0 < kc_max ? U - u0 : kc_max;
+  return u0 * w * npanels + p * kc * w;
+}
+
+// Packs a whole operand panel (all units) slab-major; see slab_offset.
+template <typename T>
+void pack_panel_slabs(const T* src, int64_t s_row, int64_t s_k, int64_t rows, int64_t K,
+                      int64_t kc_max, int64_t npanels, int64_t p, int w,
+                      typename Packed<T>::type* base) {
+  const int64_t U = units<T>(K);
+  for (int64_t u0 = 0; u0 < U; u0 += kc_max) {
+    const int64_t u1 = U - u0 < kc_max ? U : u0 + kc_max;
+    pack_panel<T>(src, s_row, s_k, rows, K, u0, u1, w,
+                  base + slab_offset(u0, U, kc_max, npanels, p, w));
   }
 }
 
