@@ -1,17 +1,18 @@
-// Boom on the CPU. Forward, two paths (chosen by use_fused_gemm below):
-//  - fused GEMM (AVX-512 build): attnfast's own blocked GEMM (kernels/gemm_impl.h) with the
+// Boom on the CPU. Forward, two paths (chosen by use_attnfast_gemm below):
+//  - fused GEMM (AVX-512 build): attnfast's own blocked GEMM (kernels/gemm_*impl.h) with the
 //    bias, activation, dropout and chunk-sum fused per output block (kernels/gemm_boom_impl.h):
 //    the d_ff-wide activation never exists beyond one L2-sized fp32 block per thread.
 //  - ATen GEMM (MKL / oneDNN) on tiles of rows, with the epilogue applied to each tile while
 //    it is still in cache (kernels/boom_impl.h, compiled per ISA): base and AVX2 builds, and
 //    whenever ATTNFAST_CPU_BOOM_GEMM=aten.
 // Backward: the fused dz pass (grad broadcast over chunks, dropout mask regenerated from the
-// seed, act'(preact)) then two ATen GEMMs; the pre-activation is saved by the forward rather
-// than recomputed, because recomputing it would cost a fourth GEMM (~33% more FLOPs) to save a
-// tensor that eager PyTorch keeps as well.
+// seed, act'(preact)) then two GEMMs (attnfast's with AVX-512, else ATen's); the
+// pre-activation is saved by the forward rather than recomputed, because recomputing it would
+// cost a fourth GEMM (~33% more FLOPs) to save a tensor that eager PyTorch keeps as well.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/sum.h>
 #include <ATen/ops/zeros.h>
@@ -52,12 +53,13 @@ int64_t tile_rows(int64_t f_used, int64_t elem_size) {
   return (rows + 15) / 16 * 16;
 }
 
-// The forward's GEMM path: ATTNFAST_CPU_BOOM_GEMM=auto (default) | fused | aten. `fused` is
-// only possible where the active ISA table has the fused kernels (AVX-512 with BF16); asking
-// for it elsewhere falls back to ATen quietly, as the ISA cap does. auto = fused where it was
-// measured faster than ATen's GEMM (bench/notes/boom_cpu.md): every dtype with AVX-512.
-bool use_fused_gemm(const BoomKernels& k, const at::Tensor& x) {
-  if (k.gemm == nullptr || x.size(1) == 0) return false;
+// Which GEMM the Boom ops use: ATTNFAST_CPU_BOOM_GEMM=auto (default) | fused | aten.
+// `fused` = attnfast's AVX-512 GEMM (the forward with its epilogue fused, the backward's plain
+// GEMMs); it exists only where the active ISA table has it (AVX-512 with BF16), elsewhere the
+// setting falls back to ATen quietly, as the ISA cap does. auto = attnfast's GEMM wherever it
+// was measured faster than ATen's (bench/notes/boom_cpu.md): every dtype, forward and backward.
+bool use_attnfast_gemm(const BoomKernels& k, const at::Tensor& x) {
+  if (k.gemm == nullptr || k.mm == nullptr || x.size(1) == 0) return false;
   const char* env = std::getenv("ATTNFAST_CPU_BOOM_GEMM");
   if (env == nullptr || *env == '\0' || std::strcmp(env, "auto") == 0 ||
       std::strcmp(env, "fused") == 0)
@@ -67,44 +69,67 @@ bool use_fused_gemm(const BoomKernels& k, const at::Tensor& x) {
   return false;
 }
 
-// The fused forward: pack W once (parallel over column panels), then one task per thread,
-// each a contiguous range of rows with its own scratch (packed x block, Z block, chunk-sum
-// accumulator), allocated here through ATen so the memory is accounted for.
-void fused_forward(const BoomGemmKernels& g, const at::Tensor& x, const at::Tensor& weight,
-                   const at::Tensor& bias_f32, int64_t activation, int64_t C, int64_t f_used,
-                   double dropout_p, int64_t seed, at::Tensor& out, at::Tensor* preact) {
-  BoomGemmArgs a{};
-  a.dtype = dtype_of(x);
-  a.activation = static_cast<int>(activation);
-  a.x = x.data_ptr();
-  a.N = x.size(0);
-  a.K = x.size(1);
-  a.weight = weight.data_ptr();
-  a.f_used = f_used;
-  a.bias = bias_f32.defined() ? bias_f32.data_ptr<float>() : nullptr;
-  a.out = out.data_ptr();
-  a.C = C;
-  a.F = weight.size(0);
-  a.preact = preact ? preact->data_ptr() : nullptr;
-  a.dropout_p = dropout_p;
-  a.seed = static_cast<uint64_t>(seed);
-  const BoomGemmPlan plan = g.plan(a);
-  const auto bytes = x.options().dtype(at::kByte);
-  at::Tensor packed = at::empty({plan.packed_weight_bytes}, bytes);
-  a.packed_weight = packed.data_ptr();
-  at::parallel_for(0, plan.weight_panels, 1,
-                   [&](int64_t b, int64_t e) { g.pack_weight(a, b, e); });
-  // Equal contiguous row ranges, one per thread (fewer when there are too few rows to fill
-  // the micro-tiles); each task gets its own 64-byte aligned scratch slot.
+GemmArgs gemm_args(const at::Tensor& a, const at::Tensor& b) {
+  GemmArgs g{};
+  g.dtype = dtype_of(a);
+  g.M = a.size(0);
+  g.K = a.size(1);
+  g.N = b.size(1);
+  g.a = a.data_ptr();
+  g.a_row = a.stride(0);
+  g.a_k = a.stride(1);
+  g.b = b.data_ptr();
+  g.b_col = b.stride(1);
+  g.b_k = b.stride(0);
+  return g;
+}
+
+// Runs one attnfast GEMM: packs B once (parallel over column panels), then one task per
+// thread, each a contiguous range of rows with its own 64-byte aligned scratch slot; the
+// buffers come from ATen so that memory is accounted for. rows(g, begin, end, scratch).
+template <typename RowsFn>
+void run_gemm(const GemmKernels& mm, GemmArgs& g, const GemmPlan& plan, RowsFn rows) {
+  const auto bytes = at::TensorOptions().dtype(at::kByte);
+  at::Tensor packed = at::empty({plan.packed_b_bytes}, bytes);
+  g.packed_b = packed.data_ptr();
+  at::parallel_for(0, plan.b_panels, 1, [&](int64_t b, int64_t e) { mm.pack_b(g, b, e); });
+  // Fewer tasks than threads when there are too few rows to fill the micro-tiles.
   const int64_t tasks = std::max<int64_t>(
-      1, std::min<int64_t>(at::get_num_threads(), a.N / plan.min_rows_per_task));
+      1, std::min<int64_t>(at::get_num_threads(), g.M / plan.min_rows_per_task));
   const int64_t slot = (plan.scratch_bytes + 63) / 64 * 64;
   at::Tensor scratch = at::empty({tasks * slot + 64}, bytes);
   char* base = reinterpret_cast<char*>(
       (reinterpret_cast<uintptr_t>(scratch.data_ptr()) + 63) / 64 * 64);
   at::parallel_for(0, tasks, 1, [&](int64_t tb, int64_t te) {
-    for (int64_t t = tb; t < te; ++t)
-      g.forward_rows(a, a.N * t / tasks, a.N * (t + 1) / tasks, base + t * slot);
+    for (int64_t t = tb; t < te; ++t) rows(g.M * t / tasks, g.M * (t + 1) / tasks, base + t * slot);
+  });
+}
+
+// c (M, N) = a (M, K) @ b (K, N), any strides for a and b, c with unit column stride.
+void attnfast_mm_out(const GemmKernels& mm, const at::Tensor& a, const at::Tensor& b,
+                     at::Tensor& c) {
+  GemmArgs g = gemm_args(a, b);
+  g.c = c.data_ptr();
+  g.ldc = c.stride(0);
+  run_gemm(mm, g, mm.plan(g), [&](int64_t m0, int64_t m1, void* s) { mm.rows(g, m0, m1, s); });
+}
+
+// The fused forward: x W^T through the Boom epilogue (kernels/gemm_boom_impl.h).
+void fused_forward(const BoomKernels& k, const at::Tensor& x, const at::Tensor& w_used,
+                   const at::Tensor& bias_f32, int64_t activation, int64_t C, int64_t F,
+                   double dropout_p, int64_t seed, at::Tensor& out, at::Tensor* preact) {
+  BoomGemmArgs a{};
+  a.gemm = gemm_args(x, w_used.t());
+  a.activation = static_cast<int>(activation);
+  a.bias = bias_f32.defined() ? bias_f32.data_ptr<float>() : nullptr;
+  a.out = out.data_ptr();
+  a.C = C;
+  a.F = F;
+  a.preact = preact ? preact->data_ptr() : nullptr;
+  a.dropout_p = dropout_p;
+  a.seed = static_cast<uint64_t>(seed);
+  run_gemm(*k.mm, a.gemm, k.gemm->plan(a), [&](int64_t r0, int64_t r1, void* s) {
+    k.gemm->forward_rows(a, r0, r1, s);
   });
 }
 
@@ -125,8 +150,8 @@ std::tuple<at::Tensor, at::Tensor> boom_forward(const at::Tensor& x, const at::T
   if (bias.has_value()) bias_f32 = bias->narrow(0, 0, f_used).to(at::kFloat).contiguous();
 
   const BoomKernels& k = kernels();
-  if (use_fused_gemm(k, x)) {
-    fused_forward(*k.gemm, x, weight, bias_f32, activation, C, f_used, dropout_p, seed, out,
+  if (use_attnfast_gemm(k, x)) {
+    fused_forward(k, x, w_used, bias_f32, activation, C, F, dropout_p, seed, out,
                   save_preact ? &preact : nullptr);
     return {out, preact};
   }
@@ -195,9 +220,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> boom_backward(
   at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) { k.dz(args, begin, end); });
 
   const at::Tensor w_used = f_used == F ? weight : weight.narrow(0, 0, f_used);
-  at::Tensor grad_x = at::mm(dz, w_used);
   at::Tensor grad_w_used = grad_weight.narrow(0, 0, f_used);
-  at::mm_out(grad_w_used, dz.t(), x);
+  at::Tensor grad_x;
+  if (use_attnfast_gemm(k, x)) {
+    grad_x = at::empty_like(x);
+    attnfast_mm_out(*k.mm, dz, w_used, grad_x);
+    attnfast_mm_out(*k.mm, dz.t(), x, grad_w_used);
+  } else {
+    grad_x = at::mm(dz, w_used);
+    at::mm_out(grad_w_used, dz.t(), x);
+  }
   if (has_bias) grad_bias.narrow(0, 0, f_used).copy_(at::sum(dz, {0}, false, at::kFloat));
   return {grad_x, grad_weight, grad_bias};
 }

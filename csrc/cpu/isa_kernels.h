@@ -5,7 +5,6 @@
 #include "common/activations.h"
 #include "common/philox.h"
 #include "cpu/kernels/attention.h"
-#include "cpu/kernels/attention.h"
 #include "cpu/kernels/boom.h"
 #include "cpu/kernels/gemm_isa.h"  // <immintrin.h> + ATTNFAST_CPU_GEMM_AVX512 (avx512 TU only)
 
@@ -14,7 +13,7 @@ namespace cpu {
 namespace ATTNFAST_CPU_ISA {
 
 #include "cpu/kernels/gemm_impl.h"  // AVX-512 GEMM packing + micro-kernel (empty elsewhere)
-#include "cpu/kernels/attention_impl.h"
+#include "cpu/kernels/gemm_driver_impl.h"  // its blocked driver + plain GEMM (empty elsewhere)
 #include "cpu/kernels/attention_impl.h"
 #include "cpu/kernels/boom_impl.h"
 

@@ -53,6 +53,7 @@ struct BoomKernels {
   BoomEpilogueFn epilogue;
   BoomDzFn dz;
   const BoomGemmKernels* gemm;  // the fused GEMM forward (gemm.h); nullptr: ATen GEMM + epilogue
+  const GemmKernels* mm;        // attnfast's plain GEMM (gemm.h); nullptr: ATen's
 };
 
 namespace base { extern const BoomKernels boom_kernels; }

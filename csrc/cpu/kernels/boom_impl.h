@@ -114,8 +114,10 @@ void boom_dz(const BoomDzArgs& a, int64_t b, int64_t e) {
   }
 }
 
-// The fused-GEMM forward: AVX-512 TU only (defines ATTNFAST_BOOM_GEMM_KERNELS, else nullptr).
+// The fused-GEMM forward and the plain GEMM: AVX-512 TU only (ATTNFAST_BOOM_GEMM_KERNELS,
+// ATTNFAST_GEMM_KERNELS; nullptr elsewhere).
 #include "cpu/kernels/gemm_boom_impl.h"
 
 extern const BoomKernels boom_kernels;
-const BoomKernels boom_kernels{&boom_epilogue, &boom_dz, ATTNFAST_BOOM_GEMM_KERNELS};
+const BoomKernels boom_kernels{&boom_epilogue, &boom_dz, ATTNFAST_BOOM_GEMM_KERNELS,
+                               ATTNFAST_GEMM_KERNELS};

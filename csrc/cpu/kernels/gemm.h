@@ -1,8 +1,8 @@
-// The CPU Boom forward as one fused GEMM (x W^T + epilogue), ISA-independent part: the argument
-// block and the kernel table. The kernels themselves (AVX-512 micro-kernels, packing, the
-// blocked driver with the Boom epilogue fused per output block) live in gemm_impl.h and
-// gemm_boom_impl.h, compiled only in the avx512 TU; the other ISAs leave the table pointer null
-// and boom.cpp keeps the ATen-GEMM path for them.
+// attnfast's CPU GEMM, ISA-independent part: argument blocks and kernel tables of the plain
+// GEMM (used by the Boom backward) and of the Boom forward as one GEMM with its epilogue fused
+// per output block. The kernels (gemm_impl.h: packing + micro-kernel; gemm_driver_impl.h:
+// blocked driver; gemm_boom_impl.h: the Boom epilogue) are compiled only in the avx512 TU; the
+// other ISAs leave the table pointers null and boom.cpp uses ATen's GEMM there.
 #pragma once
 #include <cstdint>
 
@@ -11,16 +11,42 @@
 namespace attnfast {
 namespace cpu {
 
+// C (M x N) = A (M x K) B (K x N) on the AVX-512 micro-kernel, any strides: the operands are
+// packed (and converted: fp16 -> fp32, bf16 -> k-pairs) before use, C is written in dtype from
+// the fp32 accumulators.
+struct GemmArgs {
+  DType dtype;            // of A, B and C
+  int64_t M, N, K;
+  const void* a;          // A(m, k) = a[m * a_row + k * a_k]
+  int64_t a_row, a_k;
+  const void* b;          // B(k, n) = b[n * b_col + k * b_k]
+  int64_t b_col, b_k;
+  void* packed_b;         // plan().packed_b_bytes, filled by pack_b()
+  void* c;                // (M, N), row stride ldc; unused by the Boom forward (its own epilogue)
+  int64_t ldc;
+};
+
+struct GemmPlan {
+  int64_t packed_b_bytes;     // B packed into the micro-kernel's panel layout
+  int64_t b_panels;           // pack_b() work items (NR-column panels of B)
+  int64_t scratch_bytes;      // per task of rows(): packed A block + the fp32 C block
+  int64_t min_rows_per_task;  // below this a task's micro-tiles are mostly padding
+};
+
+struct GemmKernels {
+  GemmPlan (*plan)(const GemmArgs&);
+  // Packs B panels [panel_begin, panel_end) into args.packed_b (tasks run in parallel).
+  void (*pack_b)(const GemmArgs&, int64_t panel_begin, int64_t panel_end);
+  // C rows [m_begin, m_end); `scratch`: this task's own plan().scratch_bytes, 64-byte aligned.
+  void (*rows)(const GemmArgs&, int64_t m_begin, int64_t m_end, void* scratch);
+};
+
+// The Boom forward as that GEMM with A = x (N x K), B = W^T (W is (F, K): b_col = K, b_k = 1,
+// N = f_used) and the Boom epilogue instead of a C store.
 struct BoomGemmArgs {
-  DType dtype;
+  GemmArgs gemm;           // packed_b via GemmKernels::pack_b; c unused
   int activation;          // attnfast::Activation
-  const void* x;           // (N, K) contiguous, dtype
-  int64_t N;
-  int64_t K;
-  const void* weight;      // (F, K) contiguous, dtype; rows [0, f_used) are used
-  int64_t f_used;          // nchunks * C
   const float* bias;       // (f_used,) fp32, or nullptr
-  void* packed_weight;     // plan().packed_weight_bytes, filled by pack_weight()
   void* out;               // (N, C) contiguous, dtype
   int64_t C;
   int64_t F;               // full d_ff: the dropout counter is row * F + f
@@ -29,19 +55,9 @@ struct BoomGemmArgs {
   uint64_t seed;
 };
 
-struct BoomGemmPlan {
-  int64_t packed_weight_bytes;  // W packed into the micro-kernel's panel layout
-  int64_t weight_panels;        // pack_weight() work items (column panels of W^T)
-  int64_t scratch_bytes;        // per task of forward_rows(): packed x block + tiles
-  int64_t min_rows_per_task;    // below this a task's micro-tiles are mostly padding
-};
-
 struct BoomGemmKernels {
-  BoomGemmPlan (*plan)(const BoomGemmArgs&);
-  // Packs W panels [panel_begin, panel_end) into args.packed_weight (tasks run in parallel).
-  void (*pack_weight)(const BoomGemmArgs&, int64_t panel_begin, int64_t panel_end);
+  GemmPlan (*plan)(const BoomGemmArgs&);  // scratch_bytes includes the chunk-sum accumulator
   // out / preact rows [row_begin, row_end): GEMM + bias + activation + dropout + chunk sum.
-  // `scratch` is this task's own plan().scratch_bytes buffer, 64-byte aligned.
   void (*forward_rows)(const BoomGemmArgs&, int64_t row_begin, int64_t row_end, void* scratch);
 };
 

@@ -45,6 +45,25 @@ template <typename T>
 void pack_panel(const T* src, int64_t s_row, int64_t s_k, int64_t rows, int64_t K,
                 int64_t u_begin, int64_t u_end, int w, typename Packed<T>::type* dst) {
   using P = typename Packed<T>::type;
+  if (s_row == 1 && s_k != 1) {  // rows are the contiguous dimension: walk them innermost
+    for (int64_t u = u_begin; u < u_end; ++u) {
+      P* d = dst + (u - u_begin) * w;
+      if constexpr (Packed<T>::pairs) {
+        const T* lo = src + 2 * u * s_k;
+        const T* hi = src + (2 * u + 1) * s_k;
+        if (2 * u + 1 < K) {
+          for (int64_t i = 0; i < rows; ++i) d[i] = uint32_t(lo[i].bits) | (uint32_t(hi[i].bits) << 16);
+        } else {
+          for (int64_t i = 0; i < rows; ++i) d[i] = uint32_t(lo[i].bits);  // odd K: pad
+        }
+      } else {
+        const T* s = src + u * s_k;
+        for (int64_t i = 0; i < rows; ++i) d[i] = pack_elem(s[i]);
+      }
+      for (int64_t i = rows; i < w; ++i) d[i] = P(0);
+    }
+    return;
+  }
   for (int i = 0; i < w; ++i) {
     P* d = dst + i - u_begin * w;
     if (i >= rows) {
