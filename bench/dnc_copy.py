@@ -52,7 +52,8 @@ def build(bits=6, hidden=64, memory_size=32, word_size=16, num_reads=1, backend=
 
 
 def train(steps=20000, batch=16, max_len=20, bits=6, lr=1e-3, backend=None, target=0.01,
-          seed=0, log_every=200, curriculum=True, log=print, model_kw=None):
+          seed=0, log_every=200, curriculum=True, log=print, model_kw=None,
+          max_seconds=None):
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     model = build(bits=bits, backend=backend, **(model_kw or {}))
@@ -78,6 +79,9 @@ def train(steps=20000, batch=16, max_len=20, bits=6, lr=1e-3, backend=None, targ
         if step % log_every == 0:
             log(f"step {step:6d}  max_len {cur_len:2d}  loss {loss.item():8.4f}  "
                 f"bit err/seq {err:7.4f}  {time.time() - t0:7.1f}s")
+        if max_seconds is not None and time.time() - t0 > max_seconds:
+            log(f"time limit: stopped after {step} steps at max_len {cur_len}, bit error {err:.4f}")
+            break
         if cur_len == max_len and len(recent) == recent.maxlen and err < target:
             log(f"reached bit error {err:.4f} < {target} per sequence at max_len {max_len} "
                 f"after {step} steps ({time.time() - t0:.0f}s)")
@@ -98,10 +102,12 @@ def main():
     p.add_argument("--no-curriculum", action="store_true")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: the per-step work is tiny, threads only add overhead)")
+    p.add_argument("--max-minutes", type=float, default=None)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     model, hist = train(a.steps, a.batch, a.max_len, a.bits, a.lr, a.backend, a.target, a.seed,
-                        curriculum=not a.no_curriculum)
+                        curriculum=not a.no_curriculum,
+                        max_seconds=None if a.max_minutes is None else 60 * a.max_minutes)
     # Final evaluation on fresh sequences of every length 1..max_len.
     g = torch.Generator().manual_seed(1234)
     with torch.no_grad():

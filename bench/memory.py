@@ -1,0 +1,158 @@
+"""DNC memory access: attnfast CPU kernels against the PyTorch reference, eager and compiled.
+
+One "run" is T consecutive dnc_access_step calls (state carried over), B = 16, W = 64, R = 4,
+Hw = 1, N in {128, 512, 2048}; "fwd" under no_grad, "fwd+bwd" also back-propagates the sum of
+all read words through time to the interface tensors and the initial state.
+
+Peers (all in one process, medians of the same run):
+  eager      attnfast.reference.memory.dnc_access_step (plain PyTorch, autograd backward)
+  compile    torch.compile of that same step function (compile time excluded: warm-up)
+  attnfast   attnfast.memory.dnc_access_step(backend="cpu") (fused C++ ops)
+
+The breakdown (--breakdown) profiles one attnfast fwd+bwd run and splits its CPU time into the
+link update + directional reads (forward and backward ops), the allocation (forward and
+backward), the other fused ops (content addressing, erase/add write) and everything else
+(usage, weight mixing, read bmm, autograd bookkeeping).
+
+    python -m bench.memory [--sizes 128,512,2048] [--steps 64] [--no-compile] [--breakdown]
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+
+import torch
+
+from attnfast import memory as M
+from attnfast.reference import memory as ref
+from bench import harness
+
+B, W, R, HW = 16, 64, 4, 1
+
+
+def make_problem(n: int, steps: int, requires_grad: bool, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+
+    def leaf(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g) * scale).requires_grad_(requires_grad)
+
+    state = M.dnc_initial_state(B, n, W, R, HW)
+    state = state._replace(memory=leaf(B, n, W, scale=0.1))
+    raw = dict(write_vectors=leaf(steps, B, HW, W), erase=leaf(steps, B, HW, W),
+               free=leaf(steps, B, R), alloc=leaf(steps, B, HW), write=leaf(steps, B, HW),
+               mode=leaf(steps, B, R, 1 + 2 * HW), wkeys=leaf(steps, B, HW, W),
+               wstr=leaf(steps, B, HW), rkeys=leaf(steps, B, R, W), rstr=leaf(steps, B, R))
+    return state, raw
+
+
+def interfaces(raw, steps):
+    sp = torch.nn.functional.softplus
+    return [M.DNCInterface(raw["write_vectors"][t], torch.sigmoid(raw["erase"][t]),
+                           torch.sigmoid(raw["free"][t]), torch.sigmoid(raw["alloc"][t]),
+                           torch.sigmoid(raw["write"][t]), torch.softmax(raw["mode"][t], -1),
+                           raw["wkeys"][t], sp(raw["wstr"][t]), raw["rkeys"][t], sp(raw["rstr"][t]))
+            for t in range(steps)]
+
+
+def unroll(step_fn, state, raw, steps):
+    total = 0.0
+    for x in interfaces(raw, steps):
+        words, state = step_fn(state, x)
+        total = total + words.sum()
+    return total
+
+
+def peers(no_compile: bool):
+    out = {"eager": ref.dnc_access_step,
+           "attnfast": lambda s, x: M.dnc_access_step(s, x, backend="cpu")}
+    if not no_compile:
+        out["compile"] = torch.compile(ref.dnc_access_step, dynamic=False)
+    return out
+
+
+def bench_case(n, steps, mode, fns, reps):
+    state, raw = make_problem(n, steps, requires_grad=(mode == "fwd+bwd"))
+    leaves = [state.memory] + list(raw.values())
+
+    def run(fn):
+        if mode == "fwd":
+            with torch.no_grad():
+                return unroll(fn, state, raw, steps)
+        loss = unroll(fn, state, raw, steps)
+        torch.autograd.grad(loss, leaves)
+
+    row = {"N": n, "T": steps, "mode": mode}
+    for name, fn in fns.items():
+        row[name + "_ms"] = harness.time_fn(lambda: run(fn), warmup=1, reps=reps).median_ms
+    for peer in ("eager", "compile"):
+        if peer + "_ms" in row:
+            row["vs_" + peer] = harness.ratio(row[peer + "_ms"], row["attnfast_ms"])
+    return row
+
+
+def breakdown(n, steps):
+    state, raw = make_problem(n, steps, requires_grad=True)
+    leaves = [state.memory] + list(raw.values())
+    fn = lambda s, x: M.dnc_access_step(s, x, backend="cpu")  # noqa: E731
+    torch.autograd.grad(unroll(fn, state, raw, steps), leaves)  # warm-up
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        torch.autograd.grad(unroll(fn, state, raw, steps), leaves)
+    groups = collections.Counter()
+    total = 0.0
+    for ev in prof.key_averages():
+        if not ev.key.startswith("attnfast::") and not ev.key.startswith("aten::"):
+            continue
+        t = ev.self_cpu_time_total / 1e3
+        total += t
+        if "link_read" in ev.key:
+            groups["link update + reads"] += t
+        elif "allocation" in ev.key:
+            groups["allocation (sort)"] += t
+        elif "memory_content" in ev.key or "memory_write" in ev.key:
+            groups["content + erase/add"] += t
+        else:
+            groups["other torch ops"] += t
+    return [{"N": n, "T": steps, "part": k, "ms": round(v, 1), "share": f"{100 * v / total:.0f}%"}
+            for k, v in groups.most_common()]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="128,512,2048")
+    p.add_argument("--steps", type=int, default=64)
+    p.add_argument("--big-steps", type=int, default=8,
+                   help="T at N >= 2048 (fwd+bwd: T/2; eager saves several 256 MB link-sized "
+                        "tensors per step)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads for every peer (1 on a shared 2-core machine: OpenMP "
+                        "spin-waits make oversubscribed multi-threaded runs meaningless)")
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--breakdown", action="store_true")
+    p.add_argument("--json", default=None)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    fns = peers(a.no_compile)
+    rows = []
+    for n in [int(s) for s in a.sizes.split(",")]:
+        for mode in ("fwd", "fwd+bwd"):
+            steps = a.steps if n < 2048 else (a.big_steps if mode == "fwd" else a.big_steps // 2)
+            rows.append(bench_case(n, steps, mode, fns, a.reps))
+            rows[-1] = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in rows[-1].items()}
+            print(rows[-1], flush=True)
+    cols = ["N", "T", "mode", "eager_ms", "compile_ms", "attnfast_ms", "vs_eager", "vs_compile"]
+    cols = [c for c in cols if any(c in r for r in rows)]
+    env = harness.environment("cpu")
+    harness.print_table(rows, cols, title=f"DNC access step, B={B} W={W} R={R} Hw={HW} "
+                        f"(ms per run of T steps; vs_x = x_ms / attnfast_ms)")
+    parts = []
+    if a.breakdown:
+        for n in [int(s) for s in a.sizes.split(",")]:
+            parts += breakdown(n, a.steps if n < 2048 else a.big_steps // 2)
+        harness.print_table(parts, ["N", "T", "part", "ms", "share"], title="attnfast fwd+bwd: where time goes")
+    path = a.json or harness.default_json_path("memory", "cpu")
+    harness.save_json(path, {"env": env, "rows": rows, "breakdown": parts})
+
+
+if __name__ == "__main__":
+    main()
