@@ -1,7 +1,7 @@
 // Fused single-head attention on the CPU: the ATen glue of kernels/attention_impl.h.
 //
-// Per batch: pack K (and V) once into the GEMM operand layouts of kernels/attention.h (K^T;
-// VNNI pairs for bf16), then run the tasks -- forward: one per block of 64 queries; backward:
+// Per batch: pack K and V once into the GEMM operand layouts of kernels/attention.h (K^T, and
+// rows with an L1-friendly padded stride; VNNI pairs for bf16), then run the tasks -- forward: one per block of 64 queries; backward:
 // one per thread, each owning an interleaved set of key blocks and its own fp32 dQ buffer --
 // on all threads, taken from a shared counter (dynamic scheduling: under a causal mask the
 // tasks' costs differ by up to Lk / 64 times). Extra memory: the packed K/V of one batch
@@ -124,19 +124,13 @@ std::tuple<at::Tensor, at::Tensor> attention_forward(const at::Tensor& q_in, con
   const AttentionKernels& kern = kernels();
 
   at::Tensor kt = operand(dt, D, Lk, q.options(), &a.ldkt);
-  at::Tensor vp;
-  if (dt == DType::bf16) vp = operand(dt, Lk, Dv, q.options(), &a.ldv);
+  at::Tensor vp = operand(dt, Lk, Dv, q.options(), &a.ldv);
   a.kt = kt.data_ptr();
+  a.v = vp.data_ptr();
   const int64_t nqb = (Lq + a.bq - 1) / a.bq;
   for (int64_t b = 0; b < B; ++b) {
     pack_rows(kern.pack_t, dt, row_ptr(k, b), k.stride(1), Lk, D, kt, a.ldkt);
-    if (dt == DType::bf16) {
-      pack_rows(kern.pack_n, dt, row_ptr(v, b), v.stride(1), Lk, Dv, vp, a.ldv);
-      a.v = vp.data_ptr();
-    } else {
-      a.v = row_ptr(v, b);
-      a.ldv = v.stride(1);
-    }
+    pack_rows(kern.pack_n, dt, row_ptr(v, b), v.stride(1), Lk, Dv, vp, a.ldv);
     // Causal: the last query blocks see the most keys; start them first (longest first).
     run_tasks(nqb, attn_fwd_scratch_floats(a), [&](int64_t task, float* s) {
       kern.forward(a, b, causal ? nqb - 1 - task : task, s);
@@ -201,28 +195,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
   const auto opts = q.options();
   at::Tensor kt = operand(dt, D, Lk, opts, &a.ldkt);
   at::Tensor vt = operand(dt, Dv, Lk, opts, &a.ldvt);
-  at::Tensor qn, don, kn;
-  if (dt == DType::bf16) {
-    qn = operand(dt, Lq, D, opts, &a.ldqn);
-    don = operand(dt, Lq, Dv, opts, &a.lddon);
-    kn = operand(dt, Lk, D, opts, &a.ldkn);
-  }
+  at::Tensor qn = operand(dt, Lq, D, opts, &a.ldqn);
+  at::Tensor don = operand(dt, Lq, Dv, opts, &a.lddon);
+  at::Tensor kn = operand(dt, Lk, D, opts, &a.ldkn);
+  a.qn = qn.data_ptr(), a.don = don.data_ptr(), a.kn = kn.data_ptr();
   at::Tensor dq_acc = at::empty({nchunks, Lq, D}, opts.dtype(at::kFloat));
   a.kt = kt.data_ptr();
   a.vt = vt.data_ptr();
   for (int64_t b = 0; b < B; ++b) {
     pack_rows(kern.pack_t, dt, row_ptr(k, b), k.stride(1), Lk, D, kt, a.ldkt);
     pack_rows(kern.pack_t, dt, row_ptr(v, b), v.stride(1), Lk, Dv, vt, a.ldvt);
-    if (dt == DType::bf16) {
-      pack_rows(kern.pack_n, dt, row_ptr(q, b), q.stride(1), Lq, D, qn, a.ldqn);
-      pack_rows(kern.pack_n, dt, row_ptr(dout, b), dout.stride(1), Lq, Dv, don, a.lddon);
-      pack_rows(kern.pack_n, dt, row_ptr(k, b), k.stride(1), Lk, D, kn, a.ldkn);
-      a.qn = qn.data_ptr(), a.don = don.data_ptr(), a.kn = kn.data_ptr();
-    } else {
-      a.qn = row_ptr(q, b), a.ldqn = q.stride(1);
-      a.don = row_ptr(dout, b), a.lddon = dout.stride(1);
-      a.kn = row_ptr(k, b), a.ldkn = k.stride(1);
-    }
+    pack_rows(kern.pack_n, dt, row_ptr(q, b), q.stride(1), Lq, D, qn, a.ldqn);
+    pack_rows(kern.pack_n, dt, row_ptr(dout, b), dout.stride(1), Lq, Dv, don, a.lddon);
+    pack_rows(kern.pack_n, dt, row_ptr(k, b), k.stride(1), Lk, D, kn, a.ldkn);
     dq_acc.zero_();
     run_tasks(nchunks, attn_bwd_scratch_floats(a), [&](int64_t c, float* s) {
       AttnBwdArgs ac = a;

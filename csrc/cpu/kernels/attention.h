@@ -27,8 +27,8 @@ struct AttnFwdArgs {
   const void* q;          // (B, Lq, D), element strides sqb, sqr
   const void* kt;         // packed K^T of one batch: B operand (K = D, N = Lk)
   int64_t ldkt;
-  const void* v;          // fp32: V rows (B operand directly, row stride svr); bf16: packed
-  int64_t ldv;            //   VNNI V of one batch (K = Lk, N = Dv)
+  const void* v;          // packed V of one batch: B operand (K = Lk, N = Dv)
+  int64_t ldv;
   void* out;              // (B, Lq, Dv), strides sob, sor
   float* lse;             // (B, Lq) contiguous
   int64_t B, Lq, Lk, D, Dv;
@@ -75,7 +75,8 @@ struct AttnBwdArgs {
 // Per-batch operand packing (see the operand formats above). `rows` x `cols` of src (row
 // stride ld, element type of dtype) become a B operand:
 //   pack_t: contraction over cols (B[c][r] = src[r][c], N = rows)  -- K^T, V^T
-//   pack_n: contraction over rows (B[r][c] = src[r][c], N = cols)  -- bf16 only (VNNI)
+//   pack_n: contraction over rows (B[r][c] = src[r][c], N = cols)  -- V, Q, dO, K (a padded
+//           copy for fp32, VNNI pairs for bf16)
 // dst row stride (per k, or per k pair for bf16) is returned by b_ld(dtype, N).
 using AttnPackFn = void (*)(DType, const void* src, int64_t ld, int64_t rows, int64_t cols,
                             void* dst, int64_t ldd, int64_t row_begin, int64_t row_end);
@@ -94,9 +95,13 @@ struct AttentionKernels {
 };
 
 // B-operand row stride (elements of the operand type) for N columns: padded to a multiple of
-// 16 columns so AVX-512 rows start on 64-byte boundaries.
+// 16 columns so AVX-512 rows start on 64-byte boundaries, plus 64 bytes when the stride would
+// be a multiple of 512 bytes: the micro-kernel walks down ~KC rows of a 256-byte-wide panel,
+// and with a 4 KiB stride (N = 1024) they all fall in the same L1 sets (measured: the bf16
+// P V tile GEMM ran at 40% of its speed with the aliasing stride).
 inline int64_t attn_b_ld(DType dt, int64_t n) {
-  const int64_t np = (n + 15) / 16 * 16;
+  int64_t np = (n + 15) / 16 * 16;
+  if (np % 128 == 0) np += 16;  // a row is 4 np bytes in both layouts
   return dt == DType::bf16 ? 2 * np : np;
 }
 // Rows of a packed B operand (k pairs for bf16).

@@ -79,8 +79,10 @@ void attn_micro_f32(int64_t K, const float* A, int64_t lda, int mv, const float*
                     float* C, int64_t ldc, __mmask16 last, bool load_c) {
   __m512 acc[kAttnMR][NV];
   const float* ar[kAttnMR];
+#pragma GCC unroll 8
   for (int r = 0; r < kAttnMR; ++r) {
     ar[r] = A + (r < mv ? r : mv - 1) * lda;  // rows past M recompute row M-1, never stored
+#pragma GCC unroll 4
     for (int v = 0; v < NV; ++v)
       acc[r][v] = (load_c && r < mv) ? _mm512_maskz_loadu_ps(attn_vmask<NV>(v, last), C + r * ldc + 16 * v)
                                      : _mm512_setzero_ps();
@@ -89,14 +91,19 @@ void attn_micro_f32(int64_t K, const float* A, int64_t lda, int mv, const float*
     __m512 bv[NV];
     for (int v = 0; v < NV; ++v)
       bv[v] = _mm512_maskz_loadu_ps(attn_vmask<NV>(v, last), B + k * ldb + 16 * v);
+#pragma GCC unroll 8
     for (int r = 0; r < kAttnMR; ++r) {
       const __m512 av = _mm512_set1_ps(ar[r][k]);
       for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(av, bv[v], acc[r][v]);
     }
   }
-  for (int r = 0; r < mv; ++r)
+  // Constant trip counts everywhere: acc must stay an array of registers (a loop to `mv`
+  // would index it at run time and send all 24 accumulators through the stack every k).
+#pragma GCC unroll 8
+  for (int r = 0; r < kAttnMR; ++r)
+#pragma GCC unroll 4
     for (int v = 0; v < NV; ++v)
-      _mm512_mask_storeu_ps(C + r * ldc + 16 * v, attn_vmask<NV>(v, last), acc[r][v]);
+      if (r < mv) _mm512_mask_storeu_ps(C + r * ldc + 16 * v, attn_vmask<NV>(v, last), acc[r][v]);
 }
 
 template <int NV>
@@ -104,30 +111,49 @@ void attn_micro_bf16(int64_t K, const bf16_t* A, int64_t lda, int mv, const bf16
                      int64_t ldb, float* C, int64_t ldc, __mmask16 last, bool load_c) {
   __m512 acc[kAttnMR][NV];
   const bf16_t* ar[kAttnMR];
+#pragma GCC unroll 8
   for (int r = 0; r < kAttnMR; ++r) {
     ar[r] = A + (r < mv ? r : mv - 1) * lda;
+#pragma GCC unroll 4
     for (int v = 0; v < NV; ++v)
       acc[r][v] = (load_c && r < mv) ? _mm512_maskz_loadu_ps(attn_vmask<NV>(v, last), C + r * ldc + 16 * v)
                                      : _mm512_setzero_ps();
   }
   const int64_t pairs = K / 2;
-  for (int64_t kk = 0; kk <= pairs; ++kk) {
-    if (kk == pairs && (K & 1) == 0) break;
+  for (int64_t kk = 0; kk < pairs; ++kk) {
     __m512i bv[NV];
+#pragma GCC unroll 4
     for (int v = 0; v < NV; ++v)
       bv[v] = _mm512_maskz_loadu_epi32(attn_vmask<NV>(v, last), B + kk * ldb + 32 * v);
+#pragma GCC unroll 8
     for (int r = 0; r < kAttnMR; ++r) {
-      // One (a_k, a_k+1) pair broadcast to all 16 lanes; the odd-K tail pairs a_K-1 with 0
-      // (the B operand's padding row is zero too).
-      const uint32_t pr = kk < pairs ? attn_load_pair(ar[r] + 2 * kk) : uint32_t(ar[r][2 * kk].bits);
-      const __m512i av = _mm512_set1_epi32(static_cast<int>(pr));
+      // One (a_k, a_k+1) pair broadcast to all 16 lanes.
+      const __m512i av = _mm512_set1_epi32(static_cast<int>(attn_load_pair(ar[r] + 2 * kk)));
+#pragma GCC unroll 4
       for (int v = 0; v < NV; ++v)
         acc[r][v] = _mm512_dpbf16_ps(acc[r][v], (__m512bh)av, (__m512bh)bv[v]);
     }
   }
-  for (int r = 0; r < mv; ++r)
+  if (K & 1) {  // odd K: a_{K-1} pairs with 0 (the B operand's padding row is zero too)
+    __m512i bv[NV];
+#pragma GCC unroll 4
     for (int v = 0; v < NV; ++v)
-      _mm512_mask_storeu_ps(C + r * ldc + 16 * v, attn_vmask<NV>(v, last), acc[r][v]);
+      bv[v] = _mm512_maskz_loadu_epi32(attn_vmask<NV>(v, last), B + pairs * ldb + 32 * v);
+#pragma GCC unroll 8
+    for (int r = 0; r < kAttnMR; ++r) {
+      const __m512i av = _mm512_set1_epi32(static_cast<int>(ar[r][2 * pairs].bits));
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v)
+        acc[r][v] = _mm512_dpbf16_ps(acc[r][v], (__m512bh)av, (__m512bh)bv[v]);
+    }
+  }
+  // Constant trip counts everywhere: acc must stay an array of registers (a loop to `mv`
+  // would index it at run time and send all 24 accumulators through the stack every k).
+#pragma GCC unroll 8
+  for (int r = 0; r < kAttnMR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v)
+      if (r < mv) _mm512_mask_storeu_ps(C + r * ldc + 16 * v, attn_vmask<NV>(v, last), acc[r][v]);
 }
 
 template <typename T, int NV>

@@ -82,9 +82,15 @@ void attn_pack_t(DType dt, const void* src, int64_t ld, int64_t rows, int64_t co
 
 void attn_pack_n(DType dt, const void* src, int64_t ld, int64_t rows, int64_t cols, void* dst,
                  int64_t ldd, int64_t r_begin, int64_t r_end) {
-  if (dt == DType::bf16)
+  if (dt == DType::bf16) {
     attn_pack_n_bf16(static_cast<const bf16_t*>(src), ld, rows, cols, static_cast<bf16_t*>(dst),
                      ldd, r_begin, r_end);
+    return;
+  }
+  // fp32: a copy with the padded row stride of attn_b_ld (no L1 set aliasing).
+  const float* s = static_cast<const float*>(src);
+  float* d = static_cast<float*>(dst);
+  for (int64_t r = r_begin; r < r_end; ++r) __builtin_memcpy(d + r * ldd, s + r * ld, cols * sizeof(float));
 }
 
 // ---- forward --------------------------------------------------------------------------------
