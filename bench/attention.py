@@ -1,0 +1,155 @@
+"""Single-head attention benchmark: attnfast against its peers, measured in the same run.
+
+    python -m bench.attention [--quick] [--device cpu|cuda] [--dtype fp32 --dtype bf16]
+                              [--shapes sha|small|all] [--passes fwd fwd+bwd] [--backend cpu ...]
+
+Shapes (causal, bottom-right aligned: the SHA-RNN memory case when Lk > Lq):
+  sha    B in {4, 16}, Lq 1024, Lk in {1024, 3072, 5000}, D = Dv = 1024   (Merity's SHA-RNN)
+  small  B*H = 32, L = 1024, D in {64, 128}
+Rows per shape, dtype and pass (forward under no_grad; forward + backward):
+  attnfast-<backend>  attnfast.single_head_attention(q, k, v, causal=True, backend=...)
+  sdpa                torch SDPA (attn_mask=causal_lower_right(Lq, Lk) when Lk > Lq, else is_causal)
+  eager               the math written out: softmax(q k^T * scale + mask) v (SHA-RNN's attention())
+  gemm                the roof: torch.mm 2048^3 in the same dtype, as GFLOP/s (one row per dtype)
+Columns: median ms (p10-p90), GFLOP/s of the useful work (forward 4 D x visible (i, j) pairs; fwd+bwd
+3.5x that: 2 GEMMs forward, 5 backward), speed-up vs sdpa / eager / the best peer, fraction of the
+GEMM roof, and the peak extra memory of one forward call (bench/harness.peak_memory).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from bench import harness
+
+import attnfast
+from attnfast.reference.attention import causal_keep
+
+SHAPES = {
+    "sha": [(b, 1024, lk, 1024) for b in (4, 16) for lk in (1024, 3072, 5000)],
+    "small": [(32, 1024, 1024, 64), (32, 1024, 1024, 128)],
+}
+SHAPES["all"] = SHAPES["sha"] + SHAPES["small"]
+
+
+def visible_pairs(lq: int, lk: int) -> int:
+    off = lk - lq
+    return sum(min(lk, max(0, i + off + 1)) for i in range(lq))
+
+
+def eager_attention(q, k, v, mask):
+    s = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1]) + mask
+    return torch.matmul(torch.softmax(s, dim=-1), v)
+
+
+def peers(lq: int, lk: int, dtype, device):
+    from torch.nn.attention.bias import causal_lower_right
+
+    mask = torch.zeros(lq, lk, dtype=dtype, device=device).masked_fill(
+        ~causal_keep(lq, lk, device), float("-inf"))
+    if lk == lq:
+        sdpa = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)  # noqa: E731
+    else:
+        bias = causal_lower_right(lq, lk)
+        sdpa = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # noqa: E731
+    return {"sdpa": sdpa, "eager": lambda q, k, v: eager_attention(q, k, v, mask)}
+
+
+def gemm_roof(dtype, device, reps, warmup) -> float:
+    n = 2048
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
+    t = harness.time_fn(lambda: torch.mm(a, b), device, warmup=warmup, reps=reps)
+    return harness.gflops(2.0 * n**3, t.median_ms)
+
+
+def bench_case(shape, dtype, pass_, backends, device, reps, warmup, roof):
+    b, lq, lk, d = shape
+    g = torch.Generator(device="cpu").manual_seed(0)
+    q, k, v = (torch.randn(b, n, d, generator=g).to(device=device, dtype=dtype) for n in (lq, lk, lk))
+    flop = 4.0 * d * visible_pairs(lq, lk) * b * (3.5 if pass_ == "fwd+bwd" else 1.0)
+    impls = {f"attnfast-{be}": (lambda be=be: lambda q, k, v: attnfast.single_head_attention(
+        q, k, v, causal=True, backend=be))() for be in backends}
+    impls.update(peers(lq, lk, dtype, device))
+    calls = {}
+    for name, fn in impls.items():
+        if pass_ == "fwd":
+            def call(fn=fn):
+                with torch.no_grad():
+                    return fn(q, k, v)
+        else:
+            qg, kg, vg = (t.clone().requires_grad_(True) for t in (q, k, v))
+            grad = torch.randn(b, lq, d, dtype=dtype, device=device)
+
+            def call(fn=fn, qg=qg, kg=kg, vg=vg, grad=grad):
+                fn(qg, kg, vg).backward(grad)
+        calls[name] = call
+    # Round-robin: one timed call of each implementation per round, so that load from other
+    # processes on a shared machine hits every row alike (the ratios are what we report).
+    times = {name: [] for name in calls}
+    for rnd in range(warmup + reps):
+        for name, call in calls.items():
+            t = harness.time_fn(call, device, warmup=0, reps=1)
+            if rnd >= warmup:
+                times[name].append(t.median_ms)
+    rows = []
+    for name, call in calls.items():
+        t = harness.summarize(times[name])
+        mem = harness.peak_memory(call, device) if pass_ == "fwd" else None
+        rows.append(dict(shape=f"B{b} Lq{lq} Lk{lk} D{d}", dtype=str(dtype).replace("torch.", ""),
+                         pass_=pass_, impl=name, ms=t.median_ms, p10=t.p10_ms, p90=t.p90_ms,
+                         gflops=harness.gflops(flop, t.median_ms), mem=mem, roof=roof))
+    best_peer = min(r["ms"] for r in rows if not r["impl"].startswith("attnfast"))
+    by = {r["impl"]: r["ms"] for r in rows}
+    for r in rows:
+        r["x_sdpa"] = harness.ratio(by["sdpa"], r["ms"])
+        r["x_eager"] = harness.ratio(by["eager"], r["ms"])
+        r["x_best"] = harness.ratio(best_peer, r["ms"])
+        r["pct_roof"] = 100.0 * r["gflops"] / roof if roof else None
+    return rows
+
+
+def main(argv=None):
+    p = harness.common_args(__doc__.splitlines()[0])
+    p.add_argument("--shapes", choices=sorted(SHAPES), default="all")
+    p.add_argument("--passes", nargs="+", default=["fwd", "fwd+bwd"], choices=["fwd", "fwd+bwd"])
+    p.add_argument("--backend", action="append", default=None, help="attnfast backends to time")
+    p.add_argument("--max-shapes", type=int, default=None, help="only the first N shapes")
+    args = p.parse_args(argv)
+    device = harness.resolve_device(args.device)
+    dtypes = [harness.DTYPES[d] for d in (args.dtype or ["fp32", "bf16"])]
+    backends = args.backend or [b for b in ("cpu", "cuda") if attnfast.backends()[b] is None
+                                and b == ("cuda" if device.type == "cuda" else "cpu")]
+    reps = args.reps or (2 if args.quick else 5)
+    warmup = args.warmup if args.warmup is not None else 1
+    shapes = SHAPES[args.shapes][: args.max_shapes]
+    rows = []
+    for dtype in dtypes:
+        roof = gemm_roof(dtype, device, reps, warmup)
+        for shape in shapes:
+            for pass_ in args.passes:
+                rows += bench_case(shape, dtype, pass_, backends, device, reps, warmup, roof)
+    f = harness.fmt
+    table = [{
+        "shape": r["shape"], "dtype": r["dtype"], "pass": r["pass_"], "impl": r["impl"],
+        "ms (p10-p90)": f"{r['ms']:.1f} ({r['p10']:.1f}-{r['p90']:.1f})",
+        "GFLOP/s": f(r["gflops"], ".0f"), "x sdpa": f(r["x_sdpa"]), "x eager": f(r["x_eager"]),
+        "x best peer": f(r["x_best"]), "% gemm roof": f(r["pct_roof"], ".0f"),
+        "fwd mem MiB": f(harness.mib(r["mem"]), ".1f"),
+    } for r in rows]
+    env = harness.environment(device)
+    cols = ["shape", "dtype", "pass", "impl", "ms (p10-p90)", "GFLOP/s", "x sdpa", "x eager",
+            "x best peer", "% gemm roof", "fwd mem MiB"]
+    roofs = sorted({(r["dtype"], round(r["roof"])) for r in rows})
+    harness.print_table(table, cols, title=f"single-head attention, causal, {env.get('cpu') or env.get('gpu')}; "
+                        f"GEMM roof GFLOP/s: {roofs}")
+    if not args.no_json:
+        path = harness.save_json(args.json or harness.default_json_path("attention", device),
+                                 {"environment": env, "rows": rows})
+        print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()
