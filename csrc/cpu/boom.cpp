@@ -57,13 +57,17 @@ int64_t tile_rows(int64_t f_used, int64_t elem_size) {
 // `fused` = attnfast's AVX-512 GEMM (the forward with its epilogue fused, the backward's plain
 // GEMMs); it exists only where the active ISA table has it (AVX-512 with BF16), elsewhere the
 // setting falls back to ATen quietly, as the ISA cap does. auto = attnfast's GEMM wherever it
-// was measured faster than ATen's (bench/notes/boom_cpu.md): every dtype, forward and backward.
+// was measured faster than ATen's (bench/notes/boom_cpu.md): every dtype, forward and
+// backward, from kMinRowsAuto rows; below that the call is a memory-bound GEMV-like product
+// where packing W (one extra pass over it per call) is not repaid.
+constexpr int64_t kMinRowsAuto = 16;
+
 bool use_attnfast_gemm(const BoomKernels& k, const at::Tensor& x) {
   if (k.gemm == nullptr || k.mm == nullptr || x.size(1) == 0) return false;
   const char* env = std::getenv("ATTNFAST_CPU_BOOM_GEMM");
-  if (env == nullptr || *env == '\0' || std::strcmp(env, "auto") == 0 ||
-      std::strcmp(env, "fused") == 0)
-    return true;
+  if (env != nullptr && std::strcmp(env, "fused") == 0) return true;
+  if (env == nullptr || *env == '\0' || std::strcmp(env, "auto") == 0)
+    return x.size(0) >= kMinRowsAuto;
   TORCH_CHECK(std::strcmp(env, "aten") == 0,
               "ATTNFAST_CPU_BOOM_GEMM must be auto, fused or aten, got '", env, "'");
   return false;
