@@ -63,7 +63,7 @@ def build(bits=6, hidden=64, memory_size=32, word_size=16, num_reads=1, backend=
                num_reads=num_reads, num_writes=1, clip_value=20.0, backend=backend)
 
 
-def train(steps=20000, batch=16, max_len=20, bits=6, lr=1e-3, backend=None, target=0.01,
+def train(steps=20000, batch=16, max_len=20, bits=6, lr=2e-3, backend=None, target=0.01,
           seed=0, log_every=200, curriculum=True, log=print, model_kw=None,
           max_seconds=None):
     torch.manual_seed(seed)
@@ -111,7 +111,7 @@ def main():
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--max-len", type=int, default=20)
     p.add_argument("--bits", type=int, default=6)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--backend", default=None)
     p.add_argument("--target", type=float, default=0.01)
     p.add_argument("--seed", type=int, default=0)
