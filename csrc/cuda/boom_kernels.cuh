@@ -545,37 +545,57 @@ constexpr int kThreads = 128;
 constexpr int64_t kMaxRowBlocks = 65535;
 }  // namespace epi
 
-template <Activation A, typename T>
-__device__ __forceinline__ void boom_epilogue_row(T* __restrict__ z, const T* __restrict__ bias,
-                                                  T* __restrict__ out, int64_t row, int64_t c,
-                                                  int64_t nchunks, int64_t F, int64_t C,
-                                                  bool write_preact, const Dropout& d) {
-  float acc = 0.f;
+// `Vec` consecutive columns per thread: 16-byte loads and stores when the shapes and pointers
+// allow it (Vec = 16 / sizeof(T)), else one column per thread (Vec = 1). A thread walks the chunks
+// j in order, so each output is a fixed-order fp32 sum (deterministic).
+template <typename T, int Vec>
+struct alignas(sizeof(T) * Vec) Pack {
+  T v[Vec];
+};
+
+template <Activation A, typename T, int Vec>
+__device__ __forceinline__ void boom_epilogue_cols(T* __restrict__ z, const T* __restrict__ bias,
+                                                   T* __restrict__ out, int64_t row, int64_t c,
+                                                   int64_t nchunks, int64_t F, int64_t C,
+                                                   bool write_preact, const Dropout& d) {
+  float acc[Vec];
+#pragma unroll
+  for (int e = 0; e < Vec; ++e) acc[e] = 0.f;
   for (int64_t j = 0; j < nchunks; ++j) {
     const int64_t f = j * C + c;
-    float v = to_f32<T>(z[f]);
-    if (bias != nullptr) v += to_f32<T>(bias[f]);
-    if (write_preact) {
-      const T v_t = from_f32<T>(v);
-      z[f] = v_t;
-      v = to_f32<T>(v_t);  // the activation sees the stored (rounded) pre-activation
+    Pack<T, Vec> zv = *reinterpret_cast<const Pack<T, Vec>*>(z + f);
+    Pack<T, Vec> bv;
+    if (bias != nullptr) bv = *reinterpret_cast<const Pack<T, Vec>*>(bias + f);
+#pragma unroll
+    for (int e = 0; e < Vec; ++e) {
+      float v = to_f32<T>(zv.v[e]);
+      if (bias != nullptr) v += to_f32<T>(bv.v[e]);
+      if (write_preact) {
+        zv.v[e] = from_f32<T>(v);
+        v = to_f32<T>(zv.v[e]);  // the activation sees the stored (rounded) pre-activation
+      }
+      acc[e] += boom_act_dropout<A>(v, d, row, f + e, F);
     }
-    acc += boom_act_dropout<A>(v, d, row, f, F);
+    if (write_preact) *reinterpret_cast<Pack<T, Vec>*>(z + f) = zv;
   }
-  out[c] = from_f32<T>(acc);
+  Pack<T, Vec> o;
+#pragma unroll
+  for (int e = 0; e < Vec; ++e) o.v[e] = from_f32<T>(acc[e]);
+  *reinterpret_cast<Pack<T, Vec>*>(out + c) = o;
 }
 
-template <typename T>
+template <typename T, int Vec>
 __global__ void __launch_bounds__(epi::kThreads)
     boom_epilogue_kernel(T* __restrict__ z, int64_t ldz, const T* __restrict__ bias,
                          T* __restrict__ out, int64_t rows, int64_t row0, int64_t F, int64_t C,
                          int write_preact, int act_id, Dropout d) {
-  const int64_t c = static_cast<int64_t>(blockIdx.x) * epi::kThreads + threadIdx.x;
+  const int64_t c = (static_cast<int64_t>(blockIdx.x) * epi::kThreads + threadIdx.x) * Vec;
   if (c >= C) return;  // no block-level synchronisation in this kernel
   const int64_t nchunks = F / C;
   for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
-    ATTNFAST_BOOM_ACT_SWITCH(act_id, boom_epilogue_row<kAct, T>(z + r * ldz, bias, out + r * C, row0 + r,
-                                                               c, nchunks, F, C, write_preact != 0, d))
+    ATTNFAST_BOOM_ACT_SWITCH(act_id, boom_epilogue_cols<kAct, T, Vec>(
+                                         z + r * ldz, bias, out + r * C, row0 + r, c, nchunks, F,
+                                         C, write_preact != 0, d))
   }
 }
 
@@ -642,10 +662,21 @@ void boom_epilogue(T* z, int64_t ldz, const T* bias, T* out, int64_t rows, int64
   if (rows <= 0 || C <= 0 || F < C) return;
   const Dropout d = make_dropout(dropout_p, seed);
   const int64_t row_blocks = rows < epi::kMaxRowBlocks ? rows : epi::kMaxRowBlocks;
-  const dim3 grid(static_cast<unsigned>((C + epi::kThreads - 1) / epi::kThreads),
+  constexpr int kVec = 16 / static_cast<int>(sizeof(T));
+  const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  const bool vec = C % kVec == 0 && ldz % kVec == 0 && aligned(z) && aligned(out) &&
+                   (bias == nullptr || aligned(bias));
+  const int64_t cols_per_block = static_cast<int64_t>(epi::kThreads) * (vec ? kVec : 1);
+  const dim3 grid(static_cast<unsigned>((C + cols_per_block - 1) / cols_per_block),
                   static_cast<unsigned>(row_blocks));
-  ATTNFAST_LAUNCH(boom_epilogue_kernel<T>, grid, dim3(epi::kThreads), 0, stream)(
-      z, ldz, bias, out, rows, row0, F, C, write_preact ? 1 : 0, static_cast<int>(act), d);
+  const int wp = write_preact ? 1 : 0, act_id = static_cast<int>(act);
+  if (vec) {
+    ATTNFAST_LAUNCH((boom_epilogue_kernel<T, kVec>), grid, dim3(epi::kThreads), 0, stream)(
+        z, ldz, bias, out, rows, row0, F, C, wp, act_id, d);
+  } else {
+    ATTNFAST_LAUNCH((boom_epilogue_kernel<T, 1>), grid, dim3(epi::kThreads), 0, stream)(
+        z, ldz, bias, out, rows, row0, F, C, wp, act_id, d);
+  }
 }
 
 // Floats of workspace boom_backward_dz needs when grad_bias_f32 is not null (0 otherwise).
