@@ -221,7 +221,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> boom_backward(
   args.dropout_p = dropout_p;
   args.seed = static_cast<uint64_t>(seed);
   const BoomKernels& k = kernels();
-  at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) { k.dz(args, begin, end); });
+  // One task per thread, each with its own fp32 partial column sums of dz (grad_bias), summed
+  // below: the bias gradient costs no extra pass over the N x d_ff dz.
+  const int64_t tasks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), N / 16));
+  at::Tensor partial_bias_grad =
+      has_bias ? at::zeros({tasks, f_used}, x.options().dtype(at::kFloat)) : at::Tensor();
+  at::parallel_for(0, tasks, 1, [&](int64_t tb, int64_t te) {
+    for (int64_t t = tb; t < te; ++t) {
+      BoomDzArgs task_args = args;
+      task_args.bias_grad = has_bias ? partial_bias_grad[t].data_ptr<float>() : nullptr;
+      k.dz(task_args, N * t / tasks, N * (t + 1) / tasks);
+    }
+  });
 
   const at::Tensor w_used = f_used == F ? weight : weight.narrow(0, 0, f_used);
   at::Tensor grad_w_used = grad_weight.narrow(0, 0, f_used);
@@ -234,7 +245,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> boom_backward(
     grad_x = at::mm(dz, w_used);
     at::mm_out(grad_w_used, dz.t(), x);
   }
-  if (has_bias) grad_bias.narrow(0, 0, f_used).copy_(at::sum(dz, {0}, false, at::kFloat));
+  if (has_bias) grad_bias.narrow(0, 0, f_used).copy_(partial_bias_grad.sum(0));
   return {grad_x, grad_weight, grad_bias};
 }
 

@@ -42,6 +42,7 @@ struct BoomDzArgs {
   int64_t row0;
   double dropout_p;
   uint64_t seed;
+  float* bias_grad;      // (F_used,) fp32 column sums of dz over the rows, accumulated; or nullptr
 };
 
 // Rows [row_begin, row_end) of the tile; `scratch` holds C floats (the chunk-sum accumulator).

@@ -74,6 +74,11 @@ void boom_dz_impl(const BoomDzArgs& a, int64_t row_begin, int64_t row_end) {
           dzj[c] = from_f32<T>(gd * act::backward<A>(to_f32(zj[c])));
         }
       }
+      if (a.bias_grad) {  // grad_bias: the column sums of dz as stored (what the GEMMs see)
+        float* bg = a.bias_grad + j * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) bg[c] += to_f32(dzj[c]);
+      }
     }
   }
 }
