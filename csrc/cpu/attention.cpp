@@ -2,11 +2,11 @@
 //
 // Per batch: pack K and V once into the GEMM operand layouts of kernels/attention.h (K^T, and
 // rows with an L1-friendly padded stride; VNNI pairs for bf16), then run the tasks -- forward: one per block of 64 queries; backward:
-// one per thread, each owning an interleaved set of key blocks and its own fp32 dQ buffer --
+// four per thread, each owning an interleaved set of key blocks and its own fp32 dQ buffer --
 // on all threads, taken from a shared counter (dynamic scheduling: under a causal mask the
 // tasks' costs differ by up to Lk / 64 times). Extra memory: the packed K/V of one batch
 // (the size of that batch's K and V) plus per-thread tiles of O(64 x (D + Dv)); the backward
-// adds one fp32 (Lq, D) dQ buffer per thread. The (Lq, Lk) matrix is never formed.
+// adds one fp32 (Lq, D) dQ buffer per task (4 per thread). The (Lq, Lk) matrix is never formed.
 // fp16 runs as fp32 (converted here; no fp16 dot-product instruction on this CPU family).
 // The CPU backward is always deterministic (no atomics; dQ buffers summed in a fixed order),
 // so `deterministic` changes nothing here.
@@ -190,7 +190,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
   block_sizes(&a.bq, &a.bk);
   const AttentionKernels& kern = kernels();
   const int64_t nkb = (Lk + a.bk - 1) / a.bk;
-  const int64_t nchunks = std::max<int64_t>(1, std::min<int64_t>(nkb, at::get_num_threads()));
+  // 4 interleaved key-block chunks per thread, each with its own fp32 dQ buffer: small enough
+  // tasks that the dynamic schedule absorbs a thread being preempted on a shared machine
+  // (with one chunk per thread, 2 threads ran 2-7x slower than 1 thread under load).
+  const int64_t nchunks =
+      std::max<int64_t>(1, std::min<int64_t>(nkb, 4 * static_cast<int64_t>(at::get_num_threads())));
 
   const auto opts = q.options();
   at::Tensor kt = operand(dt, D, Lk, opts, &a.ldkt);
