@@ -79,4 +79,39 @@ TORCH_LIBRARY_FRAGMENT(attnfast, m) {
         "Tensor read_weights) "
         "-> (Tensor grad_link, Tensor grad_precedence, Tensor grad_write_weights, "
         "Tensor grad_read_weights)");
+  // ---- memory, second group (csrc/cpu/memory_extra.cpp) ---------------------------------------
+  // NTM location addressing after the content weights. content, prev_weights (B,H,N); gate,
+  // gamma (B,H); shift (B,H,S), S odd, offsets -(S//2)..S//2 (offset +1 moves weight i -> i+1):
+  // wg = g c + (1-g) prev; ws[i] = sum_k shift[k] wg[(i - (k - S//2)) mod N];
+  // weights = p / sum p, p = ws^gamma where ws > 0, else 0 (no NaN in the gamma gradient).
+  m.def("ntm_location_forward(Tensor content, Tensor gate, Tensor prev_weights, Tensor shift, "
+        "Tensor gamma) -> Tensor weights");
+  m.def("ntm_location_backward(Tensor grad_weights, Tensor content, Tensor gate, "
+        "Tensor prev_weights, Tensor shift, Tensor gamma) -> (Tensor grad_content, "
+        "Tensor grad_gate, Tensor grad_prev_weights, Tensor grad_shift, Tensor grad_gamma)");
+  // Graves' window over T steps. alpha_hat, beta_hat, kappa_hat (B,T,K); kappa0 (B,K);
+  // chars (B,U,C); char_mask (B,U) or None. kappa = kappa0 + cumsum_t exp(kappa_hat);
+  // phi[t,u] = mask[u] sum_k exp(alpha_hat) exp(-exp(beta_hat) (kappa - u)^2), characters
+  // numbered u = 1..U; window (B,T,C) = phi chars. grad_char_mask is an empty (0,) tensor when
+  // char_mask is None.
+  m.def("graves_window_forward(Tensor alpha_hat, Tensor beta_hat, Tensor kappa_hat, "
+        "Tensor kappa0, Tensor chars, Tensor? char_mask) -> (Tensor window, Tensor kappa, "
+        "Tensor phi)");
+  m.def("graves_window_backward(Tensor grad_window, Tensor grad_kappa, Tensor grad_phi, "
+        "Tensor alpha_hat, Tensor beta_hat, Tensor kappa_hat, Tensor kappa0, Tensor chars, "
+        "Tensor? char_mask) -> (Tensor grad_alpha_hat, Tensor grad_beta_hat, "
+        "Tensor grad_kappa_hat, Tensor grad_kappa0, Tensor grad_chars, Tensor grad_char_mask)");
+  // DNC usage: usage (B,N), write_weights (B,Hw,N), free_gate (B,R), read_weights (B,R,N):
+  // out = (u + (1-u)(1 - prod_h (1 - ww_h))) prod_r (1 - f_r rw_r). No gradient to
+  // write_weights (DeepMind's stop_gradient), so the backward returns none for it.
+  m.def("dnc_usage_forward(Tensor usage, Tensor write_weights, Tensor free_gate, "
+        "Tensor read_weights) -> Tensor new_usage");
+  m.def("dnc_usage_backward(Tensor grad_usage, Tensor usage, Tensor write_weights, "
+        "Tensor free_gate, Tensor read_weights) "
+        "-> (Tensor grad_usage_in, Tensor grad_free_gate, Tensor grad_read_weights)");
+  // Read words: memory (B,N,W), read_weights (B,R,N) -> words (B,R,W) = read_weights memory.
+  m.def("memory_read_forward(Tensor memory, Tensor read_weights) -> Tensor words");
+  m.def("memory_read_backward(Tensor grad_words, Tensor memory, Tensor read_weights) "
+        "-> (Tensor grad_memory, Tensor grad_read_weights)");
+  // ---- end of memory, second group -----------------------------------------------------------
 }

@@ -235,6 +235,131 @@ def cpu_access_step(state: ref.DNCState, x: ref.DNCInterface, eps=EPS):
     return read_words, ref.DNCState(memory, read_weights, write_weights, link, precedence, usage)
 
 
+# ---- second group of compiled ops: NTM location, Graves' window, usage, read ------------------
+# (csrc/cpu/memory_extra.cpp; schemas in csrc/schemas.cpp, "memory, second group")
+
+def _fake_ntm(content, gate, prev_weights, shift, gamma):
+    return torch.empty_like(content)
+
+
+def _fake_ntm_bwd(grad, content, gate, prev_weights, shift, gamma):
+    return (torch.empty_like(content), torch.empty_like(gate), torch.empty_like(prev_weights),
+            torch.empty_like(shift), torch.empty_like(gamma))
+
+
+def _fake_graves(alpha_hat, beta_hat, kappa_hat, kappa0, chars, char_mask):
+    b, t, _ = alpha_hat.shape
+    return (chars.new_empty((b, t, chars.shape[2])), torch.empty_like(kappa_hat),
+            chars.new_empty((b, t, chars.shape[1])))
+
+
+def _fake_graves_bwd(g_w, g_kappa, g_phi, alpha_hat, beta_hat, kappa_hat, kappa0, chars, char_mask):
+    dm = torch.empty_like(char_mask) if char_mask is not None else alpha_hat.new_empty((0,))
+    return (torch.empty_like(alpha_hat), torch.empty_like(beta_hat), torch.empty_like(kappa_hat),
+            torch.empty_like(kappa0), torch.empty_like(chars), dm)
+
+
+def _fake_usage(usage, write_weights, free_gate, read_weights):
+    return torch.empty_like(usage)
+
+
+def _fake_usage_bwd(grad, usage, write_weights, free_gate, read_weights):
+    return torch.empty_like(usage), torch.empty_like(free_gate), torch.empty_like(read_weights)
+
+
+def _fake_read(memory, read_weights):
+    return memory.new_empty((memory.shape[0], read_weights.shape[1], memory.shape[2]))
+
+
+def _fake_read_bwd(grad, memory, read_weights):
+    return torch.empty_like(memory), torch.empty_like(read_weights)
+
+
+def _save_inputs(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _register_compiled_extra():
+    ops = torch.ops.attnfast
+    for name, fake in (("ntm_location_forward", _fake_ntm), ("ntm_location_backward", _fake_ntm_bwd),
+                       ("graves_window_forward", _fake_graves),
+                       ("graves_window_backward", _fake_graves_bwd),
+                       ("dnc_usage_forward", _fake_usage), ("dnc_usage_backward", _fake_usage_bwd),
+                       ("memory_read_forward", _fake_read), ("memory_read_backward", _fake_read_bwd)):
+        torch.library.register_fake(f"attnfast::{name}")(fake)
+
+    # Every backward recomputes what it needs from the saved inputs (all small: (B, H, N) or
+    # (B, T, K)-sized), so no intermediate of the forward is kept.
+    def ntm_bwd(ctx, grad):
+        return ops.ntm_location_backward(_c(grad), *ctx.saved_tensors)
+
+    def graves_bwd(ctx, g_w, g_kappa, g_phi):
+        *grads, g_mask = ops.graves_window_backward(_c(g_w), _c(g_kappa), _c(g_phi),
+                                                    *ctx.saved_tensors)
+        return (*grads, g_mask if ctx.saved_tensors[-1] is not None else None)
+
+    def usage_bwd(ctx, grad):
+        gu, gf, gr = ops.dnc_usage_backward(_c(grad), *ctx.saved_tensors)
+        return gu, None, gf, gr  # write_weights: stop_gradient, as in DeepMind's DNC
+
+    def read_bwd(ctx, grad):
+        return ops.memory_read_backward(_c(grad), *ctx.saved_tensors)
+
+    for name, bwd in (("ntm_location_forward", ntm_bwd), ("graves_window_forward", graves_bwd),
+                      ("dnc_usage_forward", usage_bwd), ("memory_read_forward", read_bwd)):
+        torch.library.register_autograd(f"attnfast::{name}", bwd, setup_context=_save_inputs)
+
+
+_HAS_EXTRA_OPS = _extension.loaded() and hasattr(torch.ops.attnfast, "memory_read_forward")
+if _HAS_EXTRA_OPS:
+    _register_compiled_extra()
+
+
+def _cpu_status_extra(inp) -> list[str]:
+    if not _HAS_EXTRA_OPS:
+        return ["attnfast._C was built without the second group of memory ops "
+                "(ntm_location, graves_window, dnc_usage, memory_read: rebuild the extension)"]
+    return _cpu_refuses(inp)
+
+
+def _cpu_extra(fn):
+    return Implementation("cpu", _cpu_status_extra, lambda inp: fn(*inp.args))
+
+
+def cpu_usage(usage, write_weights, free_gate, read_weights):
+    return torch.ops.attnfast.dnc_usage_forward(_c(usage), _c(write_weights), _c(free_gate),
+                                                _c(read_weights))
+
+
+def cpu_memory_read(memory, read_weights):
+    return torch.ops.attnfast.memory_read_forward(_c(memory), _c(read_weights))
+
+
+def cpu_ntm_address(memory, key, strength, gate, shift, gamma, prev_weights, eps=EPS):
+    """Two compiled ops: content weights, then interpolation + shift + sharpening fused."""
+    content = cpu_content_addressing(memory, key, strength, eps)
+    return torch.ops.attnfast.ntm_location_forward(content, _c(gate), _c(prev_weights), _c(shift),
+                                                   _c(gamma))
+
+
+def cpu_graves_window_sequence(alpha_hat, beta_hat, kappa_hat, chars, char_mask=None, kappa0=None):
+    if kappa0 is None:
+        kappa0 = alpha_hat.new_zeros((alpha_hat.shape[0], alpha_hat.shape[2]))
+    if char_mask is not None:
+        char_mask = _c(char_mask.to(alpha_hat.dtype))  # as the reference: phi * mask.to(phi.dtype)
+    return torch.ops.attnfast.graves_window_forward(_c(alpha_hat), _c(beta_hat), _c(kappa_hat),
+                                                    _c(kappa0), _c(chars), char_mask)
+
+
+def cpu_graves_window(alpha_hat, beta_hat, kappa_hat, kappa_prev, chars, char_mask=None):
+    w, kappa, phi = cpu_graves_window_sequence(alpha_hat[:, None], beta_hat[:, None],
+                                               kappa_hat[:, None], chars, char_mask, kappa_prev)
+    return w[:, 0], kappa[:, 0], phi[:, 0]
+
+
+# ---- end of the second group -------------------------------------------------------------------
+
+
 # ---- prepare functions (validation) and the Op table -------------------------------------------
 
 def prep_content(memory, keys, strengths):
@@ -388,17 +513,18 @@ def _directional_read_cpu(link, read_weights):
 OPS = {op.name: dispatch.register(op) for op in [
     Op("content_addressing", prep_content,
        [_ref(ref.content_addressing), _cpu(cpu_content_addressing)]),
-    Op("dnc_usage", prep_usage, [_ref(ref.dnc_usage)]),
+    Op("dnc_usage", prep_usage, [_ref(ref.dnc_usage), _cpu_extra(cpu_usage)]),
     Op("dnc_allocation", prep_allocation, [_ref(ref.dnc_allocation), _cpu(_alloc_cpu)]),
     Op("dnc_write_weights", prep_write_weights,
        [_ref(ref.dnc_write_weights), _cpu(cpu_write_weights)]),
     Op("memory_write", prep_memory_write, [_ref(ref.memory_write), _cpu(cpu_memory_write)]),
-    Op("memory_read", prep_memory_read, [_ref(ref.memory_read)]),
+    Op("memory_read", prep_memory_read, [_ref(ref.memory_read), _cpu_extra(cpu_memory_read)]),
     Op("dnc_link_update", prep_link_update, [_ref(ref.dnc_link_update), _cpu(_link_update_cpu)]),
     Op("dnc_directional_read", prep_directional_read,
        [_ref(ref.dnc_directional_read), _cpu(_directional_read_cpu)]),
     Op("dnc_access_step", prep_access_step, [_ref(ref.dnc_access_step), _cpu(cpu_access_step)]),
-    Op("ntm_address", prep_ntm, [_ref(ref.ntm_address)]),
-    Op("graves_window", prep_graves, [_ref(ref.graves_window)]),
-    Op("graves_window_sequence", prep_graves_seq, [_ref(ref.graves_window_sequence)]),
+    Op("ntm_address", prep_ntm, [_ref(ref.ntm_address), _cpu_extra(cpu_ntm_address)]),
+    Op("graves_window", prep_graves, [_ref(ref.graves_window), _cpu_extra(cpu_graves_window)]),
+    Op("graves_window_sequence", prep_graves_seq,
+       [_ref(ref.graves_window_sequence), _cpu_extra(cpu_graves_window_sequence)]),
 ]}
