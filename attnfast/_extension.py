@@ -34,6 +34,23 @@ if LOAD_ERROR is not None:
     )
 
 
+# The SIMT host harness (tests and kernel authors only): attnfast._simt compiles the CUDA
+# kernels as host C++ and runs them thread by thread on the CPU (csrc/simt/README.md). It is the
+# explicit-only backend "simt"; missing is normal (ATTNFAST_NO_SIMT=1 builds), so no warning.
+SIMT_LOAD_ERROR: str | None = None
+if _C is not None:
+    try:
+        from attnfast import _simt  # noqa: F401  (registers torch.ops.attnfast_simt.*)
+    except (ImportError, OSError) as exc:
+        SIMT_LOAD_ERROR = f"the SIMT harness extension attnfast._simt is not built ({exc})"
+else:
+    SIMT_LOAD_ERROR = LOAD_ERROR
+
+
+def simt_loaded() -> bool:
+    return SIMT_LOAD_ERROR is None
+
+
 def loaded() -> bool:
     return _C is not None
 

@@ -2,7 +2,9 @@
 
 Every attnfast op has up to four implementations: ``reference`` (pure PyTorch, always
 available, the oracle), ``cpu`` (C++ kernels), ``cuda`` (hand-written CUDA kernels) and
-``triton``. Each implementation declares what it supports as a function returning the reasons it
+``triton``. A fifth, ``simt``, runs the CUDA kernels on the CPU through the SIMT host harness
+(test builds only; never chosen by ``auto``): kernel authors and the tests use it to check the
+CUDA code against the reference on machines without a GPU. Each implementation declares what it supports as a function returning the reasons it
 refuses an input (empty: it takes it). ``backend="auto"`` takes the first implementation in
 the device's preference order that accepts the input; an explicitly requested backend that
 refuses raises :class:`BackendUnavailable` listing its reasons. :func:`explain` prints the whole
@@ -21,7 +23,7 @@ import torch
 
 from attnfast import _extension
 
-BACKENDS = ("reference", "cpu", "cuda", "triton")
+BACKENDS = ("reference", "cpu", "cuda", "triton", "simt")
 # Preference order of backend="auto" per device type; the reference always ends the list.
 AUTO_ORDER = {"cpu": ("cpu", "reference"), "cuda": ("cuda", "triton", "reference")}
 
@@ -67,6 +69,7 @@ def _compute_status() -> dict[str, str | None]:
         status["cuda"] = "no CUDA device is available (torch.cuda.is_available() is False)"
     else:
         status["cuda"] = None
+    status["simt"] = None if _extension.simt_loaded() else _extension.SIMT_LOAD_ERROR
     triton_err = _triton_missing()
     if triton_err:
         status["triton"] = triton_err
@@ -100,8 +103,8 @@ def device_reasons(inp, backend: str, dtypes: tuple[torch.dtype, ...]) -> list[s
     """The common device/dtype rules of the compiled backends, for inputs with .device/.dtype."""
     reasons = []
     dev = inp.device.type
-    if backend == "cpu" and dev != "cpu":
-        reasons.append(f"tensors are on {inp.device}, the cpu backend takes CPU tensors")
+    if backend in ("cpu", "simt") and dev != "cpu":
+        reasons.append(f"tensors are on {inp.device}, the {backend} backend takes CPU tensors")
     if backend == "cuda" and dev != "cuda":
         reasons.append(f"tensors are on {inp.device}, the cuda backend takes CUDA tensors")
     if backend == "triton" and dev != "cuda" and not (dev == "cpu" and triton_interpreter_on()):

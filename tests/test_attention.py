@@ -15,8 +15,9 @@ from attnfast import reference
 from attnfast.ops import attention as attn_ops
 from conftest import assert_parity, device_for, require_backend
 
-BACKENDS = ["reference", "cpu", "cuda", "triton"]
-COMPILED = ["cpu", "cuda", "triton"]
+# "simt": the CUDA kernels run on the CPU by the SIMT host harness (csrc/simt/).
+BACKENDS = ["reference", "cpu", "cuda", "triton", "simt"]
+COMPILED = ["cpu", "cuda", "triton", "simt"]
 
 
 def require(backend):
@@ -30,8 +31,9 @@ def require(backend):
 
 
 def interpreted(backend) -> bool:
-    """Triton on the CPU interpreter: ~1000x slower than a GPU, so wide heads get tiny shapes."""
-    return backend == "triton" and device_for(backend) == "cpu"
+    """Triton on the CPU interpreter, or CUDA kernels under the SIMT harness: ~1000x slower than
+    a GPU, so wide heads get tiny shapes."""
+    return backend == "simt" or (backend == "triton" and device_for(backend) == "cpu")
 
 
 def make_qkv(b, lq, lk, d, dv=None, dtype=torch.float32, device="cpu"):

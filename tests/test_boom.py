@@ -10,35 +10,13 @@ import torch
 
 import attnfast
 from attnfast import reference
-from attnfast.ops import boom as boom_ops
 from attnfast.ops.boom import ACTIVATIONS
-from attnfast.testing import simt
 from conftest import assert_parity, device_for, require_backend
 
 # "simt": the CUDA kernels run on the CPU by the SIMT host harness (csrc/simt/), through the
-# same Python glue as the real CUDA backend, so they face the same tests and tolerances.
+# same Python glue as the real CUDA backend, so they face the same tests and tolerances;
+# "simt-fused" runs the fused tensor-core kernel instead of the GEMM + epilogue strategy.
 KERNEL_BACKENDS = ["cpu", "triton", "cuda", "simt", "simt-fused"]
-_SIMT_RUN = {}
-
-
-def _simt_runner(strategy):
-    ok, reason = simt.simt_available()
-    if not ok:
-        pytest.skip(f"SIMT harness unavailable: {reason}")
-    if not _SIMT_RUN:
-        boom_ops._register_autograd("attnfast_simt::boom_forward",
-                                    torch.ops.attnfast_simt.boom_backward)
-        torch.library.register_fake("attnfast_simt::boom_forward")(boom_ops._fake_forward)
-        _SIMT_RUN["run"] = boom_ops._run_fused(lambda *a: torch.ops.attnfast_simt.boom_forward(*a))
-
-    def run(inp):
-        os.environ["ATTNFAST_BOOM_CUDA"] = strategy
-        try:
-            return _SIMT_RUN["run"](inp)
-        finally:
-            os.environ.pop("ATTNFAST_BOOM_CUDA", None)
-
-    return run
 LOW = [torch.bfloat16, torch.float16]
 
 
@@ -61,10 +39,12 @@ def make_inputs(shape, d_ff, dtype, device, bias=True, shortcut=True, requires_g
 
 
 def run_boom(backend, x, w, b, w2=None, **kw):
-    if backend.startswith("simt"):  # "simt" (GEMM + epilogue kernel) or "simt-fused"
-        strategy = "fused" if backend == "simt-fused" else "gemm"
-        inp = boom_ops.prepare(x, w, b, shortcut=w2 is None, weight2=w2, **kw)
-        return _simt_runner(strategy)(inp)
+    if backend == "simt-fused":
+        os.environ["ATTNFAST_BOOM_CUDA"] = "fused"
+        try:
+            return attnfast.boom(x, w, b, shortcut=w2 is None, weight2=w2, backend="simt", **kw)
+        finally:
+            os.environ.pop("ATTNFAST_BOOM_CUDA", None)
     return attnfast.boom(x, w, b, shortcut=w2 is None, weight2=w2, backend=backend, **kw)
 
 
@@ -90,8 +70,7 @@ def grads_of(backend, x, w, b, w2, grad, **kw):
 
 def check_backend(backend, shape, d_ff, dtype, activation="gelu_sigmoid", shortcut=True, bias=True,
                   backward=True, **kw):
-    if not backend.startswith("simt"):
-        require_backend(backend)
+    require_backend(backend.split("-")[0])
     dev = device_for(backend)
     x, w, b, w2 = make_inputs(shape, d_ff, dtype, dev, bias=bias, shortcut=shortcut,
                               requires_grad=backward)
@@ -149,8 +128,7 @@ def test_parity_awkward_shapes(backend, shape):
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 def test_non_contiguous_input(backend):
-    if not backend.startswith("simt"):
-        require_backend(backend)
+    require_backend(backend.split("-")[0])
     dev = device_for(backend)
     x, w, b, _ = make_inputs((24, 11), 48, torch.float32, dev)
     xt = x.t().contiguous().t()  # (11, 24)^T -> non-contiguous (24, 11) strides (1, 24)

@@ -194,6 +194,10 @@ if _extension.loaded() and _schema_registered():
     torch.library.register_fake(FORWARD)(_fake_forward)
     torch.library.register_fake(BACKWARD)(_fake_backward)
     _register_autograd(FORWARD, torch.ops.attnfast.attention_backward)
+if _extension.simt_loaded():  # the CUDA kernels under the SIMT harness: the same contract
+    torch.library.register_fake("attnfast_simt::attention_forward")(_fake_forward)
+    torch.library.register_fake("attnfast_simt::attention_backward")(_fake_backward)
+    _register_autograd("attnfast_simt::attention_forward", torch.ops.attnfast_simt.attention_backward)
 
 
 # ---- backend implementations ---------------------------------------------------------------
@@ -264,6 +268,8 @@ ATTENTION = dispatch.register(Op("single_head_attention", prepare, [
                    _run_compiled(lambda *a: torch.ops.attnfast.attention_forward(*a))),
     Implementation("triton", _triton_refuses,
                    _run_compiled(lambda *a: torch.ops.attnfast.attention_forward_triton(*a))),
+    Implementation("simt", lambda inp: device_reasons(inp, "simt", KERNEL_DTYPES),
+                   _run_compiled(lambda *a: torch.ops.attnfast_simt.attention_forward(*a))),
 ]))
 
 

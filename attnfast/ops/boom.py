@@ -140,6 +140,10 @@ if _extension.loaded():
     torch.library.register_fake("attnfast::boom_forward")(_fake_forward)
     torch.library.register_fake("attnfast::boom_backward")(_fake_backward)
     _register_autograd("attnfast::boom_forward", torch.ops.attnfast.boom_backward)
+if _extension.simt_loaded():  # the CUDA kernels under the SIMT harness: the same contract
+    torch.library.register_fake("attnfast_simt::boom_forward")(_fake_forward)
+    torch.library.register_fake("attnfast_simt::boom_backward")(_fake_backward)
+    _register_autograd("attnfast_simt::boom_forward", torch.ops.attnfast_simt.boom_backward)
 
 
 # The Triton kernels are Python functions, so their ops are defined here rather than in
@@ -211,6 +215,8 @@ BOOM = dispatch.register(Op("boom", prepare, [
                    _run_fused(lambda *a: torch.ops.attnfast.boom_forward(*a))),
     Implementation("triton", _compiled_refuses("triton"),
                    _run_fused(lambda *a: torch.ops.attnfast.boom_forward_triton(*a))),
+    Implementation("simt", _compiled_refuses("simt"),
+                   _run_fused(lambda *a: torch.ops.attnfast_simt.boom_forward(*a))),
 ]))
 
 
