@@ -1,12 +1,12 @@
 """`python -m bench [--quick] [...]`: every benchmark table, one after the other.
 
 Each entry of MODULES is a module with ``main(argv) -> int``; the arguments are passed on to
-each. Add the attention and memory benchmarks here when they exist.
+each.
 """
 import importlib
 import sys
 
-MODULES = ["bench.boom"]
+MODULES = ["bench.boom", "bench.attention", "bench.memory"]
 
 
 def main(argv=None) -> int:

@@ -116,8 +116,9 @@ def breakdown(n, steps):
             for k, v in groups.most_common()]
 
 
-def main():
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="N = 512 only, T = 16, 3 repetitions")
     p.add_argument("--sizes", default="128,512,2048")
     p.add_argument("--steps", type=int, default=64)
     p.add_argument("--big-steps", type=int, default=8,
@@ -130,7 +131,9 @@ def main():
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--breakdown", action="store_true")
     p.add_argument("--json", default=None)
-    a = p.parse_args()
+    a, _ = p.parse_known_args(argv)  # `python -m bench` passes every table the same flags
+    if a.quick:
+        a.sizes, a.steps, a.reps = "512", 16, 3
     torch.set_num_threads(a.threads)
     fns = peers(a.no_compile)
     rows = []
@@ -152,6 +155,7 @@ def main():
         harness.print_table(parts, ["N", "T", "part", "ms", "share"], title="attnfast fwd+bwd: where time goes")
     path = a.json or harness.default_json_path("memory", "cpu")
     harness.save_json(path, {"env": env, "rows": rows, "breakdown": parts})
+    return 0
 
 
 if __name__ == "__main__":
