@@ -327,8 +327,9 @@ def _cpu_extra(fn):
 
 
 def cpu_usage(usage, write_weights, free_gate, read_weights):
-    return torch.ops.attnfast.dnc_usage_forward(_c(usage), _c(write_weights), _c(free_gate),
-                                                _c(read_weights))
+    # write_weights detached, as the reference: no gradient (and no requires_grad) through them.
+    return torch.ops.attnfast.dnc_usage_forward(_c(usage), _c(write_weights.detach()),
+                                                _c(free_gate), _c(read_weights))
 
 
 def cpu_memory_read(memory, read_weights):
