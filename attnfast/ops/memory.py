@@ -221,17 +221,17 @@ def cpu_write_weights(usage, content_weights, allocation_gate, write_gate, eps=E
 
 
 def cpu_access_step(state: ref.DNCState, x: ref.DNCInterface, eps=EPS):
-    """dnc_access_step on the compiled ops: content (x2), allocation, erase/add write, and the
-    fused link update + directional reads; usage and the two weight mixes are torch ops."""
+    """dnc_access_step on the compiled ops: usage, content (x2), allocation, erase/add write, the
+    fused link update + directional reads and the read; the two weight mixes are torch ops."""
     s = state
-    usage = ref.dnc_usage(s.usage, s.write_weights, x.free_gate, s.read_weights)
+    usage = cpu_usage(s.usage, s.write_weights, x.free_gate, s.read_weights)
     write_content = cpu_content_addressing(s.memory, x.write_keys, x.write_strengths, eps)
     write_weights = cpu_write_weights(usage, write_content, x.allocation_gate, x.write_gate, eps)
     memory = cpu_memory_write(s.memory, write_weights, x.erase_vectors, x.write_vectors)
     link, precedence, fwd, bwd = cpu_link_read(s.link, s.precedence, write_weights, s.read_weights)
     read_content = cpu_content_addressing(memory, x.read_keys, x.read_strengths, eps)
     read_weights = ref.dnc_read_weights(read_content, fwd, bwd, x.read_mode)
-    read_words = torch.bmm(read_weights, memory)
+    read_words = cpu_memory_read(memory, read_weights)
     return read_words, ref.DNCState(memory, read_weights, write_weights, link, precedence, usage)
 
 
@@ -523,7 +523,7 @@ OPS = {op.name: dispatch.register(op) for op in [
     Op("dnc_link_update", prep_link_update, [_ref(ref.dnc_link_update), _cpu(_link_update_cpu)]),
     Op("dnc_directional_read", prep_directional_read,
        [_ref(ref.dnc_directional_read), _cpu(_directional_read_cpu)]),
-    Op("dnc_access_step", prep_access_step, [_ref(ref.dnc_access_step), _cpu(cpu_access_step)]),
+    Op("dnc_access_step", prep_access_step, [_ref(ref.dnc_access_step), _cpu_extra(cpu_access_step)]),
     Op("ntm_address", prep_ntm, [_ref(ref.ntm_address), _cpu_extra(cpu_ntm_address)]),
     Op("graves_window", prep_graves, [_ref(ref.graves_window), _cpu_extra(cpu_graves_window)]),
     Op("graves_window_sequence", prep_graves_seq,

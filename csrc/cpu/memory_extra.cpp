@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <tuple>
+#include <type_traits>
 
 #include "checks/memory_extra.h"
 #include "cpu/kernels/memory_extra_impl.h"
@@ -28,6 +29,31 @@ int64_t grain(int64_t work_per_batch) {
 template <typename Args, typename Fn>
 void run(int64_t B, int64_t work, const Args& args, Fn fn) {
   at::parallel_for(0, B, grain(work), [&](int64_t b0, int64_t b1) { fn(args, b0, b1); });
+}
+
+// The read is the one op of this group with GEMM-like arithmetic (R N W per batch element):
+// its loops get AVX-512 / AVX2 clones chosen at load time (GCC function multiversioning;
+// `flatten` inlines the templated loop into each clone so it is compiled for that target).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define ATTNFAST_READ_CLONES __attribute__((target_clones("avx512f", "avx2", "default"), flatten))
+#else
+#define ATTNFAST_READ_CLONES
+#endif
+ATTNFAST_READ_CLONES void read_forward_f32(const ReadArgs<float>& a, int64_t b0, int64_t b1) {
+  extra::read_forward_impl<float>(a, b0, b1);
+}
+ATTNFAST_READ_CLONES void read_backward_f32(const ReadArgs<float>& a, int64_t b0, int64_t b1) {
+  extra::read_backward_impl<float>(a, b0, b1);
+}
+template <typename T>
+void read_forward(const ReadArgs<T>& a, int64_t b0, int64_t b1) {
+  if constexpr (std::is_same_v<T, float>) read_forward_f32(a, b0, b1);
+  else extra::read_forward_impl<T>(a, b0, b1);
+}
+template <typename T>
+void read_backward(const ReadArgs<T>& a, int64_t b0, int64_t b1) {
+  if constexpr (std::is_same_v<T, float>) read_backward_f32(a, b0, b1);
+  else extra::read_backward_impl<T>(a, b0, b1);
 }
 
 at::Tensor scratch(const at::Tensor& like, int64_t B, int64_t per_batch) {
@@ -246,7 +272,7 @@ at::Tensor memory_read_forward(const at::Tensor& memory, const at::Tensor& rw) {
   AT_DISPATCH_FLOATING_TYPES(memory.scalar_type(), "memory_read_forward", [&] {
     auto a = read_args<scalar_t>(memory, rw);
     a.words = out.data_ptr<scalar_t>();
-    run(B, R * N * W, a, extra::read_forward_impl<scalar_t>);
+    run(B, R * N * W, a, read_forward<scalar_t>);
   });
   return out;
 }
@@ -263,7 +289,7 @@ std::tuple<at::Tensor, at::Tensor> memory_read_backward(const at::Tensor& grad,
     a.grad = grad.data_ptr<scalar_t>();
     a.d_memory = dm.data_ptr<scalar_t>();
     a.d_rw = dr.data_ptr<scalar_t>();
-    run(B, 2 * R * N * W, a, extra::read_backward_impl<scalar_t>);
+    run(B, 2 * R * N * W, a, read_backward<scalar_t>);
   });
   return {dm, dr};
 }

@@ -365,20 +365,21 @@ void usage_backward_impl(const UsageArgs<T>& a, int64_t b0, int64_t b1) {
 
 // ---- memory read --------------------------------------------------------------------------------
 
+// Slot-major: each memory row is read once and added to all R outputs (R W values, in L1).
 template <typename T>
 void read_forward_impl(const ReadArgs<T>& a, int64_t b0, int64_t b1) {
   const int64_t N = a.N, W = a.W, R = a.R;
   for (int64_t b = b0; b < b1; ++b) {
     const T* mem = a.memory + b * N * W;
-    for (int64_t r = 0; r < R; ++r) {
-      const T* w = a.rw + (b * R + r) * N;
-      T* out = a.words + (b * R + r) * W;
-      for (int64_t c = 0; c < W; ++c) out[c] = 0;
-      for (int64_t i = 0; i < N; ++i) {
-        const T wi = w[i];
-        const T* row = mem + i * W;
+    T* out = a.words + b * R * W;
+    for (int64_t c = 0; c < R * W; ++c) out[c] = 0;
+    for (int64_t i = 0; i < N; ++i) {
+      const T* row = mem + i * W;
+      for (int64_t r = 0; r < R; ++r) {
+        const T wi = a.rw[(b * R + r) * N + i];
+        T* o = out + r * W;
 #pragma omp simd
-        for (int64_t c = 0; c < W; ++c) out[c] += wi * row[c];
+        for (int64_t c = 0; c < W; ++c) o[c] += wi * row[c];
       }
     }
   }
