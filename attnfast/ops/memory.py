@@ -529,3 +529,75 @@ OPS = {op.name: dispatch.register(op) for op in [
     Op("graves_window_sequence", prep_graves_seq,
        [_ref(ref.graves_window_sequence), _cpu_extra(cpu_graves_window_sequence)]),
 ]}
+
+
+# ==== GPU backends of the four fused ops (cuda, triton) ==========================================
+# cuda: the CUDA kernels (csrc/cuda/memory*.cu) are registered under the same torch.ops.attnfast
+# ops as the CPU kernels, so the compositions above run them for CUDA tensors. triton: the Triton
+# kernels (triton_kernels/memory.py) as torch custom ops, fp32 only (attnfast/ops/memory_triton.py).
+# Both cover content addressing, allocation, erase/add write and the link update + directional
+# reads; dnc_access_step composes them with the reference's usage and read (torch ops on the GPU).
+
+CUDA_MAX_ALLOC_SLOTS = 8192  # the CUDA allocation kernels keep all N usages in shared memory
+
+
+def _cuda_kernels_registered() -> bool:
+    return _HAS_OPS and torch._C._dispatch_has_kernel_for_dispatch_key(
+        "attnfast::dnc_link_read_forward", "CUDA")
+
+
+_CUDA_MEMORY = _cuda_kernels_registered()
+
+
+def _cuda_status(inp) -> list[str]:
+    if not _CUDA_MEMORY:
+        return ["attnfast._C has no CUDA kernels for the memory ops (built without CUDA, or "
+                "before csrc/cuda/memory.cu existed: rebuild the extension)"]
+    return device_reasons(inp, "cuda", KERNEL_DTYPES)
+
+
+def _cuda_alloc_status(inp) -> list[str]:
+    reasons = _cuda_status(inp)
+    n = inp.dims.get("N", 0)
+    if n > CUDA_MAX_ALLOC_SLOTS:
+        reasons.append(f"N={n} memory slots > {CUDA_MAX_ALLOC_SLOTS}: the CUDA allocation sort "
+                       "keeps all N usages in one block's shared memory")
+    return reasons
+
+
+def gpu_access_step(content, write_weights_fn, write, link_read, state, x, eps=EPS):
+    """dnc_access_step from the four fused ops given; usage, the read-mode mix and the read are
+    torch ops (the reference's formulas)."""
+    s = state
+    usage = ref.dnc_usage(s.usage, s.write_weights, x.free_gate, s.read_weights)
+    write_content = content(s.memory, x.write_keys, x.write_strengths, eps)
+    write_weights = write_weights_fn(usage, write_content, x.allocation_gate, x.write_gate, eps)
+    memory = write(s.memory, write_weights, x.erase_vectors, x.write_vectors)
+    link, precedence, fwd, bwd = link_read(s.link, s.precedence, write_weights, s.read_weights)
+    read_content = content(memory, x.read_keys, x.read_strengths, eps)
+    read_weights = ref.dnc_read_weights(read_content, fwd, bwd, x.read_mode)
+    read_words = ref.memory_read(memory, read_weights)
+    return read_words, ref.DNCState(memory, read_weights, write_weights, link, precedence, usage)
+
+
+def _cuda_access_step(state, x, eps=EPS):
+    return gpu_access_step(cpu_content_addressing, cpu_write_weights, cpu_memory_write,
+                           cpu_link_read, state, x, eps)
+
+
+def _add_backend(name: str, backend: str, status, fn):
+    OPS[name].implementations[backend] = Implementation(backend, status,
+                                                        lambda inp: fn(*inp.args))
+
+
+# The cpu_* compositions call torch.ops.attnfast.*, which run the CUDA kernels on CUDA tensors.
+for _name, _status, _fn in (
+        ("content_addressing", _cuda_status, cpu_content_addressing),
+        ("dnc_allocation", _cuda_alloc_status, _alloc_cpu),
+        ("dnc_write_weights", _cuda_alloc_status, cpu_write_weights),
+        ("memory_write", _cuda_status, cpu_memory_write),
+        ("dnc_link_update", _cuda_status, _link_update_cpu),
+        ("dnc_directional_read", _cuda_status, _directional_read_cpu),
+        ("dnc_access_step", _cuda_alloc_status, _cuda_access_step)):
+    _add_backend(_name, "cuda", _status, _fn)
+# ==== end of the GPU backends ====================================================================
