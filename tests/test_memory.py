@@ -14,7 +14,8 @@ from conftest import require_backend as _require_backend
 
 # Ops with a C++ CPU kernel; the others run on the reference only (explain() says so).
 CPU_OPS = {"content_addressing", "dnc_allocation", "dnc_write_weights", "memory_write",
-           "dnc_link_update", "dnc_directional_read", "dnc_access_step"}
+           "dnc_link_update", "dnc_directional_read", "dnc_access_step", "ntm_address",
+           "dnc_usage", "memory_read", "graves_window", "graves_window_sequence"}
 BACKENDS = ["reference", "cpu"]
 F64 = torch.float64
 
@@ -338,12 +339,20 @@ def test_errors_name_the_argument():
 
 
 def test_explain_mentions_memory_ops():
-    text = attnfast.explain("dnc_usage", torch.rand(1, 3), torch.rand(1, 1, 3), torch.rand(1, 1),
-                            torch.rand(1, 1, 3))
-    assert "reference -> runs" in text and "dnc_usage has no cpu implementation" in text
-    with pytest.raises(attnfast.BackendUnavailable, match="no cpu implementation"):
-        M.dnc_usage(torch.rand(1, 3), torch.rand(1, 1, 3), torch.rand(1, 1), torch.rand(1, 1, 3),
-                    backend="cpu")
+    """explain() lists every backend of a memory op with why it refuses; asking for one that has
+    no implementation (or cannot run here) raises with that reason."""
+    args = (torch.rand(1, 3), torch.rand(1, 1, 3), torch.rand(1, 1), torch.rand(1, 1, 3))
+    text = attnfast.explain("dnc_usage", *args)
+    assert text.startswith("attnfast.dnc_usage")
+    chosen = "cpu" if attnfast.backends()["cpu"] is None and memory_ops._HAS_EXTRA_OPS else "reference"
+    assert f"{chosen:9s} -> runs" in text
+    op = memory_ops.OPS["dnc_usage"]
+    refused = [b for b in ("cuda", "triton", "simt") if op.reasons(b, op.prepare(*args))]
+    assert refused, "some backend must refuse a CPU float32 dnc_usage on this machine"
+    reason = op.reasons(refused[0], op.prepare(*args))[0]
+    assert reason in text
+    with pytest.raises(attnfast.BackendUnavailable, match=refused[0]):
+        M.dnc_usage(*args, backend=refused[0])
 
 
 # ---- compiled-op contract: opcheck (schemas, fake kernels, autograd registration) -----------------

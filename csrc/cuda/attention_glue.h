@@ -14,26 +14,17 @@
 
 #include "checks/attention.h"
 #include "cuda/attention_kernels.cuh"
+#include "cuda/glue_common.h"
 
 namespace attnfast {
 namespace attention_glue {
 
-// Calls f(static_cast<T*>(nullptr)) with T the CUDA element type of `dt`.
+// The dtype dispatch and pointer helpers shared by every glue (csrc/cuda/glue_common.h).
 template <typename Fn>
 void dispatch_dtype(at::ScalarType dt, Fn&& f) {
-  switch (dt) {
-    case at::kFloat: f(static_cast<float*>(nullptr)); break;
-    case at::kBFloat16: f(static_cast<__nv_bfloat16*>(nullptr)); break;
-    case at::kHalf: f(static_cast<__half*>(nullptr)); break;
-    default: TORCH_CHECK(false, "attention: q must be float32, bfloat16 or float16, got ", dt);
-  }
+  glue::dispatch_dtype(dt, "attention: q", std::forward<Fn>(f));
 }
-
-// at::BFloat16 / at::Half have the layout of __nv_bfloat16 / __half.
-template <typename T>
-T* ptr(const at::Tensor& t) {
-  return reinterpret_cast<T*>(t.data_ptr());
-}
+using glue::ptr;
 
 // A view with a contiguous last dim (the kernels take any other strides).
 inline at::Tensor last_dim_contiguous(const at::Tensor& t) {

@@ -1,0 +1,35 @@
+// ATen-side helpers shared by the glue of every CUDA kernel family (csrc/cuda/*_glue.h), which
+// the CUDA ops and the SIMT-harness ops both include.
+#pragma once
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+namespace attnfast {
+namespace glue {
+
+// Calls f(static_cast<T*>(nullptr)) with T the CUDA element type of `dt` (float, __half,
+// __nv_bfloat16); `what` names the tensor in the error for any other dtype.
+template <typename Fn>
+void dispatch_dtype(at::ScalarType dt, const char* what, Fn&& f) {
+  switch (dt) {
+    case at::kFloat: f(static_cast<float*>(nullptr)); break;
+    case at::kBFloat16: f(static_cast<__nv_bfloat16*>(nullptr)); break;
+    case at::kHalf: f(static_cast<__half*>(nullptr)); break;
+    default: TORCH_CHECK(false, what, " must be float32, bfloat16 or float16, got ", dt);
+  }
+}
+
+// at::BFloat16 / at::Half have the layout of __nv_bfloat16 / __half: reinterpret the pointers.
+template <typename T>
+T* ptr(const at::Tensor& t) {
+  return reinterpret_cast<T*>(t.data_ptr());
+}
+template <typename T>
+T* ptr_or_null(const at::Tensor& t) {
+  return t.defined() && t.numel() > 0 ? reinterpret_cast<T*>(t.data_ptr()) : nullptr;
+}
+
+}  // namespace glue
+}  // namespace attnfast
