@@ -600,4 +600,69 @@ for _name, _status, _fn in (
         ("dnc_directional_read", _cuda_status, _directional_read_cpu),
         ("dnc_access_step", _cuda_alloc_status, _cuda_access_step)):
     _add_backend(_name, "cuda", _status, _fn)
+
+
+# triton: the custom ops of attnfast/ops/memory_triton.py (triton itself is imported lazily).
+from attnfast.ops import memory_triton as _mt  # noqa: E402
+
+_TRITON_IMPORT_ERROR: list = []  # memo: why triton_kernels.memory cannot be imported (or None)
+
+
+def _triton_status(inp) -> list[str]:
+    reasons = device_reasons(inp, "triton", (torch.float32, torch.float64))
+    if inp.dtype == torch.float64:
+        reasons.append("the Triton memory kernels are float32 only (use cpu/cuda/reference "
+                       "for float64)")
+    elif inp.dtype != torch.float32:
+        reasons.append(f"dtype {inp.dtype} is not float32 (the DNC state is kept in full "
+                       "precision)")
+    if not _TRITON_IMPORT_ERROR:
+        try:
+            import triton_kernels.memory  # noqa: F401
+            _TRITON_IMPORT_ERROR.append(None)
+        except Exception as exc:  # noqa: BLE001  (any import failure is a reason to refuse)
+            _TRITON_IMPORT_ERROR.append(f"triton_kernels/memory.py cannot be imported ({exc})")
+    if _TRITON_IMPORT_ERROR[0]:
+        reasons.append(_TRITON_IMPORT_ERROR[0])
+    return reasons
+
+
+def triton_allocation(usage, write_gates=None, eps=EPS):
+    if write_gates is None:
+        return _mt.allocation_forward(usage, usage.new_ones((usage.shape[0], 1)), eps)[:, 0]
+    return _mt.allocation_forward(usage, write_gates, eps)
+
+
+def triton_write_weights(usage, content_weights, allocation_gate, write_gate, eps=EPS):
+    alloc = _mt.allocation_forward(usage, allocation_gate * write_gate, eps)
+    ga, gw = allocation_gate[:, :, None], write_gate[:, :, None]
+    return gw * (ga * alloc + (1 - ga) * content_weights)
+
+
+def triton_link_update(link, precedence, write_weights):
+    empty_reads = write_weights.new_zeros((write_weights.shape[0], 0, write_weights.shape[2]))
+    new_link, new_prec, _, _ = _mt.link_read_forward(link, precedence, write_weights, empty_reads)
+    return new_link, new_prec
+
+
+def triton_directional_read(link, read_weights):
+    zeros = link.new_zeros(link.shape[:3])  # all-zero write weights: reads through `link`
+    _, _, fwd, bwd = _mt.link_read_forward(link, zeros, zeros, read_weights)
+    return fwd, bwd
+
+
+def _triton_access_step(state, x, eps=EPS):
+    return gpu_access_step(lambda m, k, s, e: _mt.content_forward(m, k, s, e), triton_write_weights,
+                           _mt.write_forward, _mt.link_read_forward, state, x, eps)
+
+
+for _name, _fn in (
+        ("content_addressing", lambda m, k, s: _mt.content_forward(m, k, s, EPS)),
+        ("dnc_allocation", triton_allocation),
+        ("dnc_write_weights", triton_write_weights),
+        ("memory_write", _mt.write_forward),
+        ("dnc_link_update", triton_link_update),
+        ("dnc_directional_read", triton_directional_read),
+        ("dnc_access_step", _triton_access_step)):
+    _add_backend(_name, "triton", _triton_status, _fn)
 # ==== end of the GPU backends ====================================================================
