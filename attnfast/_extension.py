@@ -42,7 +42,8 @@ if _C is not None:
     try:
         from attnfast import _simt  # noqa: F401  (registers torch.ops.attnfast_simt.*)
     except (ImportError, OSError) as exc:
-        SIMT_LOAD_ERROR = f"the SIMT harness extension attnfast._simt is not built ({exc})"
+        SIMT_LOAD_ERROR = ("the SIMT harness extension attnfast._simt is not built (a test-only "
+                           f"build; ATTNFAST_NO_SIMT=1 or no CUDA headers) [{exc}]")
 else:
     SIMT_LOAD_ERROR = LOAD_ERROR
 

@@ -121,10 +121,13 @@ def device_reasons(inp, backend: str, dtypes: tuple[torch.dtype, ...]) -> list[s
 class Op:
     """One attnfast op: how to normalise its arguments and its implementations."""
 
-    def __init__(self, name: str, prepare: Callable[..., Any], implementations: list[Implementation]):
+    def __init__(self, name: str, prepare: Callable[..., Any], implementations: list[Implementation],
+                 auto_order: dict[str, tuple[str, ...]] | None = None):
         self.name = name
         self.prepare = prepare
         self.implementations = {impl.backend: impl for impl in implementations}
+        # Per-op preference of backend="auto" where measurements say the default is wrong.
+        self.auto_order = {**AUTO_ORDER, **(auto_order or {})}
 
     def reasons(self, backend: str, inp) -> list[str]:
         if backend not in self.implementations:
@@ -135,7 +138,7 @@ class Op:
         return self.implementations[backend].refuses(inp)
 
     def candidates(self, inp) -> tuple[str, ...]:
-        return AUTO_ORDER.get(inp.device.type, ("reference",))
+        return self.auto_order.get(inp.device.type, ("reference",))
 
     def select(self, inp, backend: str | None) -> Implementation:
         backend = backend or default_backend()

@@ -61,10 +61,14 @@ def check_against_oracle(backend, q, k, v, names=("out", "dq", "dk", "dv"), fp32
         return lambda a, b_, c, **k2: attnfast.single_head_attention(a, b_, c, backend=backend_name, **k2)
 
     got = run_with_grads(fn(backend), q, k, v, **kw)
-    oracle = run_with_grads(fn("reference"), q.double().cpu(), k.double().cpu(), v.double().cpu(), **kw)
+    # The oracle runs on the CPU: masks go along (floating masks in float64 for the fp64 run).
+    cpu_kw = {n: a.cpu() if isinstance(a, torch.Tensor) else a for n, a in kw.items()}
+    kw64 = {n: a.double() if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+            for n, a in cpu_kw.items()}
+    oracle = run_with_grads(fn("reference"), q.double().cpu(), k.double().cpu(), v.double().cpu(), **kw64)
     low = None
     if q.dtype in (torch.bfloat16, torch.float16):
-        low = run_with_grads(fn("reference"), q.cpu(), k.cpu(), v.cpu(), **kw)
+        low = run_with_grads(fn("reference"), q.cpu(), k.cpu(), v.cpu(), **cpu_kw)
     for i, name in enumerate(names):
         tol = fp32_tol or {}
         assert_parity(got[i], oracle[i], None if low is None else low[i], name=f"{backend} {name}", **tol)

@@ -152,7 +152,13 @@ def dnc_link_update(link: torch.Tensor, precedence: torch.Tensor, write_weights:
 
 
 def dnc_directional_read(link: torch.Tensor, read_weights: torch.Tensor):
-    """forward f = L wr, backward b = L^T wr per write head -> two (B, R, Hw, N)."""
+    """forward f = L wr, backward b = L^T wr per write head -> two (B, R, Hw, N).
+
+    A DNC link has a zero diagonal (dnc_link_update keeps it so); the diagonal is treated as
+    zero here and gets no gradient, the contract of every compiled backend (which never read it).
+    """
+    n = link.shape[-1]
+    link = link * (1 - torch.eye(n, dtype=link.dtype, device=link.device))
     fwd = torch.einsum("bhij,brj->brhi", link, read_weights)
     bwd = torch.einsum("bhij,bri->brhj", link, read_weights)
     return fwd, bwd
