@@ -109,6 +109,26 @@ def test_parity_low_precision(backend, dtype, d):
     check_against_oracle(backend, q, k, v, causal=True)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("d,dv", [(8, 8), (40, 24), (64, 64), (136, 72)])
+@pytest.mark.parametrize("mode", ["causal_dropout", "bias"])
+def test_simt_tensor_core_backward(dtype, d, dv, mode):
+    """The CUDA tensor-core backward (attn_bwd_dkdv_tc_kernel / attn_bwd_dq_tc_kernel: bf16/fp16,
+    D and Dv multiples of 8) under the SIMT harness: chunk tails (D = 40; D = 136 is three D
+    chunks and three dK slices), Dv != D, lengths off the 64-wide tiles (several query and key
+    blocks), causal with memory positions (Lk > Lq) plus dropout, or an additive fp32 mask
+    broadcast over the batch (0 stride) with a fully masked row."""
+    require("simt")
+    b, lq, lk = (1, 70, 150) if d > 64 else (2, 70, 150)
+    q, k, v = make_qkv(b, lq, lk, d, dv, dtype=dtype)
+    if mode == "causal_dropout":
+        check_against_oracle("simt", q, k, v, causal=True, dropout_p=0.2, training=True, seed=5)
+    else:
+        mask = torch.randn(1, lq, lk, generator=torch.Generator().manual_seed(4))
+        mask[:, 3, :] = float("-inf")  # a dead row: zero output and gradients
+        check_against_oracle("simt", q, k, v, attn_mask=mask)
+
+
 # ---- masks -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("backend", BACKENDS)

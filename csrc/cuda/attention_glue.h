@@ -117,11 +117,16 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
   const cuda::Shape s = make_shape(d, q, k, v, bias, grad_out, causal, scale);
   dispatch_dtype(q.scalar_type(), [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    cuda::attention_backward<T>(ptr<T>(grad_out), ptr<T>(q), ptr<T>(k), ptr<T>(v), ptr<T>(out),
-                                out.stride(0), out.stride(1), ptr<float>(lse),
-                                bias.defined() ? ptr<float>(bias) : nullptr, ptr<float>(delta),
-                                ptr<T>(dq), ptr<T>(dk), ptr<T>(dv), s, dropout_p,
-                                static_cast<uint64_t>(seed), stream);
+    // Routing: the tensor-core kernels when the forward's tensor-core conditions hold (bf16 /
+    // fp16, D and Dv multiples of 8, 16-byte aligned rows) and grad_out's rows are aligned too;
+    // otherwise (fp32, odd widths, unaligned views) the exact-fp32 SIMT kernels.
+    const bool tc = cuda::attention_backward_uses_tc<T>(ptr<T>(grad_out), ptr<T>(q), ptr<T>(k),
+                                                        ptr<T>(v), s);
+    auto run = tc ? &cuda::attention_backward_tc<T> : &cuda::attention_backward_simt<T>;
+    run(ptr<T>(grad_out), ptr<T>(q), ptr<T>(k), ptr<T>(v), ptr<T>(out), out.stride(0),
+        out.stride(1), ptr<float>(lse), bias.defined() ? ptr<float>(bias) : nullptr,
+        ptr<float>(delta), ptr<T>(dq), ptr<T>(dk), ptr<T>(dv), s, dropout_p,
+        static_cast<uint64_t>(seed), stream);
   });
   return {dq, dk, dv};
 }

@@ -23,11 +23,17 @@
 //    shared memory as fp32, P broadcast over the warp by shuffles; a 128-wide Dv slice.
 // Causal key blocks past the diagonal are not visited; only the straddling ones are masked.
 //
-// Backward (SIMT, all dtypes, always deterministic: no atomics, fixed summation orders):
-// attn_bwd_delta_kernel (Delta_i = rowsum(dO O) in fp32), attn_bwd_dkdv_kernel (one block per
-// 32-key block and 64-wide slice of dK/dV columns, looping over the query blocks that see the
-// keys) and attn_bwd_dq_kernel (one block per 32-query block and 64-wide slice of dQ, looping
-// over key blocks). Both recompute P = exp(s - lse) and dP = dO v^T (dropout applied to both
+// Backward, always deterministic (no atomics, fixed summation orders); Delta_i = rowsum(dO O)
+// first (attn_bwd_delta_kernel), then either
+//  * tensor cores (bf16/fp16 under the forward's tensor-core conditions, grad_out rows aligned
+//    too): attn_bwd_dkdv_tc_kernel (64-key block x 64-wide dK/dV slice, S^T and dP^T recomputed
+//    with mma so P^T / dS^T feed the dV / dK mma from registers) and attn_bwd_dq_tc_kernel
+//    (64-query block x 128-wide dQ slice) -- see the section's comment; or
+//  * SIMT (fp32 exact, and any shape/alignment): attn_bwd_dkdv_kernel (one block per 32-key
+//    block and 64-wide slice of dK/dV columns, looping over the query blocks that see the keys)
+//    and attn_bwd_dq_kernel (one block per 32-query block and 64-wide slice of dQ, looping over
+//    key blocks).
+// Both paths recompute P = exp(s - lse) and dP = dO v^T (dropout applied to both
 // with the same mask) and dS = P (dP - Delta).
 //
 // Rules kept for the harness: hardware instructions only through hw.cuh, launches only through
@@ -662,6 +668,328 @@ __global__ void __launch_bounds__(bwd::kThreads)
   }
 }
 
+// =============================================================================================
+// Backward, tensor cores (bf16 / fp16; the forward's tensor-core conditions plus grad_out's)
+// =============================================================================================
+// Flash-attention-2 style, deterministic (no atomics, fixed summation orders), the tiles of the
+// tensor-core forward (64 x 64 score tiles, 4 warps x 16 rows, D / Dv contracted in 64-wide
+// chunks through shared memory with cp.async, tc_load_rows zero-fills rows/columns past the
+// ends). Numerics: every GEMM accumulates in fp32 (mma.sync); P and dS are rounded to T once,
+// where they become mma operands -- the same rounding the reference's T-input matmuls see.
+//  * attn_bwd_dkdv_tc_kernel: one block per (64-key block, 64-wide column slice of dK and dV,
+//    batch); the warp owns 16 keys. Per visited 64-query block it recomputes the transposed
+//    tiles S^T = K Q^T and dP^T = V dO^T (keys = mma rows), so P^T and dS^T come out in the
+//    C layout that is the A layout of the next mma: dV += P^T dO[:, slice] and
+//    dK += dS^T Q[:, slice] (B operands by ldmatrix.trans) without a shared-memory round trip.
+//    Causal: query blocks before the first that sees the key block are not visited.
+//  * attn_bwd_dq_tc_kernel: one block per (64-query block, 128-wide slice of dQ, batch); the
+//    warp owns 16 queries, loops over the visible 64-key blocks: S = Q K^T, dP = dO V^T,
+//    dQ += dS K[:, slice]. Causal key blocks past the diagonal are not visited.
+// Wider heads run more slices, each recomputing S and dP (the forward's Dv-slice trade-off).
+namespace tcb {
+constexpr int kKVS = 64;           // dK / dV slice per block of the dK/dV kernel
+constexpr int kLdKV = kKVS + 8;    // padded pitch of the q / dO slices
+constexpr int kKVT = kKVS / 8;     // n8 tiles of dK (and of dV) per warp
+constexpr int kQS = 128;           // dQ slice per block of the dQ kernel
+constexpr int kLdQS = kQS + 8;     // padded pitch of the k slice
+constexpr int kQT = kQS / 8;       // n8 tiles of dQ per warp
+constexpr int kKSteps = tc::kBN / 16;  // k16 steps of a 64-wide P / dS tile
+// dK/dV: lse + Delta of the query block (fp32), then chunk buffers sQ, sK and slices sQs, sGs.
+constexpr int kDkdvStatBytes = 2 * tc::kBM * 4;
+constexpr int kDkdvElems = tc::kBM * tc::kLdK + tc::kBN * tc::kLdK + 2 * tc::kBM * kLdKV;
+// dQ: chunk buffers sQ, sK and the k slice sKs.
+constexpr int kDqElems = tc::kBM * tc::kLdK + tc::kBN * tc::kLdK + tc::kBN * kLdQS;
+}  // namespace tcb
+
+// acc (this warp's 16 rows x 64 columns, 8 n8 tiles) += A B^T over the k < k_left columns of
+// one 64-wide chunk; sA holds the block's 64 A rows, sB 64 B rows, both [row][k] with pitch
+// tc::kLdK (B stored [n][k] is the column-major B operand: plain ldmatrix).
+template <typename T>
+__device__ __forceinline__ void tc_mma_nt_chunk(float (&acc)[tc::kNT][4], const T* sA,
+                                                const T* sB, int64_t k_left, int lane, int warp) {
+  using namespace tc;
+  const int a_row = warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, a_col = (lane >> 4) * 8;
+  const int b_row = (lane & 7) + (lane >> 4) * 8, b_col = ((lane >> 3) & 1) * 8;
+#pragma unroll
+  for (int kk = 0; kk < kDC; kk += 16) {
+    if (kk >= k_left) break;  // zero-filled tail of the last chunk (uniform branch)
+    uint32_t af[4];
+    hw::ldmatrix_x4(af[0], af[1], af[2], af[3], sA + a_row * kLdK + kk + a_col);
+#pragma unroll
+    for (int p = 0; p < kNT / 2; ++p) {
+      uint32_t b0[2], b1[2];
+      hw::ldmatrix_x4(b0[0], b0[1], b1[0], b1[1], sB + (p * 16 + b_row) * kLdK + kk + b_col);
+      hw::mma_m16n8k16<T>(acc[2 * p], af, b0, acc[2 * p]);
+      hw::mma_m16n8k16<T>(acc[2 * p + 1], af, b1, acc[2 * p + 1]);
+    }
+  }
+}
+
+// The C fragments of a 16 x 64 fp32 tile (8 n8 tiles) as the A fragments of 4 k16 steps, rounded
+// to T: the n8 tiles 2j, 2j + 1 are k16 step j.
+template <typename T>
+__device__ __forceinline__ void tc_pack_a(uint32_t (&pa)[tcb::kKSteps][4],
+                                          const float (&x)[tc::kNT][4]) {
+#pragma unroll
+  for (int j = 0; j < tcb::kKSteps; ++j) {
+    pa[j][0] = pack2<T>(x[2 * j][0], x[2 * j][1]);
+    pa[j][1] = pack2<T>(x[2 * j][2], x[2 * j][3]);
+    pa[j][2] = pack2<T>(x[2 * j + 1][0], x[2 * j + 1][1]);
+    pa[j][3] = pack2<T>(x[2 * j + 1][2], x[2 * j + 1][3]);
+  }
+}
+
+// o (this warp's 16 rows x 8 NO columns) += A X, A the packed 16 x 64 fragments, X 64 rows of
+// sX stored [k][n] with pitch ld (ldmatrix.trans gives the column-major B operand); n16 tiles at
+// or past n_left are skipped (uniform branch). Fixed k order: deterministic.
+template <typename T, int NO>
+__device__ __forceinline__ void tc_mma_pn(float (&o)[NO][4], const uint32_t (&pa)[tcb::kKSteps][4],
+                                          const T* sX, int ld, int64_t n_left, int lane) {
+  const int v_row = (lane & 7) + ((lane >> 3) & 1) * 8, v_col = (lane >> 4) * 8;
+#pragma unroll
+  for (int j = 0; j < tcb::kKSteps; ++j) {
+#pragma unroll
+    for (int p = 0; p < NO / 2; ++p) {
+      if (p * 16 >= n_left) break;
+      uint32_t b0[2], b1[2];
+      hw::ldmatrix_x4_trans(b0[0], b0[1], b1[0], b1[1], sX + (j * 16 + v_row) * ld + p * 16 + v_col);
+      hw::mma_m16n8k16<T>(o[2 * p], pa[j], b0, o[2 * p]);
+      hw::mma_m16n8k16<T>(o[2 * p + 1], pa[j], b1, o[2 * p + 1]);
+    }
+  }
+}
+
+template <int N>
+__device__ __forceinline__ void tc_zero(float (&x)[N][4]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) x[i][e] = 0.f;
+}
+
+// In place: p <- P after dropout, dp <- dS = P (dP after dropout - Delta), for query i, key j
+// (P = exp(s - lse) from the raw q.k in p). Both the P and the dP of a dropped element are 0,
+// kept ones are scaled by 1/(1-p): the forward's mask. A masked or out-of-range element has
+// P = 0, hence dS = 0, and skips the Philox draw.
+__device__ __forceinline__ void tc_prob_and_ds(float& p, float& dp, const float* __restrict__ bias,
+                                               const Shape& s, const Dropout& drop, int64_t b,
+                                               int64_t i, int64_t j, float lse_i, float delta_i) {
+  const float pr = softmax::prob_from_lse(masked_score(p, bias, s, b, i, j), lse_i);
+  float pd = pr, dpd = dp;
+  if (drop.enabled) {
+    const bool kept = pr != 0.f && keep(drop, s, b, i, j);
+    pd = kept ? pr * drop.scale : 0.f;
+    dpd = kept ? dpd * drop.scale : 0.f;
+  }
+  p = pd;
+  dp = pr * (dpd - delta_i);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(tc::kThreads)
+    attn_bwd_dkdv_tc_kernel(const T* __restrict__ q, const T* __restrict__ k,
+                            const T* __restrict__ v, const float* __restrict__ bias,
+                            const T* __restrict__ grad_out, const float* __restrict__ lse,
+                            const float* __restrict__ delta, T* __restrict__ dk,
+                            T* __restrict__ dv, Shape s, Dropout drop) {
+  using namespace tc;
+  using namespace tcb;
+  extern __shared__ __align__(16) unsigned char attn_smem_raw[];
+  float* sLse = reinterpret_cast<float*>(attn_smem_raw);    // [kBM]
+  float* sDelta = sLse + kBM;                               // [kBM]
+  T* sQ = reinterpret_cast<T*>(attn_smem_raw + kDkdvStatBytes);  // [kBM][kLdK] q / dO chunk
+  T* sK = sQ + kBM * kLdK;                                  // [kBN][kLdK] k / v chunk
+  T* sQs = sK + kBN * kLdK;                                 // [kBM][kLdKV] q[:, slice]
+  T* sGs = sQs + kBM * kLdKV;                               // [kBM][kLdKV] dO[:, slice]
+
+  const int tid = static_cast<int>(threadIdx.x);
+  const int lane = tid & 31, warp = tid >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kBN;
+  const int64_t c0 = static_cast<int64_t>(blockIdx.y) * kKVS;
+  const int64_t b = blockIdx.z;
+  const T* qb = q + b * s.sqb;
+  const T* kb = k + b * s.skb;
+  const T* vb = v + b * s.svb;
+  const T* gob = grad_out + b * s.sob;
+  const int64_t n_dchunks = (s.D + kDC - 1) / kDC, n_vchunks = (s.Dv + kDC - 1) / kDC;
+  const int64_t key[2] = {n0 + warp * 16 + g, n0 + warp * 16 + g + 8};
+
+  float ak[kKVT][4], av[kKVT][4];
+  tc_zero(ak);
+  tc_zero(av);
+
+  for (int64_t m0 = query_begin(s, n0, kBM); m0 < s.Lq; m0 += kBM) {
+    // ---- S^T = K Q^T over D chunks; lse / Delta of the query block land with chunk 0 -------
+    float sc[kNT][4];
+    tc_zero(sc);
+    for (int64_t dc = 0; dc < n_dchunks; ++dc) {
+      __syncthreads();  // the previous readers of the buffers are done
+      if (dc == 0 && tid < kBM) {
+        const int64_t i = m0 + tid;
+        sLse[tid] = i < s.Lq ? lse[b * s.Lq + i] : -INFINITY;  // -inf: P = 0 past Lq
+        sDelta[tid] = i < s.Lq ? delta[b * s.Lq + i] : 0.f;
+      }
+      tc_load_rows<T>(sQ, kLdK, qb, s.sql, m0, s.Lq, dc * kDC, s.D, kBM, kDC, tid);
+      tc_load_rows<T>(sK, kLdK, kb, s.skl, n0, s.Lk, dc * kDC, s.D, kBN, kDC, tid);
+      hw::cp_async_commit();
+      hw::cp_async_wait<0>();
+      __syncthreads();
+      tc_mma_nt_chunk<T>(sc, sK, sQ, s.D - dc * kDC, lane, warp);
+    }
+    // ---- dP^T = V dO^T over Dv chunks; the q / dO slices land with chunk 0 ------------------
+    float dp[kNT][4];
+    tc_zero(dp);
+    for (int64_t vc = 0; vc < n_vchunks; ++vc) {
+      __syncthreads();
+      tc_load_rows<T>(sQ, kLdK, gob, s.sol, m0, s.Lq, vc * kDC, s.Dv, kBM, kDC, tid);
+      tc_load_rows<T>(sK, kLdK, vb, s.svl, n0, s.Lk, vc * kDC, s.Dv, kBN, kDC, tid);
+      if (vc == 0) {
+        tc_load_rows<T>(sQs, kLdKV, qb, s.sql, m0, s.Lq, c0, s.D, kBM, kKVS, tid);
+        tc_load_rows<T>(sGs, kLdKV, gob, s.sol, m0, s.Lq, c0, s.Dv, kBM, kKVS, tid);
+      }
+      hw::cp_async_commit();
+      hw::cp_async_wait<0>();
+      __syncthreads();
+      tc_mma_nt_chunk<T>(dp, sK, sQ, s.Dv - vc * kDC, lane, warp);
+    }
+    // ---- P^T and dS^T on the fragments: sc[nt][2h + e] is (key[h], query m0 + 8nt + 2t + e) --
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int qi = nt * 8 + 2 * t + e;
+          tc_prob_and_ds(sc[nt][2 * h + e], dp[nt][2 * h + e], bias, s, drop, b, m0 + qi, key[h],
+                         sLse[qi], sDelta[qi]);
+        }
+    // ---- dV += P^T dO[:, slice], dK += dS^T q[:, slice] -----------------------------------
+    uint32_t pa[kKSteps][4];
+    tc_pack_a<T>(pa, sc);
+    if (c0 < s.Dv) tc_mma_pn<T, kKVT>(av, pa, sGs, kLdKV, s.Dv - c0, lane);
+    tc_pack_a<T>(pa, dp);
+    if (c0 < s.D) tc_mma_pn<T, kKVT>(ak, pa, sQs, kLdKV, s.D - c0, lane);
+  }
+  hw::cp_async_wait<0>();
+
+  // ---- epilogue: dK = scale dS^T q, dV (D and Dv are multiples of 8: c < D implies c + 1 < D) --
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int64_t j = key[h];
+    if (j >= s.Lk) continue;
+#pragma unroll
+    for (int nt = 0; nt < kKVT; ++nt) {
+      const int64_t c = c0 + nt * 8 + 2 * t;
+      if (c < s.D) {
+        T* row = dk + (b * s.Lk + j) * s.D;
+        row[c] = from_f32<T>(ak[nt][2 * h] * s.scale);
+        row[c + 1] = from_f32<T>(ak[nt][2 * h + 1] * s.scale);
+      }
+      if (c < s.Dv) {
+        T* row = dv + (b * s.Lk + j) * s.Dv;
+        row[c] = from_f32<T>(av[nt][2 * h]);
+        row[c + 1] = from_f32<T>(av[nt][2 * h + 1]);
+      }
+    }
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(tc::kThreads)
+    attn_bwd_dq_tc_kernel(const T* __restrict__ q, const T* __restrict__ k,
+                          const T* __restrict__ v, const float* __restrict__ bias,
+                          const T* __restrict__ grad_out, const float* __restrict__ lse,
+                          const float* __restrict__ delta, T* __restrict__ dq, Shape s,
+                          Dropout drop) {
+  using namespace tc;
+  using namespace tcb;
+  extern __shared__ __align__(16) unsigned char attn_smem_raw[];
+  T* sQ = reinterpret_cast<T*>(attn_smem_raw);  // [kBM][kLdK] q / dO chunk
+  T* sK = sQ + kBM * kLdK;                      // [kBN][kLdK] k / v chunk
+  T* sKs = sK + kBN * kLdK;                     // [kBN][kLdQS] k[:, slice]
+
+  const int tid = static_cast<int>(threadIdx.x);
+  const int lane = tid & 31, warp = tid >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.x) * kBM;
+  const int64_t c0 = static_cast<int64_t>(blockIdx.y) * kQS;
+  const int64_t b = blockIdx.z;
+  const T* qb = q + b * s.sqb;
+  const T* kb = k + b * s.skb;
+  const T* vb = v + b * s.svb;
+  const T* gob = grad_out + b * s.sob;
+  const int64_t n_end = key_end(s, m0, kBM);
+  const int64_t n_dchunks = (s.D + kDC - 1) / kDC, n_vchunks = (s.Dv + kDC - 1) / kDC;
+  const int64_t row[2] = {m0 + warp * 16 + g, m0 + warp * 16 + g + 8};
+  float lse_r[2], delta_r[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    lse_r[h] = row[h] < s.Lq ? lse[b * s.Lq + row[h]] : -INFINITY;  // -inf: P = 0 past Lq
+    delta_r[h] = row[h] < s.Lq ? delta[b * s.Lq + row[h]] : 0.f;
+  }
+
+  float aq[kQT][4];
+  tc_zero(aq);
+
+  for (int64_t n0 = 0; n0 < n_end; n0 += kBN) {
+    // ---- S = Q K^T over D chunks --------------------------------------------------------------
+    float sc[kNT][4];
+    tc_zero(sc);
+    for (int64_t dc = 0; dc < n_dchunks; ++dc) {
+      __syncthreads();  // the previous readers of the buffers are done
+      tc_load_rows<T>(sQ, kLdK, qb, s.sql, m0, s.Lq, dc * kDC, s.D, kBM, kDC, tid);
+      tc_load_rows<T>(sK, kLdK, kb, s.skl, n0, s.Lk, dc * kDC, s.D, kBN, kDC, tid);
+      hw::cp_async_commit();
+      hw::cp_async_wait<0>();
+      __syncthreads();
+      tc_mma_nt_chunk<T>(sc, sQ, sK, s.D - dc * kDC, lane, warp);
+    }
+    // ---- dP = dO V^T over Dv chunks; the k slice lands with chunk 0 --------------------------
+    float dp[kNT][4];
+    tc_zero(dp);
+    for (int64_t vc = 0; vc < n_vchunks; ++vc) {
+      __syncthreads();
+      tc_load_rows<T>(sQ, kLdK, gob, s.sol, m0, s.Lq, vc * kDC, s.Dv, kBM, kDC, tid);
+      tc_load_rows<T>(sK, kLdK, vb, s.svl, n0, s.Lk, vc * kDC, s.Dv, kBN, kDC, tid);
+      if (vc == 0) tc_load_rows<T>(sKs, kLdQS, kb, s.skl, n0, s.Lk, c0, s.D, kBN, kQS, tid);
+      hw::cp_async_commit();
+      hw::cp_async_wait<0>();
+      __syncthreads();
+      tc_mma_nt_chunk<T>(dp, sQ, sK, s.Dv - vc * kDC, lane, warp);
+    }
+    // ---- P and dS on the fragments: sc[nt][2h + e] is (row[h], key n0 + 8nt + 2t + e) --------
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int e = 0; e < 2; ++e)
+          tc_prob_and_ds(sc[nt][2 * h + e], dp[nt][2 * h + e], bias, s, drop, b, row[h],
+                         n0 + nt * 8 + 2 * t + e, lse_r[h], delta_r[h]);
+    // ---- dQ += dS k[:, slice] ---------------------------------------------------------------
+    uint32_t pa[kKSteps][4];
+    tc_pack_a<T>(pa, dp);
+    tc_mma_pn<T, kQT>(aq, pa, sKs, kLdQS, s.D - c0, lane);
+  }
+  hw::cp_async_wait<0>();
+
+  // ---- epilogue: dQ = scale dS k (D is a multiple of 8: c < D implies c + 1 < D) ---------------
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    if (row[h] >= s.Lq) continue;
+    T* out_row = dq + (b * s.Lq + row[h]) * s.D;
+#pragma unroll
+    for (int nt = 0; nt < kQT; ++nt) {
+      const int64_t c = c0 + nt * 8 + 2 * t;
+      if (c < s.D) {
+        out_row[c] = from_f32<T>(aq[nt][2 * h] * s.scale);
+        out_row[c + 1] = from_f32<T>(aq[nt][2 * h + 1] * s.scale);
+      }
+    }
+  }
+}
+
 // ---- host helpers -------------------------------------------------------------------------------
 inline Dropout make_dropout(double p, uint64_t seed) {
   Dropout d;
@@ -718,13 +1046,25 @@ void attention_forward(const T* q, const T* k, const T* v, const float* bias, T*
   }
 }
 
+// True when the tensor-core backward takes these inputs: the forward's tensor-core conditions
+// (T bf16/fp16, D and Dv multiples of 8, 16-byte aligned rows of q, k, v), Dv > 0, and grad_out
+// (strides s.sob, s.sol) with 16-byte aligned rows too.
+template <typename T>
+inline bool attention_backward_uses_tc(const T* grad_out, const T* q, const T* k, const T* v,
+                                       const Shape& s) {
+  return attention_forward_uses_tc<T>(q, k, v, s) && s.Dv > 0 && s.sob % 8 == 0 &&
+         s.sol % 8 == 0 && attn_detail::aligned16(grad_out);
+}
+
 // delta: (B, Lq) fp32 workspace. dq (B, Lq, D), dk (B, Lk, D), dv (B, Lk, Dv) contiguous.
 // In s, (sob, sol) are grad_out's strides; (out_sb, out_sl) are out's. B, Lq, Lk > 0.
+// attention_backward_tc needs attention_backward_uses_tc(...) (the glue checks it);
+// attention_backward_simt takes anything (exact fp32 FMAs).
 template <typename T>
-void attention_backward(const T* grad_out, const T* q, const T* k, const T* v, const T* out,
-                        int64_t out_sb, int64_t out_sl, const float* lse, const float* bias,
-                        float* delta, T* dq, T* dk, T* dv, const Shape& s, double dropout_p,
-                        uint64_t seed, cudaStream_t stream) {
+void attention_backward_simt(const T* grad_out, const T* q, const T* k, const T* v, const T* out,
+                             int64_t out_sb, int64_t out_sl, const float* lse, const float* bias,
+                             float* delta, T* dq, T* dk, T* dv, const Shape& s, double dropout_p,
+                             uint64_t seed, cudaStream_t stream) {
   using namespace attn_detail;
   const Dropout d = make_dropout(dropout_p, seed);
   ATTNFAST_LAUNCH(attn_bwd_delta_kernel<T>, dim3(grid_dim(s.Lq, bwd::kWarps), static_cast<unsigned>(s.B)),
@@ -739,6 +1079,30 @@ void attention_backward(const T* grad_out, const T* q, const T* k, const T* v, c
   if (s.D > 0) {
     const dim3 grid(grid_dim(s.Lq, bwd::kT), grid_dim(s.D, bwd::kSW), static_cast<unsigned>(s.B));
     ATTNFAST_LAUNCH(attn_bwd_dq_kernel<T>, grid, dim3(bwd::kThreads), smem, stream)(
+        q, k, v, bias, grad_out, lse, delta, dq, s, d);
+  }
+}
+
+template <typename T>
+void attention_backward_tc(const T* grad_out, const T* q, const T* k, const T* v, const T* out,
+                           int64_t out_sb, int64_t out_sl, const float* lse, const float* bias,
+                           float* delta, T* dq, T* dk, T* dv, const Shape& s, double dropout_p,
+                           uint64_t seed, cudaStream_t stream) {
+  using namespace attn_detail;
+  if constexpr (!std::is_same_v<T, float>) {
+    const Dropout d = make_dropout(dropout_p, seed);
+    ATTNFAST_LAUNCH(attn_bwd_delta_kernel<T>,
+                    dim3(grid_dim(s.Lq, bwd::kWarps), static_cast<unsigned>(s.B)),
+                    dim3(bwd::kThreads), 0, stream)(grad_out, out, delta, s, out_sb, out_sl);
+    const int64_t widest = s.D > s.Dv ? s.D : s.Dv;
+    const int smem_kv = tcb::kDkdvStatBytes + tcb::kDkdvElems * static_cast<int>(sizeof(T));
+    const dim3 grid_kv(grid_dim(s.Lk, tc::kBN), grid_dim(widest, tcb::kKVS),
+                       static_cast<unsigned>(s.B));
+    ATTNFAST_LAUNCH(attn_bwd_dkdv_tc_kernel<T>, grid_kv, dim3(tc::kThreads), smem_kv, stream)(
+        q, k, v, bias, grad_out, lse, delta, dk, dv, s, d);
+    const int smem_q = tcb::kDqElems * static_cast<int>(sizeof(T));
+    const dim3 grid_q(grid_dim(s.Lq, tc::kBM), grid_dim(s.D, tcb::kQS), static_cast<unsigned>(s.B));
+    ATTNFAST_LAUNCH(attn_bwd_dq_tc_kernel<T>, grid_q, dim3(tc::kThreads), smem_q, stream)(
         q, k, v, bias, grad_out, lse, delta, dq, s, d);
   }
 }
