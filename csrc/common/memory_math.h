@@ -5,6 +5,7 @@
 // Templated on the scalar type: float for the kernels, double for gradcheck.
 #pragma once
 #include <cmath>
+#include <cstdint>
 
 #include "macros.h"
 #include "math.h"
@@ -55,6 +56,49 @@ ATTNFAST_HD ATTNFAST_INLINE T link_update(T link_ij, T w_i, T w_j, T p_j) {
 template <typename T>
 ATTNFAST_HD ATTNFAST_INLINE T precedence_update(T p, T w_sum, T w) {
   return (T(1) - w_sum) * p + w;
+}
+
+
+// ---- second group (NTM location, Graves' window, DNC usage): used by the CUDA kernels of
+// csrc/cuda/memory_extra_kernels.cuh, in the operation order of the CPU loops
+// (csrc/cpu/kernels/memory_extra_impl.h) and the reference.
+
+ATTNFAST_HD ATTNFAST_INLINE float log_t(float x) { return logf(x); }
+ATTNFAST_HD ATTNFAST_INLINE double log_t(double x) { return log(x); }
+ATTNFAST_HD ATTNFAST_INLINE float pow_t(float x, float y) { return powf(x, y); }
+ATTNFAST_HD ATTNFAST_INLINE double pow_t(double x, double y) { return pow(x, y); }
+
+// (o mod n) in [0, n) for either sign of o (a shift offset may exceed n in magnitude).
+ATTNFAST_HD ATTNFAST_INLINE int64_t wrap_index(int64_t o, int64_t n) { return ((o % n) + n) % n; }
+
+// NTM interpolation wg = g c + (1 - g) w_prev.
+template <typename T>
+ATTNFAST_HD ATTNFAST_INLINE T ntm_interpolate(T gate, T content, T prev) {
+  return gate * content + (T(1) - gate) * prev;
+}
+
+// NTM sharpening term: ws^gamma where ws > 0, else exactly 0 -- a one-hot shift of a one-hot
+// weighting leaves exact zeros, 0^gamma must be 0, and the gamma gradient (ws^gamma log ws) is
+// taken only where ws > 0 (the reference's torch.where).
+template <typename T>
+ATTNFAST_HD ATTNFAST_INLINE T ntm_sharpen(T ws, T gamma) {
+  return ws > T(0) ? pow_t(ws, gamma) : T(0);
+}
+
+// One Gaussian of Graves' window at character u (0-based; the characters are numbered u + 1):
+// alpha exp(nbeta (kappa - (u + 1))^2), nbeta = -exp(beta_hat) <= 0, so it never overflows.
+template <typename T>
+ATTNFAST_HD ATTNFAST_INLINE T graves_term(T alpha, T nbeta, T kappa, int64_t u) {
+  const T d = kappa - T(u + 1);
+  return alpha * exp_t(nbeta * d * d);
+}
+
+// DNC usage u' psi with u' = u + (1 - u) written, written = 1 - prod_h (1 - ww_h) = 1 - keep,
+// psi = prod_r (1 - f_r rw_r) (the retention vector).
+template <typename T>
+ATTNFAST_HD ATTNFAST_INLINE T usage_update(T u, T keep, T psi) {
+  const T written = T(1) - keep;
+  return (u + (T(1) - u) * written) * psi;
 }
 
 }  // namespace memory
