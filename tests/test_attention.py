@@ -119,6 +119,10 @@ def test_simt_tensor_core_backward(dtype, d, dv, mode):
     blocks), causal with memory positions (Lk > Lq) plus dropout, or an additive fp32 mask
     broadcast over the batch (0 stride) with a fully masked row."""
     require("simt")
+    # Marks the harness as loaded for attnfast.testing.simt, so the launch-log table printed at
+    # the end of the session (attnfast.testing.simt_report) lists the kernels these cases ran.
+    from attnfast.testing import simt
+    simt.simt_available()
     b, lq, lk = (1, 70, 150) if d > 64 else (2, 70, 150)
     q, k, v = make_qkv(b, lq, lk, d, dv, dtype=dtype)
     if mode == "causal_dropout":
