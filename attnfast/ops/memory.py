@@ -565,24 +565,44 @@ def _cuda_alloc_status(inp) -> list[str]:
     return reasons
 
 
-def gpu_access_step(content, write_weights_fn, write, link_read, state, x, eps=EPS):
-    """dnc_access_step from the four fused ops given; usage, the read-mode mix and the read are
-    torch ops (the reference's formulas)."""
+def _cuda_extra_registered() -> bool:
+    return _HAS_EXTRA_OPS and torch._C._dispatch_has_kernel_for_dispatch_key(
+        "attnfast::memory_read_forward", "CUDA")
+
+
+_CUDA_MEMORY_EXTRA = _cuda_extra_registered()
+
+
+def _cuda_extra_missing() -> list[str]:
+    """Why the second group's CUDA kernels cannot run ([] when they are registered)."""
+    if _CUDA_MEMORY_EXTRA:
+        return []
+    return ["attnfast._C has no CUDA kernels for the second group of memory ops (ntm_location, "
+            "graves_window, dnc_usage, memory_read: built without CUDA, or before "
+            "csrc/cuda/memory_extra.cu existed: rebuild the extension)"]
+
+
+def gpu_access_step(content, write_weights_fn, write, link_read, state, x, eps=EPS, *,
+                    usage_fn=ref.dnc_usage, read_fn=ref.memory_read):
+    """dnc_access_step from the fused ops given; the read-mode mix is torch ops (the reference's
+    formula), and so are the usage and the read unless usage_fn / read_fn are given."""
     s = state
-    usage = ref.dnc_usage(s.usage, s.write_weights, x.free_gate, s.read_weights)
+    usage = usage_fn(s.usage, s.write_weights, x.free_gate, s.read_weights)
     write_content = content(s.memory, x.write_keys, x.write_strengths, eps)
     write_weights = write_weights_fn(usage, write_content, x.allocation_gate, x.write_gate, eps)
     memory = write(s.memory, write_weights, x.erase_vectors, x.write_vectors)
     link, precedence, fwd, bwd = link_read(s.link, s.precedence, write_weights, s.read_weights)
     read_content = content(memory, x.read_keys, x.read_strengths, eps)
     read_weights = ref.dnc_read_weights(read_content, fwd, bwd, x.read_mode)
-    read_words = ref.memory_read(memory, read_weights)
+    read_words = read_fn(memory, read_weights)
     return read_words, ref.DNCState(memory, read_weights, write_weights, link, precedence, usage)
 
 
 def _cuda_access_step(state, x, eps=EPS):
+    # usage and read: the second group's CUDA kernels (csrc/cuda/memory_extra.cu).
     return gpu_access_step(cpu_content_addressing, cpu_write_weights, cpu_memory_write,
-                           cpu_link_read, state, x, eps)
+                           cpu_link_read, state, x, eps, usage_fn=cpu_usage,
+                           read_fn=cpu_memory_read)
 
 
 def _add_backend(name: str, backend: str, status, fn):
@@ -598,11 +618,13 @@ for _name, _status, _fn in (
         ("memory_write", _cuda_status, cpu_memory_write),
         ("dnc_link_update", _cuda_status, _link_update_cpu),
         ("dnc_directional_read", _cuda_status, _directional_read_cpu),
-        ("dnc_access_step", _cuda_alloc_status, _cuda_access_step)):
+        ("dnc_access_step", lambda inp: _cuda_alloc_status(inp) + _cuda_extra_missing(),
+         _cuda_access_step)):
     _add_backend(_name, "cuda", _status, _fn)
 
 
 # triton: the custom ops of attnfast/ops/memory_triton.py (triton itself is imported lazily).
+from attnfast.ops import memory_extra_triton as _mx  # noqa: E402
 from attnfast.ops import memory_triton as _mt  # noqa: E402
 
 _TRITON_IMPORT_ERROR: list = []  # memo: why triton_kernels.memory cannot be imported (or None)
@@ -625,6 +647,29 @@ def _triton_status(inp) -> list[str]:
     if _TRITON_IMPORT_ERROR[0]:
         reasons.append(_TRITON_IMPORT_ERROR[0])
     return reasons
+
+
+_TRITON_EXTRA_IMPORT_ERROR: list = []  # memo: why triton_kernels.memory_extra cannot be imported
+
+
+def _triton_status_extra(inp) -> list[str]:
+    """_triton_status plus the second group's kernel module (triton_kernels/memory_extra.py)."""
+    reasons = _triton_status(inp)
+    if not _TRITON_EXTRA_IMPORT_ERROR:
+        try:
+            import triton_kernels.memory_extra  # noqa: F401
+            _TRITON_EXTRA_IMPORT_ERROR.append(None)
+        except Exception as exc:  # noqa: BLE001  (any import failure is a reason to refuse)
+            _TRITON_EXTRA_IMPORT_ERROR.append(
+                f"triton_kernels/memory_extra.py cannot be imported ({exc})")
+    if _TRITON_EXTRA_IMPORT_ERROR[0] and _TRITON_EXTRA_IMPORT_ERROR[0] not in reasons:
+        reasons.append(_TRITON_EXTRA_IMPORT_ERROR[0])
+    return reasons
+
+
+def triton_usage(usage, write_weights, free_gate, read_weights):
+    # write_weights detached, as the reference (stop_gradient).
+    return _mx.dnc_usage_forward(usage, write_weights.detach(), free_gate, read_weights)
 
 
 def triton_allocation(usage, write_gates=None, eps=EPS):
@@ -652,8 +697,10 @@ def triton_directional_read(link, read_weights):
 
 
 def _triton_access_step(state, x, eps=EPS):
+    # usage and read: the second group's Triton ops (attnfast/ops/memory_extra_triton.py).
     return gpu_access_step(lambda m, k, s, e: _mt.content_forward(m, k, s, e), triton_write_weights,
-                           _mt.write_forward, _mt.link_read_forward, state, x, eps)
+                           _mt.write_forward, _mt.link_read_forward, state, x, eps,
+                           usage_fn=triton_usage, read_fn=_mx.memory_read_forward)
 
 
 for _name, _fn in (
@@ -664,5 +711,59 @@ for _name, _fn in (
         ("dnc_link_update", triton_link_update),
         ("dnc_directional_read", triton_directional_read),
         ("dnc_access_step", _triton_access_step)):
-    _add_backend(_name, "triton", _triton_status, _fn)
+    _add_backend(_name, "triton", _triton_status_extra if _name == "dnc_access_step"
+                 else _triton_status, _fn)
 # ==== end of the GPU backends ====================================================================
+
+
+# ==== GPU backends of the second group (cuda, triton) ============================================
+# ntm_address, graves_window(_sequence), dnc_usage and memory_read. cuda: the CUDA kernels of
+# csrc/cuda/memory_extra.cu are registered under the same torch.ops.attnfast ops as the CPU
+# kernels, so the cpu_* compositions run them on CUDA tensors (ntm_address also needs the content
+# kernel of the first group). triton: the custom ops of attnfast/ops/memory_extra_triton.py
+# (fp32 only; ntm_address takes its content weights from memory_triton's content op).
+
+def _cuda_status_extra(inp) -> list[str]:
+    return _cuda_extra_missing() or device_reasons(inp, "cuda", KERNEL_DTYPES)
+
+
+def _cuda_status_ntm(inp) -> list[str]:
+    return _cuda_status(inp) + _cuda_extra_missing()
+
+
+def triton_ntm_address(memory, key, strength, gate, shift, gamma, prev_weights, eps=EPS):
+    content = _mt.content_forward(memory, key, strength, eps)
+    return _mx.ntm_location_forward(content, gate, prev_weights, shift, gamma)
+
+
+def triton_graves_window_sequence(alpha_hat, beta_hat, kappa_hat, chars, char_mask=None,
+                                  kappa0=None):
+    if kappa0 is None:
+        kappa0 = alpha_hat.new_zeros((alpha_hat.shape[0], alpha_hat.shape[2]))
+    if char_mask is not None:
+        char_mask = char_mask.to(alpha_hat.dtype)  # as the reference: phi * mask.to(phi.dtype)
+    return _mx.graves_window_forward(alpha_hat, beta_hat, kappa_hat, kappa0, chars, char_mask)
+
+
+def triton_graves_window(alpha_hat, beta_hat, kappa_hat, kappa_prev, chars, char_mask=None):
+    w, kappa, phi = triton_graves_window_sequence(alpha_hat[:, None], beta_hat[:, None],
+                                                  kappa_hat[:, None], chars, char_mask, kappa_prev)
+    return w[:, 0], kappa[:, 0], phi[:, 0]
+
+
+for _name, _status, _fn in (
+        ("ntm_address", _cuda_status_ntm, cpu_ntm_address),
+        ("graves_window", _cuda_status_extra, cpu_graves_window),
+        ("graves_window_sequence", _cuda_status_extra, cpu_graves_window_sequence),
+        ("dnc_usage", _cuda_status_extra, cpu_usage),
+        ("memory_read", _cuda_status_extra, cpu_memory_read)):
+    _add_backend(_name, "cuda", _status, _fn)
+
+for _name, _fn in (
+        ("ntm_address", triton_ntm_address),
+        ("graves_window", triton_graves_window),
+        ("graves_window_sequence", triton_graves_window_sequence),
+        ("dnc_usage", triton_usage),
+        ("memory_read", _mx.memory_read_forward)):
+    _add_backend(_name, "triton", _triton_status_extra, _fn)
+# ==== end of the GPU backends of the second group ================================================
