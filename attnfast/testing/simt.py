@@ -94,8 +94,11 @@ def simt_available() -> tuple[bool, str]:
 
 
 def loaded() -> bool:
-    """True if the harness was loaded in this process (does not try to load it)."""
-    return bool(_state["ok"])
+    """True if the harness was loaded in this process (does not try to load it): by this module,
+    or by ``import attnfast`` (the explicit-only ``simt`` backend)."""
+    from attnfast import _extension
+
+    return bool(_state["ok"]) or _extension.simt_loaded()
 
 
 def ops():
