@@ -2,7 +2,8 @@
 
 Every op runs on one of four backends -- ``reference`` (pure PyTorch), ``cpu`` (C++ kernels),
 ``cuda`` (hand-written CUDA kernels), ``triton`` -- chosen per call (``backend=...``) or by
-``ATTNFAST_BACKEND``; ``explain(op, *args)`` says which one runs and why.
+``ATTNFAST_BACKEND``; ``explain(op, *args)`` says which one runs and why. Test builds add ``simt``:
+the CUDA kernels run on the CPU by the SIMT host harness.
 """
 from attnfast import _extension
 from attnfast._extension import build_info
@@ -14,4 +15,7 @@ from attnfast import nn, reference  # noqa: F401
 
 __version__ = "0.1.0"
 
-__all__ = ["single_head_attention", "scaled_dot_product_attention", "boom", "build_info", "backends", "explain", "BackendUnavailable", "nn", "reference"]
+__all__ = [
+    "single_head_attention", "scaled_dot_product_attention", "boom", "memory", "nn", "reference",
+    "build_info", "backends", "explain", "BackendUnavailable",
+]
