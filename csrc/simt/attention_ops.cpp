@@ -4,6 +4,8 @@
 // both through csrc/cuda/attention_glue.h), so the harness tests the exact launch sequence.
 #include <torch/library.h>
 
+#include "schemas.h"
+
 #include "simt/prelude.h"  // before any kernel header
 #include "cuda/attention_glue.h"
 
@@ -41,14 +43,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
 }  // namespace attnfast
 
 TORCH_LIBRARY_FRAGMENT(attnfast_simt, m) {
-  // The schemas of csrc/schemas.cpp, namespace attnfast_simt.
-  m.def(
-      "attention_forward(Tensor q, Tensor k, Tensor v, Tensor? bias, bool causal, float scale, "
-      "float dropout_p, int seed) -> (Tensor out, Tensor lse)");
-  m.def(
-      "attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
-      "Tensor? bias, bool causal, float scale, float dropout_p, int seed, bool deterministic) "
-      "-> (Tensor grad_q, Tensor grad_k, Tensor grad_v)");
+  // The schemas of csrc/schemas.h, in namespace attnfast_simt.
+  attnfast::schemas::define(m, attnfast::schemas::kAttention);
 }
 
 TORCH_LIBRARY_IMPL(attnfast_simt, CPU, m) {

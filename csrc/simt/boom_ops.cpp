@@ -6,6 +6,8 @@
 // sums) and two GEMMs, here at::mm on the CPU.
 #include <torch/library.h>
 
+#include "schemas.h"
+
 #include "simt/prelude.h"  // before any kernel header
 #include "cuda/boom_glue.h"
 
@@ -44,14 +46,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> boom_backward(
 }  // namespace attnfast
 
 TORCH_LIBRARY_FRAGMENT(attnfast_simt, m) {
-  // The schemas of csrc/schemas.cpp, namespace attnfast_simt.
-  m.def(
-      "boom_forward(Tensor x, Tensor weight, Tensor? bias, int activation, int chunk_width, "
-      "float dropout_p, int seed, bool save_preact) -> (Tensor out, Tensor preact)");
-  m.def(
-      "boom_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor preact, bool has_bias, "
-      "int activation, int chunk_width, float dropout_p, int seed) "
-      "-> (Tensor grad_x, Tensor grad_weight, Tensor grad_bias)");
+  // The schemas of csrc/schemas.h, in namespace attnfast_simt.
+  attnfast::schemas::define(m, attnfast::schemas::kBoom);
 }
 
 TORCH_LIBRARY_IMPL(attnfast_simt, CPU, m) {

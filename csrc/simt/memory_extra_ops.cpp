@@ -6,6 +6,8 @@
 // included.
 #include <torch/library.h>
 
+#include "schemas.h"
+
 #include <tuple>
 
 #include "simt/prelude.h"  // before any kernel header
@@ -84,27 +86,8 @@ std::tuple<at::Tensor, at::Tensor> read_backward(const at::Tensor& grad, const a
 }  // namespace attnfast
 
 TORCH_LIBRARY_FRAGMENT(attnfast_simt, m) {
-  // The schemas of csrc/schemas.cpp ("memory, second group"), namespace attnfast_simt.
-  m.def("ntm_location_forward(Tensor content, Tensor gate, Tensor prev_weights, Tensor shift, "
-        "Tensor gamma) -> Tensor weights");
-  m.def("ntm_location_backward(Tensor grad_weights, Tensor content, Tensor gate, "
-        "Tensor prev_weights, Tensor shift, Tensor gamma) -> (Tensor grad_content, "
-        "Tensor grad_gate, Tensor grad_prev_weights, Tensor grad_shift, Tensor grad_gamma)");
-  m.def("graves_window_forward(Tensor alpha_hat, Tensor beta_hat, Tensor kappa_hat, "
-        "Tensor kappa0, Tensor chars, Tensor? char_mask) -> (Tensor window, Tensor kappa, "
-        "Tensor phi)");
-  m.def("graves_window_backward(Tensor grad_window, Tensor grad_kappa, Tensor grad_phi, "
-        "Tensor alpha_hat, Tensor beta_hat, Tensor kappa_hat, Tensor kappa0, Tensor chars, "
-        "Tensor? char_mask) -> (Tensor grad_alpha_hat, Tensor grad_beta_hat, "
-        "Tensor grad_kappa_hat, Tensor grad_kappa0, Tensor grad_chars, Tensor grad_char_mask)");
-  m.def("dnc_usage_forward(Tensor usage, Tensor write_weights, Tensor free_gate, "
-        "Tensor read_weights) -> Tensor new_usage");
-  m.def("dnc_usage_backward(Tensor grad_usage, Tensor usage, Tensor write_weights, "
-        "Tensor free_gate, Tensor read_weights) "
-        "-> (Tensor grad_usage_in, Tensor grad_free_gate, Tensor grad_read_weights)");
-  m.def("memory_read_forward(Tensor memory, Tensor read_weights) -> Tensor words");
-  m.def("memory_read_backward(Tensor grad_words, Tensor memory, Tensor read_weights) "
-        "-> (Tensor grad_memory, Tensor grad_read_weights)");
+  // The schemas of csrc/schemas.h, in namespace attnfast_simt.
+  attnfast::schemas::define(m, attnfast::schemas::kMemoryExtra);
 }
 
 TORCH_LIBRARY_IMPL(attnfast_simt, CPU, m) {

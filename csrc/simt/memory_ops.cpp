@@ -5,6 +5,8 @@
 // launch sequence, workspaces included.
 #include <torch/library.h>
 
+#include "schemas.h"
+
 #include <tuple>
 
 #include "simt/prelude.h"  // before any kernel header
@@ -79,28 +81,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> link_read_backward(
 }  // namespace attnfast
 
 TORCH_LIBRARY_FRAGMENT(attnfast_simt, m) {
-  // The schemas of csrc/schemas.cpp ("memory"), namespace attnfast_simt.
-  m.def("memory_content_forward(Tensor memory, Tensor keys, Tensor strengths, float eps) "
-        "-> Tensor weights");
-  m.def("memory_content_backward(Tensor grad_weights, Tensor memory, Tensor keys, "
-        "Tensor strengths, Tensor weights, float eps) "
-        "-> (Tensor grad_memory, Tensor grad_keys, Tensor grad_strengths)");
-  m.def("dnc_allocation_forward(Tensor usage, Tensor write_gates, float eps) -> Tensor allocation");
-  m.def("dnc_allocation_backward(Tensor grad_allocation, Tensor usage, Tensor write_gates, "
-        "float eps) -> (Tensor grad_usage, Tensor grad_write_gates)");
-  m.def("memory_write_forward(Tensor memory, Tensor write_weights, Tensor erase, Tensor add) "
-        "-> Tensor out");
-  m.def("memory_write_backward(Tensor grad_out, Tensor memory, Tensor write_weights, "
-        "Tensor erase, Tensor add) "
-        "-> (Tensor grad_memory, Tensor grad_write_weights, Tensor grad_erase, Tensor grad_add)");
-  m.def("dnc_link_read_forward(Tensor link, Tensor precedence, Tensor write_weights, "
-        "Tensor read_weights) "
-        "-> (Tensor new_link, Tensor new_precedence, Tensor forward, Tensor backward)");
-  m.def("dnc_link_read_backward(Tensor grad_link, Tensor grad_precedence, Tensor grad_forward, "
-        "Tensor grad_backward, Tensor link, Tensor precedence, Tensor write_weights, "
-        "Tensor read_weights) "
-        "-> (Tensor grad_link, Tensor grad_precedence, Tensor grad_write_weights, "
-        "Tensor grad_read_weights)");
+  // The schemas of csrc/schemas.h, in namespace attnfast_simt.
+  attnfast::schemas::define(m, attnfast::schemas::kMemory);
 }
 
 TORCH_LIBRARY_IMPL(attnfast_simt, CPU, m) {

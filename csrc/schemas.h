@@ -1,0 +1,132 @@
+// Every attnfast op schema, in one place. csrc/schemas.cpp registers them in the `attnfast`
+// library; the SIMT harness (csrc/simt/*_ops.cpp) registers the same tables in `attnfast_simt`,
+// where the CUDA kernels run on the CPU. Kernels register implementations per device with
+// TORCH_LIBRARY_IMPL(attnfast, CPU|CUDA, m) next to their code; Python registers the fake (meta)
+// kernels and autograd formulas in attnfast/ops/. Integer enums in the schemas:
+//   activation: 0 gelu_sigmoid, 1 gelu (erf), 2 gelu_tanh, 3 relu   (csrc/common/activations.h)
+#pragma once
+#include <cstddef>
+
+namespace attnfast {
+namespace schemas {
+
+inline constexpr const char* kBoom[] = {
+  // ---- Boom (csrc/cpu/boom.cpp, csrc/cuda/boom.cu) -------------------------------------------
+  // x (N, K), weight (F, K), bias (F,) or None; chunk_width C in [1, F].
+  // out (N, C) = sum over j < F // C of dropout(act(x W^T + b))[:, j C : (j + 1) C].
+  // preact (N, (F // C) * C) = x W^T + b when save_preact, else an empty (0,) tensor.
+  "boom_forward(Tensor x, Tensor weight, Tensor? bias, int activation, int chunk_width, "
+      "float dropout_p, int seed, bool save_preact) -> (Tensor out, Tensor preact)",
+  // Gradients of boom_forward from the saved pre-activation: (grad_x, grad_weight, grad_bias);
+  // grad_bias is an empty (0,) tensor when has_bias is false.
+  "boom_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor preact, bool has_bias, "
+      "int activation, int chunk_width, float dropout_p, int seed) "
+      "-> (Tensor grad_x, Tensor grad_weight, Tensor grad_bias)",
+};
+
+inline constexpr const char* kAttention[] = {
+  // ---- Single-head attention (csrc/cpu/attention.cpp, csrc/cuda/attention*.cu) -----------------
+  // q (B, Lq, D), k (B, Lk, D), v (B, Lk, Dv): one dtype (fp32/bf16/fp16), one device, last dim
+  // contiguous (other strides arbitrary). bias: optional additive fp32 mask broadcastable to
+  // (B, Lq, Lk), passed as an expanded (B, Lq, Lk) view (0 strides allowed; -inf = masked).
+  // causal: bottom-right aligned, query i sees key j iff j <= i + (Lk - Lq).
+  // scores s = scale * q k^T + bias; out (B, Lq, Dv) in q's dtype = dropout(softmax(s)) v;
+  // lse (B, Lq) fp32 = natural-log logsumexp_j s_ij, -inf for a fully masked row (whose output
+  // and gradients are 0). Dropout: Philox (csrc/common/philox.h) at counter index
+  // (b * Lq + i) * Lk + j of the (B, Lq, Lk) weight matrix.
+  "attention_forward(Tensor q, Tensor k, Tensor v, Tensor? bias, bool causal, float scale, "
+      "float dropout_p, int seed) -> (Tensor out, Tensor lse)",
+  // Flash-style backward: P recomputed from q, k, lse; D_i = rowsum(dO * O) in fp32. No
+  // gradient for bias. deterministic=True: bitwise repeatable (no atomics); the CPU kernels are
+  // always deterministic.
+  "attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
+      "Tensor? bias, bool causal, float scale, float dropout_p, int seed, bool deterministic) "
+      "-> (Tensor grad_q, Tensor grad_k, Tensor grad_v)",
+};
+
+// ---- memory: NTM / DNC addressing (csrc/cpu/memory*.cpp; attnfast/ops/memory.py) --------------
+// float32 or float64, contiguous, one device; B batch, N memory slots, W word size, H heads
+// (R read heads, Hw write heads). eps as in DeepMind's DNC (1e-6). Every forward has an explicit
+// backward op that recomputes what it needs from the forward's inputs (and output, for content).
+inline constexpr const char* kMemory[] = {
+  // weights (B,H,N) = softmax_i(strengths[b,h] * k.M_i / (|k| |M_i| + eps)), |x| = sqrt(x.x + eps).
+  "memory_content_forward(Tensor memory, Tensor keys, Tensor strengths, float eps) "
+        "-> Tensor weights",
+  "memory_content_backward(Tensor grad_weights, Tensor memory, Tensor keys, "
+        "Tensor strengths, Tensor weights, float eps) "
+        "-> (Tensor grad_memory, Tensor grad_keys, Tensor grad_strengths)",
+  // usage (B,N), write_gates (B,Hw) -> allocation (B,Hw,N): per head a stable ascending sort of
+  // the current usage (ties: lower index first), squashed s = eps + (1-eps) u,
+  // a[phi_j] = (1 - s_j) prod_{i<j} s_i; then u <- u + (1 - u) g_h a_h before the next head.
+  // No gradient through the permutation.
+  "dnc_allocation_forward(Tensor usage, Tensor write_gates, float eps) -> Tensor allocation",
+  "dnc_allocation_backward(Tensor grad_allocation, Tensor usage, Tensor write_gates, "
+        "float eps) -> (Tensor grad_usage, Tensor grad_write_gates)",
+  // memory (B,N,W), write_weights (B,Hw,N), erase (B,Hw,W), add (B,Hw,W):
+  // out = memory * prod_h (1 - w_h e_h^T) + sum_h w_h v_h^T.
+  "memory_write_forward(Tensor memory, Tensor write_weights, Tensor erase, Tensor add) "
+        "-> Tensor out",
+  "memory_write_backward(Tensor grad_out, Tensor memory, Tensor write_weights, "
+        "Tensor erase, Tensor add) "
+        "-> (Tensor grad_memory, Tensor grad_write_weights, Tensor grad_erase, Tensor grad_add)",
+  // The temporal link update fused with the directional reads through the new link.
+  // link (B,Hw,N,N), precedence (B,Hw,N), write_weights (B,Hw,N), read_weights (B,R,N) (R may be 0):
+  // new_link[i,j] = (1 - w_i - w_j) link[i,j] + w_i p[j] (i != j), 0 on the diagonal (the input's
+  // diagonal is never read); new_precedence = (1 - sum w) p + w;
+  // forward[b,r,h,i] = sum_j new_link[i,j] rw[j]; backward[b,r,h,j] = sum_i new_link[i,j] rw[i].
+  "dnc_link_read_forward(Tensor link, Tensor precedence, Tensor write_weights, "
+        "Tensor read_weights) "
+        "-> (Tensor new_link, Tensor new_precedence, Tensor forward, Tensor backward)",
+  // Recomputes new_link row by row from the inputs (nothing (N,N)-sized is saved).
+  "dnc_link_read_backward(Tensor grad_link, Tensor grad_precedence, Tensor grad_forward, "
+        "Tensor grad_backward, Tensor link, Tensor precedence, Tensor write_weights, "
+        "Tensor read_weights) "
+        "-> (Tensor grad_link, Tensor grad_precedence, Tensor grad_write_weights, "
+        "Tensor grad_read_weights)",
+};
+
+inline constexpr const char* kMemoryExtra[] = {
+  // ---- memory, second group (csrc/cpu/memory_extra.cpp) ---------------------------------------
+  // NTM location addressing after the content weights. content, prev_weights (B,H,N); gate,
+  // gamma (B,H); shift (B,H,S), S odd, offsets -(S//2)..S//2 (offset +1 moves weight i -> i+1):
+  // wg = g c + (1-g) prev; ws[i] = sum_k shift[k] wg[(i - (k - S//2)) mod N];
+  // weights = p / sum p, p = ws^gamma where ws > 0, else 0 (no NaN in the gamma gradient).
+  "ntm_location_forward(Tensor content, Tensor gate, Tensor prev_weights, Tensor shift, "
+        "Tensor gamma) -> Tensor weights",
+  "ntm_location_backward(Tensor grad_weights, Tensor content, Tensor gate, "
+        "Tensor prev_weights, Tensor shift, Tensor gamma) -> (Tensor grad_content, "
+        "Tensor grad_gate, Tensor grad_prev_weights, Tensor grad_shift, Tensor grad_gamma)",
+  // Graves' window over T steps. alpha_hat, beta_hat, kappa_hat (B,T,K); kappa0 (B,K);
+  // chars (B,U,C); char_mask (B,U) or None. kappa = kappa0 + cumsum_t exp(kappa_hat);
+  // phi[t,u] = mask[u] sum_k exp(alpha_hat) exp(-exp(beta_hat) (kappa - u)^2), characters
+  // numbered u = 1..U; window (B,T,C) = phi chars. grad_char_mask is an empty (0,) tensor when
+  // char_mask is None.
+  "graves_window_forward(Tensor alpha_hat, Tensor beta_hat, Tensor kappa_hat, "
+        "Tensor kappa0, Tensor chars, Tensor? char_mask) -> (Tensor window, Tensor kappa, "
+        "Tensor phi)",
+  "graves_window_backward(Tensor grad_window, Tensor grad_kappa, Tensor grad_phi, "
+        "Tensor alpha_hat, Tensor beta_hat, Tensor kappa_hat, Tensor kappa0, Tensor chars, "
+        "Tensor? char_mask) -> (Tensor grad_alpha_hat, Tensor grad_beta_hat, "
+        "Tensor grad_kappa_hat, Tensor grad_kappa0, Tensor grad_chars, Tensor grad_char_mask)",
+  // DNC usage: usage (B,N), write_weights (B,Hw,N), free_gate (B,R), read_weights (B,R,N):
+  // out = (u + (1-u)(1 - prod_h (1 - ww_h))) prod_r (1 - f_r rw_r). No gradient to
+  // write_weights (DeepMind's stop_gradient), so the backward returns none for it.
+  "dnc_usage_forward(Tensor usage, Tensor write_weights, Tensor free_gate, "
+        "Tensor read_weights) -> Tensor new_usage",
+  "dnc_usage_backward(Tensor grad_usage, Tensor usage, Tensor write_weights, "
+        "Tensor free_gate, Tensor read_weights) "
+        "-> (Tensor grad_usage_in, Tensor grad_free_gate, Tensor grad_read_weights)",
+  // Read words: memory (B,N,W), read_weights (B,R,N) -> words (B,R,W) = read_weights memory.
+  "memory_read_forward(Tensor memory, Tensor read_weights) -> Tensor words",
+  "memory_read_backward(Tensor grad_words, Tensor memory, Tensor read_weights) "
+        "-> (Tensor grad_memory, Tensor grad_read_weights)",
+};
+
+// Defines every schema of `table` in the library `m` (TORCH_LIBRARY or _FRAGMENT block).
+template <typename Library, std::size_t N>
+void define(Library& m, const char* const (&table)[N]) {
+  for (const char* schema : table) m.def(schema);
+}
+
+}  // namespace schemas
+}  // namespace attnfast
