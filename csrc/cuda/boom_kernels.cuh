@@ -25,6 +25,7 @@
 
 #include "common/activations.h"
 #include "common/philox.h"
+#include "cuda/convert.cuh"
 #include "cuda/hw.cuh"
 #include "cuda/launch.cuh"
 
@@ -32,28 +33,9 @@ namespace attnfast {
 namespace cuda {
 namespace boom_detail {
 
-// ---- element conversions ----------------------------------------------------------------------
-template <typename T>
-__device__ __forceinline__ float to_f32(T v);
-template <>
-__device__ __forceinline__ float to_f32<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ float to_f32<__half>(__half v) { return __half2float(v); }
-template <>
-__device__ __forceinline__ float to_f32<__nv_bfloat16>(__nv_bfloat16 v) {
-  return __bfloat162float(v);
-}
-
-template <typename T>
-__device__ __forceinline__ T from_f32(float v);
-template <>
-__device__ __forceinline__ float from_f32<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
+// Element conversions (csrc/cuda/convert.cuh).
+using ::attnfast::cuda::from_f32;
+using ::attnfast::cuda::to_f32;
 
 // Two adjacent elements, stored with one aligned access.
 template <typename T>

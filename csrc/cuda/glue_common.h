@@ -2,7 +2,10 @@
 // the CUDA ops and the SIMT-harness ops both include.
 #pragma once
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
+
+#include <algorithm>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -19,6 +22,21 @@ void dispatch_dtype(at::ScalarType dt, const char* what, Fn&& f) {
     case at::kHalf: f(static_cast<__half*>(nullptr)); break;
     default: TORCH_CHECK(false, what, " must be float32, bfloat16 or float16, got ", dt);
   }
+}
+
+// The memory ops' variant: T = float or double.
+template <typename Fn>
+void dispatch_float_double(at::ScalarType dt, const char* what, Fn&& f) {
+  switch (dt) {
+    case at::kFloat: f(static_cast<float*>(nullptr)); break;
+    case at::kDouble: f(static_cast<double*>(nullptr)); break;
+    default: TORCH_CHECK(false, what, " must be float32 or float64, got ", dt);
+  }
+}
+
+// A scratch buffer of n (at least 1) elements of dtype dt on like's device.
+inline at::Tensor workspace(const at::Tensor& like, int64_t n, at::ScalarType dt) {
+  return at::empty({std::max<int64_t>(1, n)}, like.options().dtype(dt));
 }
 
 // at::BFloat16 / at::Half have the layout of __nv_bfloat16 / __half: reinterpret the pointers.

@@ -16,28 +16,18 @@
 
 #include "checks/memory.h"
 #include "cuda/memory_kernels.cuh"
+#include "cuda/glue_common.h"
 
 namespace attnfast {
 namespace memory_glue {
 
-// Calls f(static_cast<T*>(nullptr)) with T = float or double (checks::memory_dtype ran first).
+// The shared glue helpers (csrc/cuda/glue_common.h).
 template <typename Fn>
 void dispatch_dtype(at::ScalarType dt, Fn&& f) {
-  switch (dt) {
-    case at::kFloat: f(static_cast<float*>(nullptr)); break;
-    case at::kDouble: f(static_cast<double*>(nullptr)); break;
-    default: TORCH_CHECK(false, "memory ops (CUDA kernels): tensors must be float32 or float64, got ", dt);
-  }
+  glue::dispatch_float_double(dt, "memory ops (CUDA kernels): tensors", std::forward<Fn>(f));
 }
-
-template <typename T>
-T* ptr(const at::Tensor& t) {
-  return static_cast<T*>(t.data_ptr());
-}
-
-inline at::Tensor workspace(const at::Tensor& like, int64_t n, at::ScalarType dt) {
-  return at::empty({std::max<int64_t>(1, n)}, like.options().dtype(dt));
-}
+using glue::ptr;
+using glue::workspace;
 
 // ---- content --------------------------------------------------------------------------------------
 
