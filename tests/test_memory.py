@@ -250,6 +250,35 @@ def test_directional_read(backend):
     assert fwd[0, 0, 0].tolist() == [0, 0, 1] and bwd[0, 0, 0].tolist() == [0, 0, 0]
 
 
+@pytest.mark.parametrize("n,r", [(37, 1), (37, 5), (16, 4), (40, 9), (23, 0)])
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_fused_link_read_op(n, r, dtype):
+    """The cpu op that fuses the link update with both directional reads, at sizes that exercise its
+    vector lanes and scalar tail (N = 37, 23), one, two and three groups of four read heads (R = 1,
+    5, 9) and no read head (R = 0), forward and all four input gradients against the reference."""
+    require_backend("cpu")
+    g = torch.Generator().manual_seed(n * 10 + r)
+    s = random_state(3, n, 2, max(r, 1), 2, g)
+    rw = dist(3, r, n, g=g, total=0.9)
+    ww = dist(3, 2, n, g=g, total=0.8)
+    inputs = [s.link, s.precedence, ww, rw]
+    x_ref = [t.detach().clone().requires_grad_(True) for t in inputs]
+    x_op = [t.detach().to(dtype).requires_grad_(True) for t in inputs]
+    new_link, new_prec = ref.dnc_link_update(*x_ref[:3])
+    out_ref = (new_link, new_prec) + ref.dnc_directional_read(new_link, x_ref[3])
+    out_op = torch.ops.attnfast.dnc_link_read_forward(*x_op)
+    cot = [torch.randn(o.shape, generator=g, dtype=F64) for o in out_ref]
+    g_ref = torch.autograd.grad(out_ref, x_ref, cot)
+    g_op = torch.autograd.grad(out_op, x_op, [c.to(dtype) for c in cot])
+    tol = dict(atol=1e-12, rtol=1e-10) if dtype == F64 else dict(atol=2e-6, rtol=1e-5)
+    off = 1 - torch.eye(n, dtype=F64)  # the op never reads the input link's diagonal
+    for k, (a, o) in enumerate(zip(out_op, out_ref)):
+        assert_parity(a, o, name=f"link op out{k}", **tol)
+    for k, (a, o) in enumerate(zip(g_op, g_ref)):
+        o = o * off if k == 0 else o
+        assert_parity(a, o, name=f"link op grad{k}", **tol)
+
+
 # ---- the full access step ----------------------------------------------------------------------
 
 @params("dnc_access_step")

@@ -43,6 +43,20 @@ void run(int64_t B, int64_t work, const Args& args, Fn fn) {
   at::parallel_for(0, B, grain(work), [&](int64_t b0, int64_t b1) { fn(args, b0, b1); });
 }
 
+// Like run, but each task gets `per_task` elements of scratch of like's dtype, reused over its
+// batch range: a few tens of KiB that the allocator serves from its heap, where B per-batch copies
+// at once would be fresh pages (page faults) on every call.
+template <typename T, typename Args, typename Fn>
+void run_with_task_scratch(int64_t B, int64_t work, int64_t per_task, const at::Tensor& like,
+                           const Args& args, Fn fn) {
+  at::parallel_for(0, B, grain(work), [&](int64_t b0, int64_t b1) {
+    at::Tensor s = at::empty({per_task}, like.options());
+    Args task = args;
+    task.scratch = s.data_ptr<T>();
+    fn(task, b0, b1);
+  });
+}
+
 // Per-batch scratch of `per_batch` elements of t's dtype.
 at::Tensor scratch(const at::Tensor& like, int64_t B, int64_t per_batch) {
   return at::empty({std::max<int64_t>(1, B * per_batch)}, like.options());
@@ -248,7 +262,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> link_read_forward(
     a.new_prec = np.data_ptr<scalar_t>();
     a.fwd = f.data_ptr<scalar_t>();
     a.bwd = bk.data_ptr<scalar_t>();
-    run(B, Hw * N * N * (1 + R), a, table<scalar_t>().link_forward);
+    run_with_task_scratch<scalar_t>(B, Hw * N * N * (1 + R), link_forward_scratch(R, N), link, a,
+                                    table<scalar_t>().link_forward);
   });
   return {nl, np, f, bk};
 }
@@ -266,7 +281,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> link_read_backward(
   checks::memory_tensor(op, "grad_backward", g_bwd, {B, R, Hw, N}, link);
   at::Tensor dl = at::empty_like(link), dp = at::empty_like(prec), dw = at::empty_like(ww),
              dr = at::empty_like(rw);
-  at::Tensor s = scratch(link, B, 2 * N);
   AT_DISPATCH_FLOATING_TYPES(link.scalar_type(), "dnc_link_read_backward", [&] {
     auto a = link_args<scalar_t>(link, prec, ww, rw);
     a.g_link = g_link.data_ptr<scalar_t>();
@@ -277,9 +291,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> link_read_backward(
     a.d_prec = dp.data_ptr<scalar_t>();
     a.d_ww = dw.data_ptr<scalar_t>();
     a.d_rw = dr.data_ptr<scalar_t>();
-    a.scratch = s.data_ptr<scalar_t>();
-    a.scratch_stride = 2 * N;
-    run(B, Hw * N * N * (2 + 2 * R), a, table<scalar_t>().link_backward);
+    run_with_task_scratch<scalar_t>(B, Hw * N * N * (2 + 2 * R), link_backward_scratch(R, N), link,
+                                    a, table<scalar_t>().link_backward);
   });
   return {dl, dp, dw, dr};
 }

@@ -1,7 +1,8 @@
 // The memory addressing ops' CPU loops (per ISA, csrc/cpu/memory_isa_*.cpp) and their argument
 // blocks: raw pointers, contiguous row-major tensors, 64-bit sizes. Each function runs the batch
 // elements [b_begin, b_end) (the glue in csrc/cpu/memory.cpp splits the batch over threads);
-// per-batch scratch is given by the glue (`scratch` + b * scratch_stride), so the loops allocate
+// per-batch scratch is given by the glue (`scratch` + b * scratch_stride; the link loops get one
+// scratch per call and reuse it over their batch range), so the loops allocate
 // nothing and use no std containers (see csrc/cpu/isa_kernels.h on why that matters per ISA).
 #pragma once
 #include <cstdint>
@@ -75,10 +76,30 @@ struct LinkArgs {
   T* d_prec;
   T* d_ww;
   T* d_rw;
-  T* scratch;           // 2 N per batch
-  int64_t scratch_stride;
+  T* scratch;           // link_{forward,backward}_scratch(R, N), reused over [b_begin, b_end)
   int64_t B, Hw, N, R;
 };
+
+// Link kernels: read heads go in groups of kLinkHeads, copied into per-batch scratch padded with
+// zero heads (csrc/cpu/kernels/memory_impl.h explains why); the glue sizes the scratch with these.
+constexpr int64_t kLinkHeads = 4;
+
+// At least one group, so that R = 0 (no read heads) still runs the link update.
+inline int64_t link_heads_padded(int64_t R) {
+  return R > kLinkHeads ? (R + kLinkHeads - 1) / kLinkHeads * kLinkHeads : kLinkHeads;
+}
+
+// Row stride of the padded head rows in scratch: N rounded up, plus 64 bytes or more, so that the
+// rows (loaded and stored in the same loop) do not sit a multiple of 4 KiB apart.
+inline int64_t link_head_stride(int64_t N) { return (N + 15) / 16 * 16 + 16; }
+
+// Scratch of one call (elements): forward rw4 + bk4, backward rw4 + gb4 + gf4 + drw4 + one G row.
+inline int64_t link_forward_scratch(int64_t R, int64_t N) {
+  return 2 * link_heads_padded(R) * link_head_stride(N);
+}
+inline int64_t link_backward_scratch(int64_t R, int64_t N) {
+  return (4 * link_heads_padded(R) + 1) * link_head_stride(N);
+}
 
 template <typename T>
 struct MemoryKernelsT {
