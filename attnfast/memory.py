@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from attnfast import _extension
 from attnfast.ops import memory as _ops
 from attnfast.reference.memory import EPS, DNCInterface, DNCState  # noqa: F401
 from attnfast.reference.memory import dnc_read_weights as _read_mix
@@ -21,7 +22,8 @@ __all__ = [
     "DNCState", "DNCInterface", "content_addressing", "ntm_address", "dnc_usage",
     "dnc_allocation", "dnc_write_weights", "memory_write", "memory_read", "dnc_link_update",
     "dnc_directional_read", "dnc_read_weights", "dnc_access_step", "dnc_initial_state",
-    "graves_window", "graves_window_sequence",
+    "graves_window", "graves_window_sequence", "cpu_cache_info", "empty_cpu_cache",
+    "set_cpu_cache_limit",
 ]
 
 
@@ -149,3 +151,30 @@ def graves_window_sequence(alpha_hat, beta_hat, kappa_hat, chars, char_mask=None
     phi (B, T, U)); kappa is a cumulative sum, so all steps are computed at once."""
     return _run("graves_window_sequence", _ops.prep_graves_seq(alpha_hat, beta_hat, kappa_hat,
                                                                chars, char_mask, kappa0), backend)
+
+
+# ---- the CPU block cache of the link-sized tensors (csrc/cpu/block_cache.h) --------------------
+
+def cpu_cache_info() -> dict:
+    """What the CPU block cache holds: ``cached_bytes`` (free blocks kept), ``limit_bytes``,
+    ``hits`` and ``misses`` since start. The cpu backend serves the (B, Hw, N, N) link and link
+    gradient tensors from it (only tensors of 1 MiB or more), because fresh pages for them cost
+    more than the link kernels (a page fault per 4 KiB, an munmap per free). The limit comes from
+    ``ATTNFAST_CPU_CACHE_MB`` (default 512; 0 turns the cache off)."""
+    if not _extension.loaded():
+        return {"cached_bytes": 0, "limit_bytes": 0, "hits": 0, "misses": 0}
+    return dict(_extension._C.cpu_cache_info())
+
+
+def empty_cpu_cache() -> None:
+    """Return every block the CPU cache holds to the system (tensors in use are not affected)."""
+    if _extension.loaded():
+        _extension._C.cpu_cache_clear()
+
+
+def set_cpu_cache_limit(megabytes: int) -> None:
+    """Bound the CPU block cache to ``megabytes`` (0 turns it off) and trim it to that bound."""
+    if not isinstance(megabytes, int) or isinstance(megabytes, bool) or megabytes < 0:
+        raise ValueError(f"megabytes must be a non-negative int, got {megabytes!r}")
+    if _extension.loaded():
+        _extension._C.set_cpu_cache_limit(megabytes << 20)

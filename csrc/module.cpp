@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/block_cache.h"
 #include "cpu/isa.h"
 
 #ifndef ATTNFAST_TORCH_VERSION
@@ -73,4 +74,16 @@ PYBIND11_MODULE(_C, m) {
   m.def("build_info", &build_info, "How this extension was built and which CPU ISA it runs");
   m.def("set_cpu_isa", [](const std::string& name) { attnfast::cpu::set_active_isa(name); },
         "Cap the CPU instruction set used by the kernels (base, avx2, avx512); for tests");
+  m.def("cpu_cache_info", [] {
+        const auto s = attnfast::cpu::block_cache_stats();
+        py::dict d;
+        d["cached_bytes"] = s.cached_bytes;
+        d["limit_bytes"] = s.limit_bytes;
+        d["hits"] = s.hits;
+        d["misses"] = s.misses;
+        return d;
+      }, "The CPU block cache of the memory ops' N x N tensors (csrc/cpu/block_cache.h)");
+  m.def("cpu_cache_clear", &attnfast::cpu::block_cache_clear, "Free every cached CPU block");
+  m.def("set_cpu_cache_limit", &attnfast::cpu::set_block_cache_limit,
+        "Bound the CPU block cache (bytes; 0 turns it off) and trim it to the bound");
 }

@@ -15,6 +15,7 @@
 #include <tuple>
 
 #include "checks/memory.h"
+#include "cpu/block_cache.h"
 #include "cpu/isa.h"
 #include "cpu/kernels/memory.h"
 
@@ -254,7 +255,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> link_read_forward(
     const at::Tensor& link, const at::Tensor& prec, const at::Tensor& ww, const at::Tensor& rw) {
   checks::dnc_link_read(link, prec, ww, rw);
   const int64_t B = link.size(0), Hw = link.size(1), N = link.size(2), R = rw.size(1);
-  at::Tensor nl = at::empty_like(link), np = at::empty_like(prec);
+  at::Tensor nl = cached_empty(link.sizes(), link.options()), np = at::empty_like(prec);
   at::Tensor f = at::empty({B, R, Hw, N}, link.options()), bk = at::empty({B, R, Hw, N}, link.options());
   AT_DISPATCH_FLOATING_TYPES(link.scalar_type(), "dnc_link_read_forward", [&] {
     auto a = link_args<scalar_t>(link, prec, ww, rw);
@@ -279,7 +280,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> link_read_backward(
   checks::memory_tensor(op, "grad_precedence", g_prec, {B, Hw, N}, link);
   checks::memory_tensor(op, "grad_forward", g_fwd, {B, R, Hw, N}, link);
   checks::memory_tensor(op, "grad_backward", g_bwd, {B, R, Hw, N}, link);
-  at::Tensor dl = at::empty_like(link), dp = at::empty_like(prec), dw = at::empty_like(ww),
+  at::Tensor dl = cached_empty(link.sizes(), link.options()), dp = at::empty_like(prec), dw = at::empty_like(ww),
              dr = at::empty_like(rw);
   AT_DISPATCH_FLOATING_TYPES(link.scalar_type(), "dnc_link_read_backward", [&] {
     auto a = link_args<scalar_t>(link, prec, ww, rw);

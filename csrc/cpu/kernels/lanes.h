@@ -82,3 +82,21 @@ ATTNFAST_INLINE X lanes_zero_at(X v, int64_t j, int64_t skip) {
     return lane != static_cast<Int>(skip - j) ? v : X{};
   }
 }
+
+// Software prefetch kPrefetchBytes ahead of a streamed array (for writing too: the line is then
+// owned before the store). The hardware prefetchers stop at 4 KiB pages, and the link loops stream
+// N x N arrays a row (2 KiB at N = 512) at a time; measured on this project's 2-core machine,
+// prefetching 4 KiB ahead took the link backward from 4.4 to 3.5 ms at B = 16, N = 512 on one
+// thread. A prefetch past the end of an array is harmless (it never faults). Scalar lanes (the
+// tail) do not prefetch.
+constexpr int64_t kPrefetchBytes = 4096;
+
+template <typename X, typename T>
+ATTNFAST_INLINE void lanes_prefetch(const T* p, bool for_write = false) {
+  if constexpr (sizeof(X) != sizeof(T)) {
+    if (for_write)
+      __builtin_prefetch(p + kPrefetchBytes / sizeof(T), 1);
+    else
+      __builtin_prefetch(p + kPrefetchBytes / sizeof(T), 0);
+  }
+}

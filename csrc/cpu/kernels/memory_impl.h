@@ -362,6 +362,8 @@ struct LinkRow {
 template <typename T, typename X>
 ATTNFAST_INLINE void link_forward_lanes(int64_t N, int64_t i, int64_t j, const LinkRow<T>& q,
                                         T* nrow, T* bk, X (&f)[kLinkHeads]) {
+  lanes_prefetch<X>(q.row + j);
+  lanes_prefetch<X>(nrow + j, true);
   const X c = lanes_splat<X>(T(1) - q.wi) - lanes_load<X>(q.w + j);
   const X nl = lanes_zero_at<T>(c * lanes_load<X>(q.row + j) + q.wi * lanes_load<X>(q.p + j), j, i);
   lanes_store(nrow + j, nl);
@@ -442,6 +444,9 @@ struct LinkRowGrad {
 template <typename T, bool kLast, typename X>
 ATTNFAST_INLINE void link_backward_lanes(int64_t N, int64_t i, int64_t j, const LinkRow<T>& q,
                                          const LinkRowGrad<T>& d, X (&dots)[kLinkHeads], X& s) {
+  lanes_prefetch<X>(q.row + j);
+  lanes_prefetch<X>(d.base + j);
+  lanes_prefetch<X>(d.drow + j, true);
   const X row = lanes_load<X>(q.row + j), p = lanes_load<X>(q.p + j);
   const X c = lanes_splat<X>(T(1) - q.wi) - lanes_load<X>(q.w + j);
   const X nl = lanes_zero_at<T>(c * row + q.wi * p, j, i);

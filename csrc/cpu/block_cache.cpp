@@ -1,0 +1,117 @@
+// See block_cache.h. Blocks carry their size in a 64-byte header in front of the data, so the
+// deleter a tensor calls needs nothing but the data pointer.
+#include "cpu/block_cache.h"
+
+#include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
+#include <c10/util/Exception.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <new>
+
+namespace attnfast {
+namespace cpu {
+namespace {
+
+constexpr size_t kHeader = 64;               // keeps the data 64-byte aligned
+constexpr int64_t kMinBytes = int64_t(1) << 20;
+
+int64_t limit_from_env() {
+  const char* env = std::getenv("ATTNFAST_CPU_CACHE_MB");
+  if (env == nullptr || *env == '\0') return int64_t(512) << 20;
+  char* end = nullptr;
+  const long long mb = std::strtoll(env, &end, 10);
+  TORCH_CHECK(end != env && *end == '\0' && mb >= 0,
+              "ATTNFAST_CPU_CACHE_MB must be a non-negative integer (megabytes), got '", env, "'");
+  return static_cast<int64_t>(mb) << 20;
+}
+
+struct Cache {
+  std::mutex mu;
+  std::multimap<size_t, void*> free_blocks;  // block size -> block (header address)
+  int64_t cached = 0;
+  std::atomic<int64_t> limit{limit_from_env()};
+  int64_t hits = 0, misses = 0;
+
+  void* take(size_t bytes) {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = free_blocks.find(bytes);
+    if (it == free_blocks.end()) {
+      ++misses;
+      return nullptr;
+    }
+    void* block = it->second;
+    free_blocks.erase(it);
+    cached -= static_cast<int64_t>(bytes);
+    ++hits;
+    return block;
+  }
+
+  // Keeps the block if it fits under the limit; otherwise the caller frees it.
+  bool give(void* block, size_t bytes) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (cached + static_cast<int64_t>(bytes) > limit) return false;
+    free_blocks.emplace(bytes, block);
+    cached += static_cast<int64_t>(bytes);
+    return true;
+  }
+
+  // Frees blocks until at most `keep` bytes remain.
+  void trim(int64_t keep) {
+    std::lock_guard<std::mutex> lock(mu);
+    for (auto it = free_blocks.begin(); it != free_blocks.end() && cached > keep;) {
+      cached -= static_cast<int64_t>(it->first);
+      std::free(it->second);
+      it = free_blocks.erase(it);
+    }
+  }
+};
+
+// Never destroyed: tensors that outlive static destruction still return their blocks here.
+Cache& cache() {
+  static Cache* c = new Cache();
+  return *c;
+}
+
+void release(void* data) {
+  void* block = static_cast<char*>(data) - kHeader;
+  const size_t bytes = *static_cast<size_t*>(block);
+  if (!cache().give(block, bytes)) std::free(block);
+}
+
+}  // namespace
+
+at::Tensor cached_empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  int64_t numel = 1;
+  for (int64_t s : sizes) numel *= s;
+  const int64_t nbytes = numel * static_cast<int64_t>(options.dtype().itemsize());
+  if (nbytes < kMinBytes || cache().limit.load() == 0) return at::empty(sizes, options);
+  const size_t bytes = static_cast<size_t>(nbytes) + kHeader;
+  void* block = cache().take(bytes);
+  if (block == nullptr) {
+    block = std::aligned_alloc(kHeader, (bytes + kHeader - 1) / kHeader * kHeader);
+    if (block == nullptr) throw std::bad_alloc();
+    *static_cast<size_t*>(block) = bytes;
+  }
+  return at::from_blob(static_cast<char*>(block) + kHeader, sizes, &release, options);
+}
+
+BlockCacheStats block_cache_stats() {
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  return {c.cached, c.limit.load(), c.hits, c.misses};
+}
+
+void block_cache_clear() { cache().trim(0); }
+
+void set_block_cache_limit(int64_t bytes) {
+  TORCH_CHECK(bytes >= 0, "the block cache limit must be >= 0 bytes, got ", bytes);
+  cache().limit.store(bytes);
+  cache().trim(bytes);
+}
+
+}  // namespace cpu
+}  // namespace attnfast

@@ -1,0 +1,35 @@
+// A small cache of large CPU blocks for the N x N tensors of the memory ops (the DNC link and its
+// gradient), which a training loop allocates and frees once per time step.
+//
+// Why: a 16 MB block that glibc gets from (and returns to) the kernel costs a page fault per 4 KiB
+// on first touch and an munmap on free; on the 2-core machine this project is measured on that is
+// ~3 ms + ~1 ms per block, more than the link kernels themselves (bench/memory.py --breakdown).
+// Blocks freed by attnfast's tensors go back to this cache and are handed out again to the next
+// request of the same size, still mapped. Like PyTorch's CUDA caching allocator, the cache keeps
+// what it holds until `block_cache_clear()`; unlike it, it is bounded: at most
+// ATTNFAST_CPU_CACHE_MB megabytes (default 512; 0 turns the cache off), beyond which freed blocks
+// go straight back to the system. Only requests of at least 1 MiB use it.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace attnfast {
+namespace cpu {
+
+// at::empty(sizes, options) for a CPU tensor, served from the cache when large enough.
+at::Tensor cached_empty(at::IntArrayRef sizes, const at::TensorOptions& options);
+
+struct BlockCacheStats {
+  int64_t cached_bytes;    // held by the cache now (free blocks)
+  int64_t limit_bytes;     // ATTNFAST_CPU_CACHE_MB, or set_block_cache_limit
+  int64_t hits;            // requests served from the cache
+  int64_t misses;          // requests that allocated
+};
+
+BlockCacheStats block_cache_stats();
+void block_cache_clear();                  // frees every cached block
+void set_block_cache_limit(int64_t bytes);  // also trims the cache to the new limit
+
+}  // namespace cpu
+}  // namespace attnfast
