@@ -2,6 +2,10 @@
 gradients (gradcheck in float64), edge inputs and the properties the formulas promise."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -416,3 +420,66 @@ def test_access_step_compiles_fullgraph():
     words, st = step(s, x)
     ref_words, ref_st = M.dnc_access_step(s, x, backend="cpu")
     assert torch.allclose(words, ref_words, atol=1e-6) and torch.allclose(st.link, ref_st.link, atol=1e-6)
+
+
+# ---- the CPU block cache behind the link tensors (csrc/cpu/block_cache.h) ----------------------
+
+def _link_problem(seed, n=512):
+    """A (1, 1, n, n) float32 link: 1 MiB at n = 512, the smallest size the cache serves."""
+    g = torch.Generator().manual_seed(seed)
+    s = random_state(1, n, 2, 2, 1, g, dtype=torch.float32)
+    return [s.link, s.precedence, dist(1, 1, n, g=g, total=0.8, dtype=torch.float32), s.read_weights]
+
+
+def _check_link_op(args):
+    out = torch.ops.attnfast.dnc_link_read_forward(*args)
+    new_link, new_prec = ref.dnc_link_update(*[a.double() for a in args[:3]])
+    fwd, bwd = ref.dnc_directional_read(new_link, args[3].double())
+    for a, o in zip(out, (new_link, new_prec, fwd, bwd)):
+        assert_parity(a, o, name="link op through the cache", atol=2e-6, rtol=1e-5)
+
+
+def test_cpu_block_cache_reuses_blocks_without_stale_data():
+    require_backend("cpu")
+    before = M.cpu_cache_info()["limit_bytes"] >> 20
+    M.set_cpu_cache_limit(64)
+    try:
+        M.empty_cpu_cache()
+        _check_link_op(_link_problem(0))  # its new link went back to the cache when it died
+        assert M.cpu_cache_info()["cached_bytes"] >= 512 * 512 * 4
+        hits = M.cpu_cache_info()["hits"]
+        _check_link_op(_link_problem(1))  # served from the reused block, every element rewritten
+        assert M.cpu_cache_info()["hits"] > hits
+        M.empty_cpu_cache()
+        assert M.cpu_cache_info()["cached_bytes"] == 0
+    finally:
+        M.set_cpu_cache_limit(before)
+
+
+def test_cpu_block_cache_off_and_bad_limits():
+    require_backend("cpu")
+    before = M.cpu_cache_info()["limit_bytes"] >> 20
+    M.set_cpu_cache_limit(0)
+    try:
+        hits = M.cpu_cache_info()["hits"]
+        _check_link_op(_link_problem(2))
+        info = M.cpu_cache_info()
+        assert info["limit_bytes"] == 0 and info["cached_bytes"] == 0 and info["hits"] == hits
+    finally:
+        M.set_cpu_cache_limit(before)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="megabytes must be a non-negative int"):
+            M.set_cpu_cache_limit(bad)
+
+
+def test_cpu_block_cache_env_limit():
+    require_backend("cpu")
+    code = ("import torch, attnfast; from attnfast import memory as M; "
+            "x = torch.zeros(1, 1, 512, 512); p = torch.zeros(1, 1, 512); r = torch.zeros(1, 1, 512); "
+            "torch.ops.attnfast.dnc_link_read_forward(x, p, p, r); print(M.cpu_cache_info()['limit_bytes'])")
+    env = dict(os.environ, ATTNFAST_CPU_CACHE_MB="3")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == str(3 << 20), out.stderr
+    env["ATTNFAST_CPU_CACHE_MB"] = "lots"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode != 0 and "ATTNFAST_CPU_CACHE_MB must be a non-negative integer" in out.stderr
