@@ -9,6 +9,12 @@ Peers (all in one process, medians of the same run):
   compile    torch.compile of that same step function (compile time excluded: warm-up)
   attnfast   attnfast.memory.dnc_access_step(backend="cpu") (fused C++ ops)
 
+Each peer also reports its page faults per run (x_kfaults). On the VM this project is measured on
+a fault costs ~1 us and eager PyTorch takes ~800k of them per fwd run at N = 512 (fresh pages for
+its link-sized temporaries), so its time moves with the allocator's state: compare the faults
+before reading much into a ratio. attnfast serves its link tensors from a bounded block cache
+(attnfast.memory.cpu_cache_info) and takes almost none.
+
 The breakdown (--breakdown) profiles one attnfast fwd+bwd run and splits its CPU time into the
 link update + directional reads (forward and backward ops), the allocation (forward and
 backward), the other fused ops (content addressing, erase/add write) and everything else
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import resource
 
 import torch
 
@@ -83,7 +90,13 @@ def bench_case(n, steps, mode, fns, reps):
 
     row = {"N": n, "T": steps, "mode": mode}
     for name, fn in fns.items():
-        row[name + "_ms"] = harness.time_fn(lambda: run(fn), warmup=1, reps=reps).median_ms
+        run(fn)  # warm-up (compiles the compiled peer), outside the fault count
+        faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        row[name + "_ms"] = harness.time_fn(lambda: run(fn), warmup=0, reps=reps).median_ms
+        # Page faults per run (fresh pages for link-sized tensors): on a VM they cost ~1 us each
+        # and explain most of the run-to-run spread of the eager and compiled peers.
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
+        row[name + "_kfaults"] = round(faults / reps / 1e3, 1)
     for peer in ("eager", "compile"):
         if peer + "_ms" in row:
             row["vs_" + peer] = harness.ratio(row[peer + "_ms"], row["attnfast_ms"])
@@ -143,11 +156,13 @@ def main(argv=None) -> int:
             rows.append(bench_case(n, steps, mode, fns, a.reps))
             rows[-1] = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in rows[-1].items()}
             print(rows[-1], flush=True)
-    cols = ["N", "T", "mode", "eager_ms", "compile_ms", "attnfast_ms", "vs_eager", "vs_compile"]
+    cols = ["N", "T", "mode", "eager_ms", "compile_ms", "attnfast_ms", "vs_eager", "vs_compile",
+            "eager_kfaults", "compile_kfaults", "attnfast_kfaults"]
     cols = [c for c in cols if any(c in r for r in rows)]
     env = harness.environment("cpu")
     harness.print_table(rows, cols, title=f"DNC access step, B={B} W={W} R={R} Hw={HW} "
-                        f"(ms per run of T steps; vs_x = x_ms / attnfast_ms)")
+                        f"(ms per run of T steps; vs_x = x_ms / attnfast_ms; x_kfaults = thousands of page "
+                        f"faults per run)")
     parts = []
     if a.breakdown:
         for n in [int(s) for s in a.sizes.split(",")]:
