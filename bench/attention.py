@@ -10,6 +10,8 @@ Rows per shape, dtype and pass (forward under no_grad; forward + backward):
   attnfast-<backend>  attnfast.single_head_attention(q, k, v, causal=True, backend=...)
   sdpa                torch SDPA (attn_mask=causal_lower_right(Lq, Lk) when Lk > Lq, else is_causal)
   eager               the math written out: softmax(q k^T * scale + mask) v (SHA-RNN's attention())
+  compile             torch.compile of that eager function (compile time excluded; off with
+                      --no-compile and under --quick)
   gemm                the roof: torch.mm 2048^3 in the same dtype, as GFLOP/s (one row per dtype)
 Columns: median ms (p10-p90), GFLOP/s of the useful work (forward 4 D x visible (i, j) pairs; fwd+bwd
 3.5x that: 2 GEMMs forward, 5 backward), speed-up vs sdpa / eager / the best peer, fraction of the
@@ -44,7 +46,17 @@ def eager_attention(q, k, v, mask):
     return torch.matmul(torch.softmax(s, dim=-1), v)
 
 
-def peers(lq: int, lk: int, dtype, device):
+_compiled_eager = None
+
+
+def compiled_eager():
+    global _compiled_eager
+    if _compiled_eager is None:
+        _compiled_eager = torch.compile(eager_attention, dynamic=False)
+    return _compiled_eager
+
+
+def peers(lq: int, lk: int, dtype, device, with_compile: bool):
     from torch.nn.attention.bias import causal_lower_right
 
     mask = torch.zeros(lq, lk, dtype=dtype, device=device).masked_fill(
@@ -54,7 +66,11 @@ def peers(lq: int, lk: int, dtype, device):
     else:
         bias = causal_lower_right(lq, lk)
         sdpa = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # noqa: E731
-    return {"sdpa": sdpa, "eager": lambda q, k, v: eager_attention(q, k, v, mask)}
+    out = {"sdpa": sdpa, "eager": lambda q, k, v: eager_attention(q, k, v, mask)}
+    if with_compile:
+        fn = compiled_eager()
+        out["compile"] = lambda q, k, v: fn(q, k, v, mask)
+    return out
 
 
 def gemm_roof(dtype, device, reps, warmup) -> float:
@@ -65,14 +81,14 @@ def gemm_roof(dtype, device, reps, warmup) -> float:
     return harness.gflops(2.0 * n**3, t.median_ms)
 
 
-def bench_case(shape, dtype, pass_, backends, device, reps, warmup, roof):
+def bench_case(shape, dtype, pass_, backends, device, reps, warmup, roof, with_compile=False):
     b, lq, lk, d = shape
     g = torch.Generator(device="cpu").manual_seed(0)
     q, k, v = (torch.randn(b, n, d, generator=g).to(device=device, dtype=dtype) for n in (lq, lk, lk))
     flop = 4.0 * d * visible_pairs(lq, lk) * b * (3.5 if pass_ == "fwd+bwd" else 1.0)
     impls = {f"attnfast-{be}": (lambda be=be: lambda q, k, v: attnfast.single_head_attention(
         q, k, v, causal=True, backend=be))() for be in backends}
-    impls.update(peers(lq, lk, dtype, device))
+    impls.update(peers(lq, lk, dtype, device, with_compile))
     calls = {}
     for name, fn in impls.items():
         if pass_ == "fwd":
@@ -117,6 +133,11 @@ def main(argv=None):
     p.add_argument("--passes", nargs="+", default=["fwd", "fwd+bwd"], choices=["fwd", "fwd+bwd"])
     p.add_argument("--backend", action="append", default=None, help="attnfast backends to time")
     p.add_argument("--max-shapes", type=int, default=None, help="only the first N shapes")
+    p.add_argument("--no-compile", action="store_true", help="leave out the torch.compile peer")
+    p.add_argument("--batch", type=int, action="append", default=None,
+                   help="only shapes with this batch size (repeatable)")
+    p.add_argument("--lk", type=int, action="append", default=None,
+                   help="only shapes with this key length (repeatable)")
     args = p.parse_args(argv)
     device = harness.resolve_device(args.device)
     dtypes = [harness.DTYPES[d] for d in (args.dtype or ["fp32", "bf16"])]
@@ -124,7 +145,8 @@ def main(argv=None):
                                 and b == ("cuda" if device.type == "cuda" else "cpu")]
     reps = args.reps or (2 if args.quick else 5)
     warmup = args.warmup if args.warmup is not None else 1
-    shapes = SHAPES[args.shapes][: args.max_shapes]
+    shapes = [s for s in SHAPES[args.shapes] if (args.batch is None or s[0] in args.batch)
+              and (args.lk is None or s[2] in args.lk)][: args.max_shapes]
     if args.quick and args.max_shapes is None:
         # --quick: the SHA-RNN memory case (B4, Lq 1024, Lk 3072, D 1024) and one small head.
         shapes = [s for s in shapes if s in ((4, 1024, 3072, 1024), (32, 1024, 1024, 64))]
@@ -133,7 +155,8 @@ def main(argv=None):
         roof = gemm_roof(dtype, device, reps, warmup)
         for shape in shapes:
             for pass_ in args.passes:
-                rows += bench_case(shape, dtype, pass_, backends, device, reps, warmup, roof)
+                rows += bench_case(shape, dtype, pass_, backends, device, reps, warmup, roof,
+                                   with_compile=not (args.no_compile or args.quick))
     f = harness.fmt
     table = [{
         "shape": r["shape"], "dtype": r["dtype"], "pass": r["pass_"], "impl": r["impl"],
