@@ -99,6 +99,16 @@ def test_parity_fp32_lengths(backend, causal, lq, lk):
     check_against_oracle(backend, q, k, v, causal=causal)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpu_wide_head_backward_blocks(dtype):
+    """The CPU backward takes 128 x 128 blocks when max(D, Dv) >= 512 (64 x 64 otherwise): several
+    query and key blocks, partial last blocks, a memory (Lk > Lq) and the causal diagonal crossing
+    block boundaries."""
+    require("cpu")
+    q, k, v = make_qkv(1, 150, 301, 512, 520, dtype=dtype)
+    check_against_oracle("cpu", q, k, v, causal=True)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("d", [8, 64, 100, 1024])
