@@ -46,14 +46,12 @@ def eager_attention(q, k, v, mask):
     return torch.matmul(torch.softmax(s, dim=-1), v)
 
 
-_compiled_eager = None
-
-
 def compiled_eager():
-    global _compiled_eager
-    if _compiled_eager is None:
-        _compiled_eager = torch.compile(eager_attention, dynamic=False)
-    return _compiled_eager
+    """A fresh torch.compile of eager_attention. Dynamo's recompile limit (8) counts every shape,
+    dtype and grad mode of one function, past which it quietly runs eager; the cache is reset so
+    that each case gets its own compiled graph."""
+    torch._dynamo.reset()
+    return torch.compile(eager_attention, dynamic=False)
 
 
 def peers(lq: int, lk: int, dtype, device, with_compile: bool):

@@ -21,6 +21,7 @@ backward), the other fused ops (content addressing, erase/add write) and everyth
 (usage, weight mixing, read bmm, autograd bookkeeping).
 
     python -m bench.memory [--sizes 128,512,2048] [--steps 64] [--no-compile] [--breakdown]
+                           [--device cuda]   (GPU: rows attnfast-cuda and attnfast-triton)
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ import resource
 
 import torch
 
+import attnfast
 from attnfast import memory as M
 from attnfast.reference import memory as ref
 from bench import harness
@@ -37,13 +39,13 @@ from bench import harness
 B, W, R, HW = 16, 64, 4, 1
 
 
-def make_problem(n: int, steps: int, requires_grad: bool, seed: int = 0):
+def make_problem(n: int, steps: int, requires_grad: bool, seed: int = 0, device="cpu"):
     g = torch.Generator().manual_seed(seed)
 
     def leaf(*shape, scale=1.0):
-        return (torch.randn(*shape, generator=g) * scale).requires_grad_(requires_grad)
+        return (torch.randn(*shape, generator=g) * scale).to(device).requires_grad_(requires_grad)
 
-    state = M.dnc_initial_state(B, n, W, R, HW)
+    state = M.dnc_initial_state(B, n, W, R, HW, device=device)
     state = state._replace(memory=leaf(B, n, W, scale=0.1))
     raw = dict(write_vectors=leaf(steps, B, HW, W), erase=leaf(steps, B, HW, W),
                free=leaf(steps, B, R), alloc=leaf(steps, B, HW), write=leaf(steps, B, HW),
@@ -69,16 +71,24 @@ def unroll(step_fn, state, raw, steps):
     return total
 
 
-def peers(no_compile: bool):
-    out = {"eager": ref.dnc_access_step,
-           "attnfast": lambda s, x: M.dnc_access_step(s, x, backend="cpu")}
+def attnfast_rows(device: torch.device) -> dict:
+    """attnfast's rows: "attnfast" (the cpu backend) on a CPU; one per GPU backend on a GPU."""
+    if device.type == "cpu":
+        return {"attnfast": lambda s, x: M.dnc_access_step(s, x, backend="cpu")}
+    return {f"attnfast-{be}": (lambda be: lambda s, x: M.dnc_access_step(s, x, backend=be))(be)
+            for be in ("cuda", "triton") if attnfast.backends()[be] is None}
+
+
+def peers(no_compile: bool, device: torch.device):
+    out = {"eager": ref.dnc_access_step}
+    out.update(attnfast_rows(device))
     if not no_compile:
         out["compile"] = torch.compile(ref.dnc_access_step, dynamic=False)
     return out
 
 
-def bench_case(n, steps, mode, fns, reps):
-    state, raw = make_problem(n, steps, requires_grad=(mode == "fwd+bwd"))
+def bench_case(n, steps, mode, fns, reps, device=torch.device("cpu")):
+    state, raw = make_problem(n, steps, requires_grad=(mode == "fwd+bwd"), device=device)
     leaves = [state.memory] + list(raw.values())
 
     def run(fn):
@@ -91,15 +101,19 @@ def bench_case(n, steps, mode, fns, reps):
     row = {"N": n, "T": steps, "mode": mode}
     for name, fn in fns.items():
         run(fn)  # warm-up (compiles the compiled peer), outside the fault count
+        harness.synchronize(device)
         faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        row[name + "_ms"] = harness.time_fn(lambda: run(fn), warmup=0, reps=reps).median_ms
-        # Page faults per run (fresh pages for link-sized tensors): on a VM they cost ~1 us each
-        # and explain most of the run-to-run spread of the eager and compiled peers.
-        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
-        row[name + "_kfaults"] = round(faults / reps / 1e3, 1)
-    for peer in ("eager", "compile"):
-        if peer + "_ms" in row:
-            row["vs_" + peer] = harness.ratio(row[peer + "_ms"], row["attnfast_ms"])
+        row[name + "_ms"] = harness.time_fn(lambda: run(fn), device, warmup=0, reps=reps).median_ms
+        if device.type == "cpu":
+            # Page faults per run (fresh pages for link-sized tensors): on a VM they cost ~1 us
+            # each and explain most of the run-to-run spread of the eager and compiled peers.
+            faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
+            row[name + "_kfaults"] = round(faults / reps / 1e3, 1)
+    for impl in (k for k in fns if k.startswith("attnfast")):
+        prefix = "" if impl == "attnfast" else impl.removeprefix("attnfast-") + "_"
+        for peer in ("eager", "compile"):
+            if peer + "_ms" in row:
+                row[prefix + "vs_" + peer] = harness.ratio(row[peer + "_ms"], row[impl + "_ms"])
     return row
 
 
@@ -140,6 +154,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads for every peer (1 on a shared 2-core machine: OpenMP "
                         "spin-waits make oversubscribed multi-threaded runs meaningless)")
+    p.add_argument("--device", default="cpu",
+                   help="cpu (default: the issue's targets are CPU ones) or cuda (rows for the cuda "
+                        "and triton backends; no page-fault columns, no breakdown)")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--breakdown", action="store_true")
@@ -147,28 +164,30 @@ def main(argv=None) -> int:
     a, _ = p.parse_known_args(argv)  # `python -m bench` passes every table the same flags
     if a.quick:
         a.sizes, a.steps, a.reps = "512", 16, 3
+    device = torch.device(a.device)
     torch.set_num_threads(a.threads)
-    fns = peers(a.no_compile)
+    fns = peers(a.no_compile, device)
     rows = []
     for n in [int(s) for s in a.sizes.split(",")]:
         for mode in ("fwd", "fwd+bwd"):
             steps = a.steps if n < 2048 else (a.big_steps if mode == "fwd" else a.big_steps // 2)
-            rows.append(bench_case(n, steps, mode, fns, a.reps))
+            rows.append(bench_case(n, steps, mode, fns, a.reps, device))
             rows[-1] = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in rows[-1].items()}
             print(rows[-1], flush=True)
-    cols = ["N", "T", "mode", "eager_ms", "compile_ms", "attnfast_ms", "vs_eager", "vs_compile",
-            "eager_kfaults", "compile_kfaults", "attnfast_kfaults"]
-    cols = [c for c in cols if any(c in r for r in rows)]
-    env = harness.environment("cpu")
-    harness.print_table(rows, cols, title=f"DNC access step, B={B} W={W} R={R} Hw={HW} "
-                        f"(ms per run of T steps; vs_x = x_ms / attnfast_ms; x_kfaults = thousands of page "
-                        f"faults per run)")
+    cols = ["N", "T", "mode"] + [k for k in rows[0] if k.endswith("_ms")] + \
+        [k for k in rows[0] if "vs_" in k] + [k for k in rows[0] if k.endswith("_kfaults")]
+    env = harness.environment(device)
+    harness.print_table(rows, cols, title=f"DNC access step on {device.type}, B={B} W={W} R={R} "
+                        f"Hw={HW} (ms per run of T steps; vs_x = x_ms / attnfast_ms; x_kfaults = "
+                        f"thousands of page faults per run)")
     parts = []
-    if a.breakdown:
+    if a.breakdown and device.type != "cpu":
+        print("--breakdown profiles the cpu backend only; skipped on", device)
+    elif a.breakdown:
         for n in [int(s) for s in a.sizes.split(",")]:
             parts += breakdown(n, a.steps if n < 2048 else a.big_steps // 2)
         harness.print_table(parts, ["N", "T", "part", "ms", "share"], title="attnfast fwd+bwd: where time goes")
-    path = a.json or harness.default_json_path("memory", "cpu")
+    path = a.json or harness.default_json_path("memory", device.type)
     harness.save_json(path, {"env": env, "rows": rows, "breakdown": parts})
     return 0
 

@@ -283,6 +283,25 @@ def test_fused_link_read_op(n, r, dtype):
         assert_parity(a, o, name=f"link op grad{k}", **tol)
 
 
+@pytest.mark.parametrize("isa", ["base", "avx2", "avx512"])
+def test_fused_link_read_op_every_isa(isa):
+    """The link loops are hand-vectorised with 64-byte lanes (csrc/cpu/kernels/lanes.h), which the
+    base and avx2 builds lower to narrower registers: every compiled ISA level against the reference."""
+    require_backend("cpu")
+    from attnfast import _extension
+
+    order = ["base", "avx2", "avx512"]
+    if order.index(isa) > order.index(attnfast.build_info()["cpu_isa_supported"]):
+        pytest.skip(f"this CPU supports at most {attnfast.build_info()['cpu_isa_supported']}, not {isa}")
+    try:
+        _extension._C.set_cpu_isa(isa)
+        assert attnfast.build_info()["cpu_isa"] == isa
+        for dtype in (torch.float32, F64):
+            test_fused_link_read_op(37, 5, dtype)
+    finally:
+        _extension._C.set_cpu_isa("")
+
+
 # ---- the full access step ----------------------------------------------------------------------
 
 @params("dnc_access_step")
