@@ -475,6 +475,29 @@ def test_cpu_block_cache_reuses_blocks_without_stale_data():
         M.set_cpu_cache_limit(before)
 
 
+def test_cpu_block_cache_evicts_the_oldest_blocks():
+    """A freed block that does not fit pushes out the least recently freed ones (stale blocks of an
+    earlier size must not pin the budget), and the cache never holds more than its limit."""
+    require_backend("cpu")
+    before = M.cpu_cache_info()["limit_bytes"] >> 20
+    M.set_cpu_cache_limit(4)
+    try:
+        M.empty_cpu_cache()
+        small = [torch.ops.attnfast.dnc_link_read_forward(*_link_problem(k))[0] for k in range(3)]
+        del small  # three 1 MiB links back in the cache
+        assert 3 << 20 < M.cpu_cache_info()["cached_bytes"] <= 4 << 20
+        big = _link_problem(3, n=800)  # a 2.4 MiB link
+        out = torch.ops.attnfast.dnc_link_read_forward(*big)
+        del out  # it fits only once the two oldest 1 MiB blocks are dropped
+        info = M.cpu_cache_info()
+        assert 2.4 * (1 << 20) < info["cached_bytes"] <= 4 << 20
+        hits = info["hits"]
+        _check_link_op(big)  # served from that block
+        assert M.cpu_cache_info()["hits"] == hits + 1
+    finally:
+        M.set_cpu_cache_limit(before)
+
+
 def test_cpu_block_cache_off_and_bad_limits():
     require_backend("cpu")
     before = M.cpu_cache_info()["limit_bytes"] >> 20

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <list>
 #include <map>
 #include <mutex>
 #include <new>
@@ -29,43 +30,69 @@ int64_t limit_from_env() {
   return static_cast<int64_t>(mb) << 20;
 }
 
+// Free blocks in least-recently-freed order (front = newest), indexed by size for lookup. When
+// a freed block does not fit under the limit, the oldest blocks are dropped to make room: the
+// newest one is the likeliest to be asked for next (a loop's next step), and stale blocks of
+// another size (an earlier N) must not pin the budget.
 struct Cache {
+  struct Block {
+    size_t bytes;
+    void* ptr;  // the header address
+  };
   std::mutex mu;
-  std::multimap<size_t, void*> free_blocks;  // block size -> block (header address)
+  std::list<Block> lru;
+  std::multimap<size_t, std::list<Block>::iterator> by_size;
   int64_t cached = 0;
   std::atomic<int64_t> limit{limit_from_env()};
   int64_t hits = 0, misses = 0;
 
   void* take(size_t bytes) {
     std::lock_guard<std::mutex> lock(mu);
-    auto it = free_blocks.find(bytes);
-    if (it == free_blocks.end()) {
+    auto it = by_size.find(bytes);
+    if (it == by_size.end()) {
       ++misses;
       return nullptr;
     }
-    void* block = it->second;
-    free_blocks.erase(it);
+    void* block = it->second->ptr;
+    lru.erase(it->second);
+    by_size.erase(it);
     cached -= static_cast<int64_t>(bytes);
     ++hits;
     return block;
   }
 
-  // Keeps the block if it fits under the limit; otherwise the caller frees it.
+  // Keeps the block (dropping the oldest ones if needed); false if it is over the limit itself.
   bool give(void* block, size_t bytes) {
     std::lock_guard<std::mutex> lock(mu);
-    if (cached + static_cast<int64_t>(bytes) > limit) return false;
-    free_blocks.emplace(bytes, block);
-    cached += static_cast<int64_t>(bytes);
+    const int64_t size = static_cast<int64_t>(bytes);
+    if (size > limit.load()) return false;
+    evict_locked(limit.load() - size);
+    lru.push_front({bytes, block});
+    by_size.emplace(bytes, lru.begin());
+    cached += size;
     return true;
   }
 
-  // Frees blocks until at most `keep` bytes remain.
+  // Frees the oldest blocks until at most `keep` bytes remain.
   void trim(int64_t keep) {
     std::lock_guard<std::mutex> lock(mu);
-    for (auto it = free_blocks.begin(); it != free_blocks.end() && cached > keep;) {
-      cached -= static_cast<int64_t>(it->first);
-      std::free(it->second);
-      it = free_blocks.erase(it);
+    evict_locked(keep);
+  }
+
+ private:
+  void evict_locked(int64_t keep) {
+    while (cached > keep && !lru.empty()) {
+      const Block old = lru.back();
+      auto range = by_size.equal_range(old.bytes);
+      for (auto it = range.first; it != range.second; ++it) {
+        if (it->second->ptr == old.ptr) {
+          by_size.erase(it);
+          break;
+        }
+      }
+      lru.pop_back();
+      cached -= static_cast<int64_t>(old.bytes);
+      std::free(old.ptr);
     }
   }
 };

@@ -7,8 +7,10 @@
 // Blocks freed by attnfast's tensors go back to this cache and are handed out again to the next
 // request of the same size, still mapped. Like PyTorch's CUDA caching allocator, the cache keeps
 // what it holds until `block_cache_clear()`; unlike it, it is bounded: at most
-// ATTNFAST_CPU_CACHE_MB megabytes (default 512; 0 turns the cache off), beyond which freed blocks
-// go straight back to the system. Only requests of at least 1 MiB use it.
+// ATTNFAST_CPU_CACHE_MB megabytes (default 512; 0 turns the cache off): a freed block that does
+// not fit pushes out the least recently freed ones, and one larger than the bound goes straight
+// back to the system. Only requests of at least 1 MiB use it. The blocks come from
+// aligned_alloc, not c10's CPU allocator, so torch.profiler's memory view does not see them.
 #pragma once
 #include <ATen/core/Tensor.h>
 
