@@ -109,6 +109,16 @@ def test_cpu_wide_head_backward_blocks(dtype):
     check_against_oracle("cpu", q, k, v, causal=True)
 
 
+@pytest.mark.parametrize("lq,lk,d", [(200, 50, 24), (300, 40, 512)])
+def test_cpu_backward_query_blocks_no_task_writes(lq, lk, d):
+    """Causal with Lk < Lq: the first Lq - Lk queries see no key, and whole query blocks of them
+    are never written by any backward task (whose first dQ product overwrites instead of
+    accumulating): their dQ must come out 0, the rest exact."""
+    require("cpu")
+    q, k, v = make_qkv(2, lq, lk, d)
+    check_against_oracle("cpu", q, k, v, causal=True)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("d", [8, 64, 100, 1024])

@@ -22,8 +22,9 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
+#include <vector>
 
 #include "checks/attention.h"
 #include "cpu/isa.h"
@@ -82,6 +83,41 @@ void pack_rows(AttnPackFn pack, DType dt, const void* src, int64_t ld, int64_t r
   const int64_t pieces = (rows + 15) / 16;
   at::parallel_for(0, pieces, 1, [&](int64_t p0, int64_t p1) {
     pack(dt, src, ld, rows, cols, dst.data_ptr(), ldd, p0 * 16, std::min(rows, p1 * 16));
+  });
+}
+
+// out (Lq, D; q's dtype, or fp32) = the sum over tasks c, in order, of buffer c's rows, for each
+// query block over the tasks that wrote it (flags (nchunks, nqb)); 0 where none did. One pass
+// per row: the row's running sum stays in L1 while the buffers stream by.
+void sum_dq(const at::Tensor& buffers, const at::Tensor& touched, int64_t bq, at::Tensor out) {
+  const int64_t nchunks = buffers.size(0), Lq = buffers.size(1), D = buffers.size(2);
+  const int64_t nqb = touched.size(1);
+  const float* buf = buffers.data_ptr<float>();
+  const uint8_t* flag = touched.data_ptr<uint8_t>();
+  const bool bf16 = out.scalar_type() == at::kBFloat16;
+  at::parallel_for(0, Lq, 16, [&](int64_t r0, int64_t r1) {
+    std::vector<float> row(D);
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t qb = r / bq;
+      bool any = false;
+      for (int64_t c = 0; c < nchunks; ++c) {
+        if (!flag[c * nqb + qb]) continue;
+        const float* src = buf + (c * Lq + r) * D;
+        if (!any) {
+          std::copy(src, src + D, row.begin());
+        } else {
+          for (int64_t j = 0; j < D; ++j) row[j] += src[j];
+        }
+        any = true;
+      }
+      if (!any) std::fill(row.begin(), row.end(), 0.f);
+      if (bf16) {
+        auto* dst = out.data_ptr<at::BFloat16>() + r * D;
+        for (int64_t j = 0; j < D; ++j) dst[j] = at::BFloat16(row[j]);
+      } else {
+        std::copy(row.begin(), row.end(), out.data_ptr<float>() + r * D);
+      }
+    }
   });
 }
 
@@ -209,7 +245,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
   at::Tensor don = operand(dt, Lq, Dv, opts, &a.lddon);
   at::Tensor kn = operand(dt, Lk, D, opts, &a.ldkn);
   a.qn = qn.data_ptr(), a.don = don.data_ptr(), a.kn = kn.data_ptr();
+  const int64_t nqb = (Lq + a.bq - 1) / a.bq;
   at::Tensor dq_acc = at::empty({nchunks, Lq, D}, opts.dtype(at::kFloat));
+  at::Tensor dq_touched = at::empty({nchunks, nqb}, opts.dtype(at::kByte));
   a.kt = kt.data_ptr();
   a.vt = vt.data_ptr();
   for (int64_t b = 0; b < B; ++b) {
@@ -218,16 +256,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
     pack_rows(kern.pack_n, dt, row_ptr(q, b), q.stride(1), Lq, D, qn, a.ldqn);
     pack_rows(kern.pack_n, dt, row_ptr(dout, b), dout.stride(1), Lq, Dv, don, a.lddon);
     pack_rows(kern.pack_n, dt, row_ptr(k, b), k.stride(1), Lk, D, kn, a.ldkn);
-    dq_acc.zero_();
+    dq_touched.zero_();
     run_tasks(nchunks, attn_bwd_scratch_floats(a), [&](int64_t c, float* s) {
       AttnBwdArgs ac = a;
       ac.dq_acc = dq_acc.data_ptr<float>() + c * Lq * D;
+      ac.dq_touched = dq_touched.data_ptr<uint8_t>() + c * nqb;
       kern.backward(ac, b, c, nchunks, s);
     });
-    // Sum the per-task dQ buffers in a fixed order (bitwise repeatable).
-    at::Tensor acc = dq_acc.select(0, 0);
-    for (int64_t c = 1; c < nchunks; ++c) acc.add_(dq_acc.select(0, c));
-    dq.select(0, b).copy_(acc);
+    sum_dq(dq_acc, dq_touched, a.bq, dq.select(0, b));
   }
   return finish();
 }

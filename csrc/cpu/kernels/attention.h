@@ -58,7 +58,10 @@ struct AttnBwdArgs {
   int64_t ldkn;
   const float* lse;       // (B, Lq)
   const float* delta;     // (B, Lq): rowsum(dO * O) in fp32
-  float* dq_acc;          // fp32 (Lq, D) accumulator of this task's chunk, contiguous
+  float* dq_acc;          // fp32 (Lq, D) accumulator of this task's chunk, contiguous; a query
+                          // block's rows are valid only once its flag below is set
+  uint8_t* dq_touched;    // per query block of this task: 0 until its first dQ product, which
+                          // overwrites instead of accumulating (no zeroing pass)
   void* dk;               // (B, Lk, D) contiguous, q's dtype
   void* dv;               // (B, Lk, Dv) contiguous
   int64_t B, Lq, Lk, D, Dv;

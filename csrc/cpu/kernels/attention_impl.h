@@ -13,8 +13,9 @@
 //   block, loop over the query blocks that see it; P = exp(s - lse) recomputed (same GEMM, same
 //   order as the forward, so the same s), dP = dO V^T, dS = P (dP - Delta) (dropout applied to
 //   P and dP with the forward's Philox mask), then dV += P^T dO, dK += scale dS^T Q in fp32
-//   tiles owned by the task, and dQ += scale dS K into the task's own fp32 dQ buffer (the glue
-//   sums the buffers in a fixed order: no atomics, bitwise repeatable).
+//   tiles owned by the task, and dQ += scale dS K into the task's own fp32 dQ buffer (the first
+//   product into a query block overwrites it, so the buffers need no zeroing; the glue sums, per
+//   query block, the buffers that were written, in a fixed order: no atomics, bitwise repeatable).
 // bf16: the tile GEMMs multiply bf16 operands with fp32 accumulation (vdpbf16ps); P and dS are
 // rounded to bf16 before their GEMMs, as flash attention does on GPUs.
 
@@ -282,8 +283,10 @@ void attn_backward_typed(const AttnBwdArgs& a, int64_t b, int64_t kb_begin, int6
       }
       attn_gemm<T>(nk, a.Dv, mq, PdT, ldtt, attn_b_at<T>(dOn, a.lddon, i0, 0), a.lddon, dV, ldv, true);
       attn_gemm<T>(nk, a.D, mq, dSsT, ldtt, attn_b_at<T>(Qn, a.ldqn, i0, 0), a.ldqn, dK, ldk, true);
+      uint8_t& dq_valid = a.dq_touched[i0 / a.bq];
       attn_gemm<T>(mq, a.D, nk, dSs, ldt, attn_b_at<T>(Kn, a.ldkn, j0, 0), a.ldkn,
-                   a.dq_acc + i0 * a.D, a.D, true);
+                   a.dq_acc + i0 * a.D, a.D, /*accumulate=*/dq_valid != 0);
+      dq_valid = 1;
     }
     T* dk = static_cast<T*>(a.dk) + (b * a.Lk + j0) * a.D;
     T* dv = static_cast<T*>(a.dv) + (b * a.Lk + j0) * a.Dv;
