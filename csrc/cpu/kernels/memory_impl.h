@@ -334,7 +334,7 @@ void write_backward_impl(const WriteArgs<T>& a, int64_t b0, int64_t b1) {
 // direction: one pass over row i of the link computes the new row and everything the R read heads
 // need from it. Read heads go four at a time (kLinkHeads): the four heads' rows (N floats each)
 // sit in L1 and their updates are plain vector FMAs inside the same j loop. The heads are copied
-// into a per-batch scratch padded with zero heads up to a multiple of four, so R = 1..4 run one
+// into the call's scratch, padded with zero heads up to a multiple of four, so R = 1..4 run one
 // pass and larger R a pass per group; a zero head contributes exact zeros. The diagonal (new link
 // L'[i, i] = 0, and its gradient) is a select inside the loop, not a second pass.
 
@@ -360,8 +360,8 @@ struct LinkRow {
 // Forward of lanes j.. of row i: L'[i, j] = (1 - w_i - w_j) L[i, j] + w_i p_j (mm::link_update;
 // 0 at j = i), f_r[i] += L'[i, j] rw_r[j], bk_r[j] += rw_r[i] L'[i, j].
 template <typename T, typename X>
-ATTNFAST_INLINE void link_forward_lanes(int64_t N, int64_t i, int64_t j, const LinkRow<T>& q,
-                                        T* nrow, T* bk, X (&f)[kLinkHeads]) {
+ATTNFAST_INLINE void link_forward_lanes(int64_t i, int64_t j, const LinkRow<T>& q, T* nrow, T* bk,
+                                        X (&f)[kLinkHeads]) {
   lanes_prefetch<X>(q.row + j);
   lanes_prefetch<X>(nrow + j, true);
   const X c = lanes_splat<X>(T(1) - q.wi) - lanes_load<X>(q.w + j);
@@ -380,8 +380,8 @@ ATTNFAST_INLINE void link_forward_row(int64_t N, int64_t i, const LinkRow<T>& q,
   V fv[kLinkHeads] = {};
   T fs[kLinkHeads] = {};
   int64_t j = 0;
-  for (; j + Lanes<T>::n <= N; j += Lanes<T>::n) link_forward_lanes(N, i, j, q, nrow, bk, fv);
-  for (; j < N; ++j) link_forward_lanes(N, i, j, q, nrow, bk, fs);
+  for (; j + Lanes<T>::n <= N; j += Lanes<T>::n) link_forward_lanes(i, j, q, nrow, bk, fv);
+  for (; j < N; ++j) link_forward_lanes(i, j, q, nrow, bk, fs);
   for (int64_t r = 0; r < kLinkHeads; ++r) f[r] = lanes_sum<T>(fv[r]) + fs[r];
 }
 
@@ -442,7 +442,7 @@ struct LinkRowGrad {
 };
 
 template <typename T, bool kLast, typename X>
-ATTNFAST_INLINE void link_backward_lanes(int64_t N, int64_t i, int64_t j, const LinkRow<T>& q,
+ATTNFAST_INLINE void link_backward_lanes(int64_t i, int64_t j, const LinkRow<T>& q,
                                          const LinkRowGrad<T>& d, X (&dots)[kLinkHeads], X& s) {
   lanes_prefetch<X>(q.row + j);
   lanes_prefetch<X>(d.base + j);
@@ -475,8 +475,8 @@ ATTNFAST_INLINE void link_backward_row(int64_t N, int64_t i, const LinkRow<T>& q
   V dv[kLinkHeads] = {}, sv = {};
   T ds[kLinkHeads] = {}, ss = 0;
   int64_t j = 0;
-  for (; j + Lanes<T>::n <= N; j += Lanes<T>::n) link_backward_lanes<T, kLast>(N, i, j, q, d, dv, sv);
-  for (; j < N; ++j) link_backward_lanes<T, kLast>(N, i, j, q, d, ds, ss);
+  for (; j + Lanes<T>::n <= N; j += Lanes<T>::n) link_backward_lanes<T, kLast>(i, j, q, d, dv, sv);
+  for (; j < N; ++j) link_backward_lanes<T, kLast>(i, j, q, d, ds, ss);
   for (int64_t r = 0; r < kLinkHeads; ++r) d.drw[r * q.hs + i] += lanes_sum<T>(dv[r]) + ds[r];
   if constexpr (kLast) dwi += lanes_sum<T>(sv) + ss;
 }
