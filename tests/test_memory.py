@@ -176,6 +176,20 @@ def test_allocation_edges(backend):
                           atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_allocation_sort_order_signed_zero_and_negative(dtype):
+    """The cpu sort (a radix sort on the keys' bits) orders like torch's stable sort: -0.0 ties
+    with 0.0 (index order), negative usages (outside the DNC's range, still defined) sort first,
+    subnormals in their place; forward and gradients against the reference."""
+    require_backend("cpu")
+    u = torch.tensor([[0.5, -0.0, 0.0, 0.5, 1e-40, -0.25, 0.0, -0.0, 0.75, -1e-40]], dtype=F64)
+    u = torch.cat([u, u.flip(-1)]).to(dtype)
+    a, r = M.dnc_allocation(u, backend="cpu"), ref.dnc_allocation(u.double())
+    assert_parity(a, r, name="allocation sort order", atol=1e-6 if dtype != F64 else 1e-15, rtol=0)
+    parity(lambda x, backend: M.dnc_allocation(x, backend=backend), [u.double()], "cpu",
+           "allocation sort order")
+
+
 @pytest.mark.parametrize("n", [1000, 4096])
 def test_allocation_large_ties_agree(n):
     require_backend("cpu")

@@ -5,6 +5,7 @@
 #endif
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "common/memory_math.h"
 #include "cpu/kernels/memory.h"

@@ -3,6 +3,7 @@
 // x86-64 baseline (SSE2) and non-x86 targets: no target pragma.
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "common/memory_math.h"
 #include "cpu/kernels/memory.h"

@@ -7,39 +7,45 @@ namespace mm = ::attnfast::memory;
 
 #include "cpu/kernels/lanes.h"
 
-// ---- stable argsort (bottom-up merge sort; ties keep the lower index first, like torch's
-// stable sort). Insertion sort on runs of 16, then merges: O(N log N), no allocation.
+// ---- stable argsort -----------------------------------------------------------------------------
+// LSD radix sort of the indices by the keys' bits, 8 bits a pass (4 passes for float, 8 for
+// double; a pass whose digit is the same for every key is skipped, as the top bytes of usages in
+// [0, 1] mostly are). Each pass is stable, so equal keys keep the lower index first, like torch's
+// stable sort; -0.0 sorts as 0.0 and NaN last, as in torch. No comparisons to mispredict: the
+// bottom-up merge sort it replaced took ~17 us per 512 keys, most of a DNC allocation.
+
+// An unsigned integer whose order is the order of x: flip every bit of a negative number, only
+// the sign bit of a positive one.
+template <typename T>
+ATTNFAST_INLINE auto radix_key(T x) {
+  using U = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  if (x == T(0)) x = T(0);                   // -0.0 -> 0.0
+  if (x != x) x = static_cast<T>(__builtin_nan(""));  // every NaN -> one positive NaN
+  U u;
+  __builtin_memcpy(&u, &x, sizeof u);
+  const U sign = U(1) << (8 * sizeof(U) - 1);
+  return (u & sign) ? static_cast<U>(~u) : static_cast<U>(u | sign);
+}
+
+// Returns idx or tmp, whichever holds the permutation (both hold n entries).
 template <typename T>
 int32_t* stable_argsort(const T* key, int32_t* idx, int32_t* tmp, int64_t n) {
-  const int64_t run = 16;
-  for (int64_t lo = 0; lo < n; lo += run) {
-    const int64_t hi = lo + run < n ? lo + run : n;
-    for (int64_t i = lo; i < hi; ++i) {
-      const int32_t v = static_cast<int32_t>(i);
-      int64_t j = i;
-      while (j > lo && key[v] < key[idx[j - 1]]) {  // strict: equal keys stay in index order
-        idx[j] = idx[j - 1];
-        --j;
-      }
-      idx[j] = v;
-    }
-  }
+  for (int64_t i = 0; i < n; ++i) idx[i] = static_cast<int32_t>(i);
   int32_t* src = idx;
   int32_t* dst = tmp;
-  for (int64_t width = run; width < n; width *= 2) {
-    for (int64_t lo = 0; lo < n; lo += 2 * width) {
-      const int64_t mid = lo + width < n ? lo + width : n;
-      const int64_t hi = lo + 2 * width < n ? lo + 2 * width : n;
-      int64_t l = lo, r = mid, o = lo;
-      while (l < mid && r < hi) dst[o++] = key[src[r]] < key[src[l]] ? src[r++] : src[l++];
-      while (l < mid) dst[o++] = src[l++];
-      while (r < hi) dst[o++] = src[r++];
-    }
+  for (int shift = 0; shift < static_cast<int>(8 * sizeof(T)); shift += 8) {
+    int64_t start[257] = {};
+    for (int64_t j = 0; j < n; ++j) ++start[((radix_key(key[src[j]]) >> shift) & 255) + 1];
+    bool one_digit = false;
+    for (int d = 1; d <= 256; ++d) one_digit = one_digit || start[d] == n;
+    if (one_digit) continue;  // the pass would keep the order as it is
+    for (int d = 1; d <= 256; ++d) start[d] += start[d - 1];
+    for (int64_t j = 0; j < n; ++j) dst[start[(radix_key(key[src[j]]) >> shift) & 255]++] = src[j];
     int32_t* t = src;
     src = dst;
     dst = t;
   }
-  return src;  // idx or tmp, whichever holds the result
+  return src;
 }
 
 template <typename T>
