@@ -125,6 +125,11 @@ def test_content_n1_and_larger(backend):
     parity(M.content_addressing, [torch.randn(3, 300, 33, generator=g, dtype=F64),
                                   torch.randn(3, 4, 33, generator=g, dtype=F64),
                                   rand(3, 4, g=g, hi=20.0)], backend, "content large")
+    # six heads: the cpu kernel's dots go four heads at a time (a padded second group); W = 64
+    # and N = 37: whole lane vectors along W, a partial block of rows
+    parity(M.content_addressing, [torch.randn(2, 37, 64, generator=g, dtype=F64),
+                                  torch.randn(2, 6, 64, generator=g, dtype=F64),
+                                  rand(2, 6, g=g, hi=8.0)], backend, "content six heads")
 
 
 # ---- usage, allocation, write weights ----------------------------------------------------------
@@ -298,9 +303,10 @@ def test_fused_link_read_op(n, r, dtype):
 
 
 @pytest.mark.parametrize("isa", ["base", "avx2", "avx512"])
-def test_fused_link_read_op_every_isa(isa):
-    """The link loops are hand-vectorised with 64-byte lanes (csrc/cpu/kernels/lanes.h), which the
-    base and avx2 builds lower to narrower registers: every compiled ISA level against the reference."""
+def test_lane_kernels_every_isa(isa):
+    """The link loops and the content-addressing dots are hand-vectorised with 64-byte lanes
+    (csrc/cpu/kernels/lanes.h), which the base and avx2 builds lower to narrower registers: every
+    compiled ISA level against the reference."""
     require_backend("cpu")
     from attnfast import _extension
 
@@ -312,6 +318,10 @@ def test_fused_link_read_op_every_isa(isa):
         assert attnfast.build_info()["cpu_isa"] == isa
         for dtype in (torch.float32, F64):
             test_fused_link_read_op(37, 5, dtype)
+        g = torch.Generator().manual_seed(4)
+        parity(M.content_addressing, [torch.randn(2, 37, 40, generator=g, dtype=F64),
+                                      torch.randn(2, 5, 40, generator=g, dtype=F64),
+                                      rand(2, 5, g=g, hi=8.0)], "cpu", f"content {isa}")
     finally:
         _extension._C.set_cpu_isa("")
 

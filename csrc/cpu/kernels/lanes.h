@@ -100,3 +100,73 @@ ATTNFAST_INLINE void lanes_prefetch(const T* p, bool for_write = false) {
       __builtin_prefetch(p + kPrefetchBytes / sizeof(T), 0);
   }
 }
+
+// Pairwise horizontal add of two lane vectors: [a0+a1, a2+a3, ..., b0+b1, b2+b3, ...].
+template <typename T>
+ATTNFAST_INLINE typename Lanes<T>::V lanes_hadd(typename Lanes<T>::V a, typename Lanes<T>::V b) {
+  using Int = typename Lanes<T>::Int;
+  typename Lanes<T>::Index even, odd;
+  for (int64_t k = 0; k < Lanes<T>::n; ++k) {
+    even[k] = static_cast<Int>(2 * k);
+    odd[k] = static_cast<Int>(2 * k + 1);
+  }
+#if defined(__clang__)
+  typename Lanes<T>::V e, o;
+  for (int64_t k = 0; k < Lanes<T>::n; ++k) {
+    e[k] = even[k] < Lanes<T>::n ? a[even[k]] : b[even[k] - Lanes<T>::n];
+    o[k] = odd[k] < Lanes<T>::n ? a[odd[k]] : b[odd[k] - Lanes<T>::n];
+  }
+  return e + o;
+#else
+  return __builtin_shuffle(a, b, even) + __builtin_shuffle(a, b, odd);
+#endif
+}
+
+// For r < nrows <= lanes: norms[r] = rows[r * ld, :W] . rows[r * ld, :W] (when norms is not
+// null) and out[h][r] = rows[r * ld, :W] . keys[h][:W] for the four keys. Each row is read once
+// for all of them (the rows stream from L2; one pass per key made the dots bandwidth-bound), into
+// a lane-vector accumulator per (row, key); then one tree of pairwise horizontal adds per key
+// (log2(lanes) levels) leaves row r's sum in lane r -- about three vector operations per dot
+// instead of a horizontal reduction each, which dominated dots as short as W = 64.
+template <typename T>
+ATTNFAST_INLINE void lanes_dot_rows4(const T* rows, int64_t ld, int64_t nrows, const T* const* keys,
+                                     int64_t W, T* norms, T* const* out) {
+  using V = typename Lanes<T>::V;
+  constexpr int64_t n = Lanes<T>::n;
+  V acc[5][n];
+  T tail[5][n];
+  for (int64_t h = 0; h < 5; ++h)
+    for (int64_t r = 0; r < n; ++r) {
+      acc[h][r] = V{};
+      tail[h][r] = 0;
+    }
+  const int64_t wv = W - W % n;
+  for (int64_t r = 0; r < nrows; ++r) {
+    const T* row = rows + r * ld;
+    V a0{}, a1{}, a2{}, a3{}, an{};
+    for (int64_t c = 0; c < wv; c += n) {
+      const V x = lanes_load<V>(row + c);
+      an += x * x;
+      a0 += x * lanes_load<V>(keys[0] + c);
+      a1 += x * lanes_load<V>(keys[1] + c);
+      a2 += x * lanes_load<V>(keys[2] + c);
+      a3 += x * lanes_load<V>(keys[3] + c);
+    }
+    acc[0][r] = a0;
+    acc[1][r] = a1;
+    acc[2][r] = a2;
+    acc[3][r] = a3;
+    acc[4][r] = an;
+    for (int64_t c = wv; c < W; ++c) {
+      for (int64_t h = 0; h < 4; ++h) tail[h][r] += row[c] * keys[h][c];
+      tail[4][r] += row[c] * row[c];
+    }
+  }
+  for (int64_t h = 0; h < 5; ++h) {
+    if (h == 4 && norms == nullptr) break;
+    for (int64_t width = n; width > 1; width /= 2)
+      for (int64_t k = 0; k < width / 2; ++k) acc[h][k] = lanes_hadd<T>(acc[h][2 * k], acc[h][2 * k + 1]);
+    T* dst = h < 4 ? out[h] : norms;
+    for (int64_t r = 0; r < nrows; ++r) dst[r] = acc[h][0][r] + tail[h][r];
+  }
+}
