@@ -95,6 +95,7 @@ void sum_dq(const at::Tensor& buffers, const at::Tensor& touched, int64_t bq, at
   const float* buf = buffers.data_ptr<float>();
   const uint8_t* flag = touched.data_ptr<uint8_t>();
   const bool bf16 = out.scalar_type() == at::kBFloat16;
+  TORCH_INTERNAL_ASSERT(bf16 || out.scalar_type() == at::kFloat, "dQ is bf16 or fp32 here");
   at::parallel_for(0, Lq, 16, [&](int64_t r0, int64_t r1) {
     std::vector<float> row(D);
     for (int64_t r = r0; r < r1; ++r) {
