@@ -210,12 +210,20 @@ def test_usage_one_hot_free_and_stop_gradient():
     assert ww.grad is None and u.grad is not None
 
 
-@pytest.mark.parametrize("n,w,r", [(1, 3, 1), (7, 5, 3), (4, 1, 2)])
+@pytest.mark.parametrize("n,w,r", [(1, 3, 1), (7, 5, 3), (4, 1, 2), (20, 21, 4)])
 def test_memory_read_parity_and_gradcheck(n, w, r):
     g = torch.Generator().manual_seed(n * w + r)
     args = [torch.randn(2, n, w, generator=g, dtype=F64), dist(2, r, n, g=g)]
     parity(M.memory_read, args, "read")
     gradcheck(M.memory_read, args)
+
+
+def test_memory_read_lanes():
+    """The read's backward runs on 64-byte lanes (rows of 16 fp32 / 8 fp64, heads four at a time):
+    W = 64, a partial block of rows (N = 37) and two head groups (R = 5)."""
+    g = torch.Generator().manual_seed(7)
+    parity(M.memory_read, [torch.randn(3, 37, 64, generator=g, dtype=F64), dist(3, 5, 37, g=g)],
+           "read lanes")
 
 
 # ---- compiled-op contract, dispatch, errors ------------------------------------------------------

@@ -16,6 +16,8 @@ namespace extra {
 
 namespace mm = ::attnfast::memory;
 
+#include "cpu/kernels/lanes.h"
+
 ATTNFAST_INLINE float log_t(float x) { return std::log(x); }
 ATTNFAST_INLINE double log_t(double x) { return std::log(x); }
 ATTNFAST_INLINE float pow_t(float x, float y) { return std::pow(x, y); }
@@ -385,23 +387,42 @@ void read_forward_impl(const ReadArgs<T>& a, int64_t b0, int64_t b1) {
   }
 }
 
-// dM[i, :] = sum_r rw[r, i] g[r, :]; drw[r, i] = g[r, :] . M[i, :].
+// dM[i, :] = sum_r rw[r, i] g[r, :]; drw[r, i] = g[r, :] . M[i, :], four heads per pass over the
+// memory rows with lanes_dot_rows4 (a horizontal reduction per (r, i) dot made this the slowest
+// of the memory ops' backward passes at W = 64).
 template <typename T>
 void read_backward_impl(const ReadArgs<T>& a, int64_t b0, int64_t b1) {
   const int64_t N = a.N, W = a.W, R = a.R;
   for (int64_t b = b0; b < b1; ++b) {
     const T* mem = a.memory + b * N * W;
     const T* g = a.grad + b * R * W;
+    using V = typename Lanes<T>::V;
+    constexpr int64_t n = Lanes<T>::n;
+    const int64_t wv = W - W % n;
     for (int64_t i = 0; i < N; ++i) {
-      const T* row = mem + i * W;
       T* dm = a.d_memory + (b * N + i) * W;
-      for (int64_t c = 0; c < W; ++c) dm[c] = 0;
-      for (int64_t r = 0; r < R; ++r) {
-        const T wi = a.rw[(b * R + r) * N + i];
-        const T* gr = g + r * W;
-#pragma omp simd
-        for (int64_t c = 0; c < W; ++c) dm[c] += wi * gr[c];
-        a.d_rw[(b * R + r) * N + i] = dot(gr, row, W);
+      const T* rwi = a.rw + b * R * N + i;  // rw[r, i] at rwi[r * N]
+      for (int64_t c = 0; c < wv; c += n) {  // each lane vector of dM's row summed in a register
+        V acc{};
+        for (int64_t r = 0; r < R; ++r) acc += rwi[r * N] * lanes_load<V>(g + r * W + c);
+        lanes_store(dm + c, acc);
+      }
+      for (int64_t c = wv; c < W; ++c) {
+        T acc = 0;
+        for (int64_t r = 0; r < R; ++r) acc += rwi[r * N] * g[r * W + c];
+        dm[c] = acc;
+      }
+    }
+    T sink[Lanes<T>::n];  // the rows of the padded heads of the last group
+    for (int64_t r0 = 0; r0 < R; r0 += 4) {
+      const T* key[4];
+      for (int64_t h = 0; h < 4; ++h) key[h] = g + (r0 + h < R ? r0 + h : r0) * W;
+      for (int64_t i0 = 0; i0 < N; i0 += Lanes<T>::n) {
+        const int64_t nr = N - i0 < Lanes<T>::n ? N - i0 : Lanes<T>::n;
+        T* out[4];
+        for (int64_t h = 0; h < 4; ++h)
+          out[h] = r0 + h < R ? a.d_rw + (b * R + r0 + h) * N + i0 : sink;
+        lanes_dot_rows4(mem + i0 * W, W, nr, key, W, static_cast<T*>(nullptr), out);
       }
     }
   }
