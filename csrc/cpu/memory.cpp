@@ -89,12 +89,12 @@ at::Tensor content_forward(const at::Tensor& memory, const at::Tensor& keys,
   checks::memory_content(memory, keys, strengths);
   const int64_t B = memory.size(0), N = memory.size(1), W = memory.size(2), H = keys.size(1);
   at::Tensor out = at::empty({B, H, N}, memory.options());
-  at::Tensor s = scratch(memory, B, 2 * N + W);
+  at::Tensor s = scratch(memory, B, N);
   AT_DISPATCH_FLOATING_TYPES(memory.scalar_type(), "memory_content_forward", [&] {
     auto a = content_args<scalar_t>(memory, keys, strengths, eps);
     a.weights = out.data_ptr<scalar_t>();
     a.scratch = s.data_ptr<scalar_t>();
-    a.scratch_stride = 2 * N + W;
+    a.scratch_stride = N;
     run(B, (H + 1) * N * W, a, table<scalar_t>().content_forward);
   });
   return out;
@@ -108,7 +108,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> content_backward(
   checks::memory_tensor("memory_content_backward", "grad_weights", grad, {B, H, N}, memory);
   checks::memory_tensor("memory_content_backward", "weights", weights, {B, H, N}, memory);
   at::Tensor gm = at::empty_like(memory), gk = at::empty_like(keys), gs = at::empty_like(strengths);
-  at::Tensor s = scratch(memory, B, (H + 3) * N + W);
+  at::Tensor s = scratch(memory, B, (H + 2) * N);
   AT_DISPATCH_FLOATING_TYPES(memory.scalar_type(), "memory_content_backward", [&] {
     auto a = content_args<scalar_t>(memory, keys, strengths, eps);
     a.weights = const_cast<scalar_t*>(weights.data_ptr<scalar_t>());
@@ -117,7 +117,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> content_backward(
     a.grad_keys = gk.data_ptr<scalar_t>();
     a.grad_strengths = gs.data_ptr<scalar_t>();
     a.scratch = s.data_ptr<scalar_t>();
-    a.scratch_stride = (H + 3) * N + W;
+    a.scratch_stride = (H + 2) * N;
     run(B, 3 * (H + 1) * N * W, a, table<scalar_t>().content_backward);
   });
   return {gm, gk, gs};

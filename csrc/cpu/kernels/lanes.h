@@ -170,3 +170,24 @@ ATTNFAST_INLINE void lanes_dot_rows4(const T* rows, int64_t ld, int64_t nrows, c
     for (int64_t r = 0; r < nrows; ++r) dst[r] = acc[h][0][r] + tail[h][r];
   }
 }
+
+// dots[h * ldd + i] = rows[i * ld, :W] . keys[h * W, :W] for i < nrows, h < H, and, when norms is
+// not null, norms[i] = rows[i * ld, :W] . rows[i * ld, :W] (also when H = 0). Rows go lanes-many
+// and keys four at a time through lanes_dot_rows4, each row read once per group of four keys; the
+// padded keys of the last group re-read a real key and write to a stack sink.
+template <typename T>
+void lanes_dot_rows_keys(const T* rows, int64_t ld, int64_t nrows, const T* keys, int64_t H,
+                         int64_t W, T* norms, T* dots, int64_t ldd) {
+  constexpr int64_t n = Lanes<T>::n;
+  T sink[n];
+  for (int64_t g = 0; g < H || (g == 0 && norms != nullptr); g += 4) {
+    const T* key[4];
+    for (int64_t h = 0; h < 4; ++h) key[h] = g + h < H ? keys + (g + h) * W : (H > 0 ? keys : rows);
+    for (int64_t i0 = 0; i0 < nrows; i0 += n) {
+      const int64_t nr = nrows - i0 < n ? nrows - i0 : n;
+      T* out[4];
+      for (int64_t h = 0; h < 4; ++h) out[h] = g + h < H ? dots + (g + h) * ldd + i0 : sink;
+      lanes_dot_rows4(rows + i0 * ld, ld, nr, key, W, g == 0 && norms ? norms + i0 : nullptr, out);
+    }
+  }
+}

@@ -20,7 +20,7 @@ struct ContentArgs {
   T* grad_memory;      // (B, N, W)
   T* grad_keys;        // (B, H, W)
   T* grad_strengths;   // (B, H)
-  T* scratch;          // forward: 2 N + W per batch; backward: (H + 3) N + W per batch
+  T* scratch;          // forward: N per batch; backward: (H + 2) N per batch
   int64_t scratch_stride;
   int64_t B, N, W, H;
   T eps;

@@ -388,7 +388,7 @@ void read_forward_impl(const ReadArgs<T>& a, int64_t b0, int64_t b1) {
 }
 
 // dM[i, :] = sum_r rw[r, i] g[r, :]; drw[r, i] = g[r, :] . M[i, :], four heads per pass over the
-// memory rows with lanes_dot_rows4 (a horizontal reduction per (r, i) dot made this the slowest
+// memory rows (lanes_dot_rows_keys; a horizontal reduction per (r, i) dot made this the slowest
 // of the memory ops' backward passes at W = 64).
 template <typename T>
 void read_backward_impl(const ReadArgs<T>& a, int64_t b0, int64_t b1) {
@@ -413,18 +413,7 @@ void read_backward_impl(const ReadArgs<T>& a, int64_t b0, int64_t b1) {
         dm[c] = acc;
       }
     }
-    T sink[Lanes<T>::n];  // the rows of the padded heads of the last group
-    for (int64_t r0 = 0; r0 < R; r0 += 4) {
-      const T* key[4];
-      for (int64_t h = 0; h < 4; ++h) key[h] = g + (r0 + h < R ? r0 + h : r0) * W;
-      for (int64_t i0 = 0; i0 < N; i0 += Lanes<T>::n) {
-        const int64_t nr = N - i0 < Lanes<T>::n ? N - i0 : Lanes<T>::n;
-        T* out[4];
-        for (int64_t h = 0; h < 4; ++h)
-          out[h] = r0 + h < R ? a.d_rw + (b * R + r0 + h) * N + i0 : sink;
-        lanes_dot_rows4(mem + i0 * W, W, nr, key, W, static_cast<T*>(nullptr), out);
-      }
-    }
+    lanes_dot_rows_keys(mem, W, N, g, R, W, static_cast<T*>(nullptr), a.d_rw + b * R * N, N);
   }
 }
 

@@ -58,25 +58,11 @@ ATTNFAST_INLINE T dot_row(const T* a, const T* b, int64_t n) {
 
 // ---- content addressing ----------------------------------------------------------------------
 
-// |M_i| for every memory row (into mnorm) and key_h . M_i for every head (into dots + h * ldd),
-// heads four at a time (lanes_dot_rows4; a missing head of the last group reads `zero_key`, W
-// zeros, and writes `sink`, N elements); the norms come with the first group.
+// |M_i| for every memory row (into mnorm) and key_h . M_i for every head (into dots + h * ldd).
 template <typename T>
 void content_dots(const T* mem, int64_t N, int64_t W, const T* keys, int64_t H, T eps, T* mnorm,
-                  T* dots, int64_t ldd, const T* zero_key, T* sink) {
-  for (int64_t g = 0; g < H || g == 0; g += 4) {
-    const T* key[4];
-    T* out[4];
-    for (int64_t h = 0; h < 4; ++h) {
-      key[h] = g + h < H ? keys + (g + h) * W : zero_key;
-      out[h] = g + h < H ? dots + (g + h) * ldd : sink;
-    }
-    for (int64_t i0 = 0; i0 < N; i0 += Lanes<T>::n) {
-      const int64_t nr = N - i0 < Lanes<T>::n ? N - i0 : Lanes<T>::n;
-      T* o[4] = {out[0] + i0, out[1] + i0, out[2] + i0, out[3] + i0};
-      lanes_dot_rows4(mem + i0 * W, W, nr, key, W, g == 0 ? mnorm + i0 : nullptr, o);
-    }
-  }
+                  T* dots, int64_t ldd) {
+  lanes_dot_rows_keys(mem, W, N, keys, H, W, mnorm, dots, ldd);
   for (int64_t i = 0; i < N; ++i) mnorm[i] = mm::norm_eps(mnorm[i], eps);
 }
 
@@ -86,12 +72,8 @@ void content_forward_impl(const ContentArgs<T>& a, int64_t b0, int64_t b1) {
   for (int64_t b = b0; b < b1; ++b) {
     const T* mem = a.memory + b * N * W;
     T* mnorm = a.scratch + b * a.scratch_stride;
-    T* sink = mnorm + N;
-    T* zero_key = sink + N;
-    for (int64_t c = 0; c < W; ++c) zero_key[c] = 0;
     // key . M_i for every head, straight into the output rows (turned into weights below)
-    content_dots(mem, N, W, a.keys + b * H * W, H, a.eps, mnorm, a.weights + b * H * N, N,
-                 zero_key, sink);
+    content_dots(mem, N, W, a.keys + b * H * W, H, a.eps, mnorm, a.weights + b * H * N, N);
     for (int64_t h = 0; h < H; ++h) {
       const T* key = a.keys + (b * H + h) * W;
       const T beta = a.strengths[b * H + h];
@@ -129,10 +111,7 @@ void content_backward_impl(const ContentArgs<T>& a, int64_t b0, int64_t b1) {
     T* mnorm = a.scratch + b * a.scratch_stride;
     T* cm = mnorm + N;         // sum_h dD_hi |k_h|
     T* ddot = cm + N;          // (H, N): key . M_i, replaced by d dot below
-    T* sink = ddot + H * N;
-    T* zero_key = sink + N;
-    for (int64_t c = 0; c < W; ++c) zero_key[c] = 0;
-    content_dots(mem, N, W, a.keys + b * H * W, H, a.eps, mnorm, ddot, N, zero_key, sink);
+    content_dots(mem, N, W, a.keys + b * H * W, H, a.eps, mnorm, ddot, N);
     for (int64_t i = 0; i < N; ++i) cm[i] = 0;
     for (int64_t h = 0; h < H; ++h) {
       const T* key = a.keys + (b * H + h) * W;
