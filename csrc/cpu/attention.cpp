@@ -1,7 +1,7 @@
 // Fused single-head attention on the CPU: the ATen glue of kernels/attention_impl.h.
 //
-// Per batch: pack K and V once into the GEMM operand layouts of kernels/attention.h (K^T, and
-// rows with an L1-friendly padded stride; VNNI pairs for bf16), then run the tasks -- forward: one per block of 64 queries; backward:
+// Per batch: pack K and V once into the panel-major GEMM operand layout of kernels/attention.h
+// (K^T and V; VNNI pairs for bf16), then run the tasks -- forward: one per block of 64 queries; backward:
 // four per thread, each owning an interleaved set of key blocks and its own fp32 dQ buffer --
 // on all threads, taken from a shared counter (dynamic scheduling: under a causal mask the
 // tasks' costs differ by up to Lk / 64 times). Extra memory: the packed K/V of one batch
@@ -52,7 +52,10 @@ void block_sizes(int64_t* bq, int64_t* bk, bool backward, int64_t head_dim) {
   *bk = b;
   if (const char* env = std::getenv("ATTNFAST_ATTN_CPU_BLOCKS")) {
     long q = 0, k = 0;
-    if (std::sscanf(env, "%ld,%ld", &q, &k) == 2 && q >= 2 && k >= 2 && q % 2 == 0 && k % 2 == 0) {
+    // bq even (bf16 pair rows), bk a whole number of B-operand panels (the tile GEMMs start
+    // K^T / V^T at key j0 = a multiple of bk, which must be a panel's first column).
+    if (std::sscanf(env, "%ld,%ld", &q, &k) == 2 && q >= 2 && q % 2 == 0 && k >= kAttnPanel &&
+        k % kAttnPanel == 0) {
       *bq = q;
       *bk = k;
     }
@@ -79,10 +82,10 @@ void run_tasks(int64_t n, int64_t scratch_floats, const F& fn) {
 
 // Packs `rows` rows of src (row stride ld) with `pack` over all threads, 16 rows per piece.
 void pack_rows(AttnPackFn pack, DType dt, const void* src, int64_t ld, int64_t rows, int64_t cols,
-               at::Tensor& dst, int64_t ldd) {
+               at::Tensor& dst, int64_t ps) {
   const int64_t pieces = (rows + 15) / 16;
   at::parallel_for(0, pieces, 1, [&](int64_t p0, int64_t p1) {
-    pack(dt, src, ld, rows, cols, dst.data_ptr(), ldd, p0 * 16, std::min(rows, p1 * 16));
+    pack(dt, src, ld, rows, cols, dst.data_ptr(), ps, p0 * 16, std::min(rows, p1 * 16));
   });
 }
 
@@ -122,10 +125,10 @@ void sum_dq(const at::Tensor& buffers, const at::Tensor& touched, int64_t bq, at
   });
 }
 
-// A B operand buffer for contraction length k and n columns.
-at::Tensor operand(DType dt, int64_t k, int64_t n, const at::TensorOptions& opts, int64_t* ld) {
-  *ld = attn_b_ld(dt, n);
-  return at::empty({attn_b_rows(dt, k) * *ld + 64}, opts);
+// A panel-major B operand buffer for contraction length k and n columns; *ps = panel stride.
+at::Tensor operand(DType dt, int64_t k, int64_t n, const at::TensorOptions& opts, int64_t* ps) {
+  *ps = attn_b_pstride(dt, k);
+  return at::empty({attn_b_elems(dt, k, n)}, opts);
 }
 
 std::tuple<at::Tensor, at::Tensor> attention_forward(const at::Tensor& q_in, const at::Tensor& k_in,
@@ -166,14 +169,14 @@ std::tuple<at::Tensor, at::Tensor> attention_forward(const at::Tensor& q_in, con
   block_sizes(&a.bq, &a.bk, /*backward=*/false, std::max(a.D, a.Dv));
   const AttentionKernels& kern = kernels();
 
-  at::Tensor kt = operand(dt, D, Lk, q.options(), &a.ldkt);
-  at::Tensor vp = operand(dt, Lk, Dv, q.options(), &a.ldv);
+  at::Tensor kt = operand(dt, D, Lk, q.options(), &a.pkt);
+  at::Tensor vp = operand(dt, Lk, Dv, q.options(), &a.pv);
   a.kt = kt.data_ptr();
   a.v = vp.data_ptr();
   const int64_t nqb = (Lq + a.bq - 1) / a.bq;
   for (int64_t b = 0; b < B; ++b) {
-    pack_rows(kern.pack_t, dt, row_ptr(k, b), k.stride(1), Lk, D, kt, a.ldkt);
-    pack_rows(kern.pack_n, dt, row_ptr(v, b), v.stride(1), Lk, Dv, vp, a.ldv);
+    pack_rows(kern.pack_t, dt, row_ptr(k, b), k.stride(1), Lk, D, kt, a.pkt);
+    pack_rows(kern.pack_n, dt, row_ptr(v, b), v.stride(1), Lk, Dv, vp, a.pv);
     // Causal: the last query blocks see the most keys; start them first (longest first).
     run_tasks(nqb, attn_fwd_scratch_floats(a), [&](int64_t task, float* s) {
       kern.forward(a, b, causal ? nqb - 1 - task : task, s);
@@ -240,11 +243,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
       std::max<int64_t>(1, std::min<int64_t>(nkb, 4 * static_cast<int64_t>(at::get_num_threads())));
 
   const auto opts = q.options();
-  at::Tensor kt = operand(dt, D, Lk, opts, &a.ldkt);
-  at::Tensor vt = operand(dt, Dv, Lk, opts, &a.ldvt);
-  at::Tensor qn = operand(dt, Lq, D, opts, &a.ldqn);
-  at::Tensor don = operand(dt, Lq, Dv, opts, &a.lddon);
-  at::Tensor kn = operand(dt, Lk, D, opts, &a.ldkn);
+  at::Tensor kt = operand(dt, D, Lk, opts, &a.pkt);
+  at::Tensor vt = operand(dt, Dv, Lk, opts, &a.pvt);
+  at::Tensor qn = operand(dt, Lq, D, opts, &a.pqn);
+  at::Tensor don = operand(dt, Lq, Dv, opts, &a.pdon);
+  at::Tensor kn = operand(dt, Lk, D, opts, &a.pkn);
   a.qn = qn.data_ptr(), a.don = don.data_ptr(), a.kn = kn.data_ptr();
   const int64_t nqb = (Lq + a.bq - 1) / a.bq;
   at::Tensor dq_acc = at::empty({nchunks, Lq, D}, opts.dtype(at::kFloat));
@@ -252,11 +255,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
   a.kt = kt.data_ptr();
   a.vt = vt.data_ptr();
   for (int64_t b = 0; b < B; ++b) {
-    pack_rows(kern.pack_t, dt, row_ptr(k, b), k.stride(1), Lk, D, kt, a.ldkt);
-    pack_rows(kern.pack_t, dt, row_ptr(v, b), v.stride(1), Lk, Dv, vt, a.ldvt);
-    pack_rows(kern.pack_n, dt, row_ptr(q, b), q.stride(1), Lq, D, qn, a.ldqn);
-    pack_rows(kern.pack_n, dt, row_ptr(dout, b), dout.stride(1), Lq, Dv, don, a.lddon);
-    pack_rows(kern.pack_n, dt, row_ptr(k, b), k.stride(1), Lk, D, kn, a.ldkn);
+    pack_rows(kern.pack_t, dt, row_ptr(k, b), k.stride(1), Lk, D, kt, a.pkt);
+    pack_rows(kern.pack_t, dt, row_ptr(v, b), v.stride(1), Lk, Dv, vt, a.pvt);
+    pack_rows(kern.pack_n, dt, row_ptr(q, b), q.stride(1), Lq, D, qn, a.pqn);
+    pack_rows(kern.pack_n, dt, row_ptr(dout, b), dout.stride(1), Lq, Dv, don, a.pdon);
+    pack_rows(kern.pack_n, dt, row_ptr(k, b), k.stride(1), Lk, D, kn, a.pkn);
     dq_touched.zero_();
     run_tasks(nchunks, attn_bwd_scratch_floats(a), [&](int64_t c, float* s) {
       AttnBwdArgs ac = a;

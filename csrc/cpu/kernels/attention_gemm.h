@@ -1,9 +1,10 @@
 // Tile GEMMs of the CPU attention kernels, included once per ISA inside namespace
 // attnfast::cpu::<isa> (via attention_impl.h). No include guard on purpose.
 //
-//   attn_gemm<T>(M, N, K, A, lda, B, ldb, C, ldc, accumulate): C[M x N] (+)= A[M x K] B[K x N]
+//   attn_gemm<T>(M, N, K, A, lda, B, ps, C, ldc, accumulate): C[M x N] (+)= A[M x K] B[K x N]
 //   with fp32 accumulation; A and B in the formats of kernels/attention.h (T = float: plain
-//   rows; T = bf16_t: A rows read as bf16 pairs, B in VNNI pair rows).
+//   rows; T = bf16_t: A rows read as bf16 pairs, B in VNNI pair rows), B panel-major with
+//   panel stride ps, pointing at a panel's first column.
 //
 // AVX-512 micro-kernels (this machine's case): a 6-row x 64-column register tile (24 zmm
 // accumulators), the "outer product" form -- per k, 4 vector loads of B and 6 broadcasts of A
@@ -19,17 +20,15 @@
 #define ATTNFAST_ATTN_AVX512 0
 #endif
 
-// Pointer to element (k, n) of a B operand.
-template <typename T>
-ATTNFAST_INLINE const T* attn_b_at(const T* b, int64_t ld, int64_t k, int64_t n);
-template <>
-ATTNFAST_INLINE const float* attn_b_at<float>(const float* b, int64_t ld, int64_t k, int64_t n) {
-  return b + k * ld + n;
-}
-template <>
-ATTNFAST_INLINE const bf16_t* attn_b_at<bf16_t>(const bf16_t* b, int64_t ld, int64_t k,
-                                                 int64_t n) {
-  return b + (k / 2) * ld + 2 * n;  // k is even wherever this is called
+// Pointer to element (k, n) of a panel-major B operand with panel stride ps (see
+// kernels/attention.h); P is float or bf16_t, const or not. A tile GEMM's B argument is such a
+// pointer with n a multiple of kAttnPanel (the GEMM steps through panels from there) and, for
+// bf16, k even (tiles start on pair rows).
+template <typename P>
+ATTNFAST_INLINE P* attn_b_at(P* b, int64_t ps, int64_t k, int64_t n) {
+  P* panel = b + (n / kAttnPanel) * ps;
+  if constexpr (sizeof(P) == 4) return panel + k * kAttnPanel + n % kAttnPanel;
+  else return panel + (k / 2) * (2 * kAttnPanel) + 2 * (n % kAttnPanel) + (k & 1);
 }
 
 ATTNFAST_INLINE uint32_t attn_load_pair(const bf16_t* p) {
@@ -42,22 +41,26 @@ ATTNFAST_INLINE uint32_t attn_load_pair(const bf16_t* p) {
 
 template <typename T>
 void attn_gemm_generic(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
-                       int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+                       int64_t ps, float* C, int64_t ldc, bool accumulate) {
   for (int64_t m = 0; m < M; ++m) {
     float* c = C + m * ldc;
     if (!accumulate) {
       for (int64_t n = 0; n < N; ++n) c[n] = 0.f;
     }
-    for (int64_t k = 0; k < K; ++k) {
-      const float av = to_f32(A[m * lda + k]);
-      if constexpr (sizeof(T) == 4) {
-        const T* b = B + k * ldb;
+    for (int64_t n0 = 0; n0 < N; n0 += kAttnPanel) {  // one panel of B at a time
+      const int64_t nw = N - n0 < kAttnPanel ? N - n0 : kAttnPanel;
+      const T* panel = B + (n0 / kAttnPanel) * ps;
+      for (int64_t k = 0; k < K; ++k) {
+        const float av = to_f32(A[m * lda + k]);
+        if constexpr (sizeof(T) == 4) {
+          const T* b = panel + k * kAttnPanel;
 #pragma omp simd
-        for (int64_t n = 0; n < N; ++n) c[n] += av * to_f32(b[n]);
-      } else {
-        const T* b = B + (k / 2) * ldb + (k & 1);
+          for (int64_t n = 0; n < nw; ++n) c[n0 + n] += av * to_f32(b[n]);
+        } else {
+          const T* b = panel + (k / 2) * (2 * kAttnPanel) + (k & 1);
 #pragma omp simd
-        for (int64_t n = 0; n < N; ++n) c[n] += av * to_f32(b[2 * n]);
+          for (int64_t n = 0; n < nw; ++n) c[n0 + n] += av * to_f32(b[2 * n]);
+        }
       }
     }
   }
@@ -167,8 +170,10 @@ ATTNFAST_INLINE void attn_micro(int64_t K, const T* A, int64_t lda, int mv, cons
 
 template <typename T>
 void attn_gemm_avx512(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
-                      int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+                      int64_t ps, float* C, int64_t ldc, bool accumulate) {
   constexpr int64_t NC = 16 * kAttnNV;
+  static_assert(NC == kAttnPanel, "one register tile row spans one B panel");
+  constexpr int64_t ldb = sizeof(T) == 4 ? kAttnPanel : 2 * kAttnPanel;  // within a panel
   for (int64_t n0 = 0; n0 < N; n0 += NC) {
     const int64_t nw = N - n0 < NC ? N - n0 : NC;
     const int nv = static_cast<int>((nw + 15) / 16);
@@ -180,7 +185,7 @@ void attn_gemm_avx512(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, 
     for (int64_t k0 = 0; k0 < K; k0 += kAttnKC) {
       const int64_t kc = K - k0 < kAttnKC ? K - k0 : kAttnKC;
       const bool load_c = accumulate || k0 > 0;
-      const T* bp = attn_b_at<T>(B, ldb, k0, n0);
+      const T* bp = attn_b_at(B, ps, k0, n0);
       for (int64_t m0 = 0; m0 < M; m0 += kAttnMR) {
         const int mv = static_cast<int>(M - m0 < kAttnMR ? M - m0 : kAttnMR);
         const T* ap = A + m0 * lda + k0;
@@ -200,11 +205,11 @@ void attn_gemm_avx512(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, 
 
 template <typename T>
 ATTNFAST_INLINE void attn_gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
-                               const T* B, int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+                               const T* B, int64_t ps, float* C, int64_t ldc, bool accumulate) {
   if (M <= 0 || N <= 0) return;
 #if ATTNFAST_ATTN_AVX512
-  attn_gemm_avx512<T>(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+  attn_gemm_avx512<T>(M, N, K, A, lda, B, ps, C, ldc, accumulate);
 #else
-  attn_gemm_generic<T>(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+  attn_gemm_generic<T>(M, N, K, A, lda, B, ps, C, ldc, accumulate);
 #endif
 }

@@ -29,69 +29,100 @@
 #include "cpu/kernels/attention_gemm.h"
 
 // ---- operand packing ------------------------------------------------------------------------
+// Both write panel-major B operands (kernels/attention.h): element (k, n) of the operand at
+// attn_b_at(dst, ps, k, n); for bf16 the pair (k, k + 1) of column n is one 32-bit word.
 
+// B[k][n] = src[n][k] (contraction over src's columns): K^T, V^T. Rows [r_begin, r_end) of src
+// (columns of B) are packed 16 at a time (a 16-aligned run never crosses a panel), so the
+// strided reads of src stay in L1 and each k row of the panel gets 16 adjacent words.
 template <typename T>
-void attn_pack_t_typed(const T* src, int64_t ld, int64_t rows, int64_t cols, T* dst, int64_t ldd,
+void attn_pack_t_typed(const T* src, int64_t ld, int64_t cols, T* dst, int64_t ps,
                        int64_t r_begin, int64_t r_end) {
-  for (int64_t r0 = r_begin; r0 < r_end; r0 += 16) {
-    const int64_t r1 = r0 + 16 < r_end ? r0 + 16 : r_end;
+  for (int64_t r0 = r_begin; r0 < r_end; r0 = (r0 / 16 + 1) * 16) {
+    const int64_t r1 = (r0 / 16 + 1) * 16 < r_end ? (r0 / 16 + 1) * 16 : r_end;
     if constexpr (sizeof(T) == 4) {
+      float* d = attn_b_at(dst, ps, 0, r0);  // then + c * kAttnPanel per k row
       for (int64_t c = 0; c < cols; ++c)
-        for (int64_t r = r0; r < r1; ++r) dst[c * ldd + r] = src[r * ld + c];
+        for (int64_t r = r0; r < r1; ++r) d[c * kAttnPanel + (r - r0)] = src[r * ld + c];
     } else {
-      // VNNI: the pair (src[r][2p], src[r][2p + 1]) is one 32-bit word, stored at column r of
-      // pair row p; an odd last column pairs with 0.
+      // The pair (src[r][2p], src[r][2p + 1]) is one 32-bit word, column r of pair row p; an
+      // odd last column pairs with 0.
+      uint32_t* d = reinterpret_cast<uint32_t*>(attn_b_at(dst, ps, 0, r0));  // + p * kAttnPanel
       const int64_t pairs = cols / 2;
       for (int64_t p = 0; p < pairs; ++p)
-        for (int64_t r = r0; r < r1; ++r) {
-          const uint32_t w = attn_load_pair(src + r * ld + 2 * p);
-          __builtin_memcpy(dst + p * ldd + 2 * r, &w, sizeof w);
-        }
+        for (int64_t r = r0; r < r1; ++r) d[p * kAttnPanel + (r - r0)] = attn_load_pair(src + r * ld + 2 * p);
       if (cols & 1)
-        for (int64_t r = r0; r < r1; ++r) {
-          dst[pairs * ldd + 2 * r] = src[r * ld + cols - 1];
-          dst[pairs * ldd + 2 * r + 1] = bf16_t{0};
-        }
+        for (int64_t r = r0; r < r1; ++r) d[pairs * kAttnPanel + (r - r0)] = src[r * ld + cols - 1].bits;
     }
   }
-  (void)rows;
 }
 
-// bf16 only: B[r][c] = src[r][c] as VNNI pair rows; [r_begin, r_end) are even (pair aligned).
-void attn_pack_n_bf16(const bf16_t* src, int64_t ld, int64_t rows, int64_t cols, bf16_t* dst,
-                      int64_t ldd, int64_t r_begin, int64_t r_end) {
-  for (int64_t r = r_begin; r < r_end; r += 2) {
-    const bf16_t* s0 = src + r * ld;
-    const bf16_t* s1 = r + 1 < rows ? s0 + ld : nullptr;
-    bf16_t* d = dst + (r / 2) * ldd;
-    for (int64_t c = 0; c < cols; ++c) {
-      d[2 * c] = s0[c];
-      d[2 * c + 1] = s1 ? s1[c] : bf16_t{0};
+// B[r][c] = src[r][c] (contraction over src's rows): V, Q, dO, K. Rows [r_begin, r_end) (even
+// for bf16: pair aligned) are packed, each cut into its panels' 64-column pieces.
+template <typename T>
+void attn_pack_n_typed(const T* src, int64_t ld, int64_t rows, int64_t cols, T* dst, int64_t ps,
+                       int64_t r_begin, int64_t r_end) {
+  for (int64_t c0 = 0; c0 < cols; c0 += kAttnPanel) {
+    const int64_t w = cols - c0 < kAttnPanel ? cols - c0 : kAttnPanel;
+    if constexpr (sizeof(T) == 4) {
+      for (int64_t r = r_begin; r < r_end; ++r)
+        __builtin_memcpy(attn_b_at(dst, ps, r, c0), src + r * ld + c0, w * sizeof(T));
+    } else {
+      for (int64_t r = r_begin; r < r_end; r += 2) {
+        const uint16_t* s0 = reinterpret_cast<const uint16_t*>(src + r * ld + c0);
+        const uint16_t* s1 = reinterpret_cast<const uint16_t*>(src + (r + 1) * ld + c0);
+        uint32_t* d = reinterpret_cast<uint32_t*>(attn_b_at(dst, ps, r, c0));
+        if (r + 1 < rows) {
+#pragma omp simd
+          for (int64_t c = 0; c < w; ++c) d[c] = uint32_t(s0[c]) | (uint32_t(s1[c]) << 16);
+        } else {  // odd K: the pad row is zero
+#pragma omp simd
+          for (int64_t c = 0; c < w; ++c) d[c] = s0[c];
+        }
+      }
     }
   }
 }
 
 void attn_pack_t(DType dt, const void* src, int64_t ld, int64_t rows, int64_t cols, void* dst,
-                 int64_t ldd, int64_t r_begin, int64_t r_end) {
+                 int64_t ps, int64_t r_begin, int64_t r_end) {
+  (void)rows;
   if (dt == DType::bf16)
-    attn_pack_t_typed<bf16_t>(static_cast<const bf16_t*>(src), ld, rows, cols,
-                              static_cast<bf16_t*>(dst), ldd, r_begin, r_end);
+    attn_pack_t_typed<bf16_t>(static_cast<const bf16_t*>(src), ld, cols,
+                              static_cast<bf16_t*>(dst), ps, r_begin, r_end);
   else
-    attn_pack_t_typed<float>(static_cast<const float*>(src), ld, rows, cols,
-                             static_cast<float*>(dst), ldd, r_begin, r_end);
+    attn_pack_t_typed<float>(static_cast<const float*>(src), ld, cols, static_cast<float*>(dst),
+                             ps, r_begin, r_end);
 }
 
 void attn_pack_n(DType dt, const void* src, int64_t ld, int64_t rows, int64_t cols, void* dst,
-                 int64_t ldd, int64_t r_begin, int64_t r_end) {
-  if (dt == DType::bf16) {
-    attn_pack_n_bf16(static_cast<const bf16_t*>(src), ld, rows, cols, static_cast<bf16_t*>(dst),
-                     ldd, r_begin, r_end);
-    return;
+                 int64_t ps, int64_t r_begin, int64_t r_end) {
+  if (dt == DType::bf16)
+    attn_pack_n_typed<bf16_t>(static_cast<const bf16_t*>(src), ld, rows, cols,
+                              static_cast<bf16_t*>(dst), ps, r_begin, r_end);
+  else
+    attn_pack_n_typed<float>(static_cast<const float*>(src), ld, rows, cols,
+                             static_cast<float*>(dst), ps, r_begin, r_end);
+}
+
+// ---- scores ---------------------------------------------------------------------------------
+
+// s[c] <- scale * s[c] + bias[c * sbk] (no bias: scale * s[c]) for the visible columns
+// c < nvis. The forward and the backward both call this, so the backward recomputes exactly the
+// forward's scores. One branch per row, not per element: a conditional load inside the loop
+// kept GCC from vectorising it (the whole softmax ran scalar).
+ATTNFAST_INLINE void attn_scores_row(float* s, int64_t nvis, float scale, const float* bias,
+                                     int64_t sbk) {
+  if (bias == nullptr) {
+#pragma omp simd
+    for (int64_t c = 0; c < nvis; ++c) s[c] = s[c] * scale;
+  } else if (sbk == 1) {
+#pragma omp simd
+    for (int64_t c = 0; c < nvis; ++c) s[c] = s[c] * scale + bias[c];
+  } else {  // broadcast (sbk == 0) or strided mask
+#pragma omp simd
+    for (int64_t c = 0; c < nvis; ++c) s[c] = s[c] * scale + bias[c * sbk];
   }
-  // fp32: a copy with the padded row stride of attn_b_ld (no L1 set aliasing).
-  const float* s = static_cast<const float*>(src);
-  float* d = static_cast<float*>(dst);
-  for (int64_t r = r_begin; r < r_end; ++r) __builtin_memcpy(d + r * ldd, s + r * ld, cols * sizeof(float));
 }
 
 // ---- forward --------------------------------------------------------------------------------
@@ -126,21 +157,18 @@ void attn_forward_typed(const AttnFwdArgs& a, int64_t b, int64_t qb, float* scra
 
   for (int64_t j0 = 0; j0 < kend; j0 += a.bk) {
     const int64_t nk = kend - j0 < a.bk ? kend - j0 : a.bk;
-    attn_gemm<T>(mq, nk, a.D, Q, a.sqr, attn_b_at<T>(Kt, a.ldkt, 0, j0), a.ldkt, S, lds, false);
+    attn_gemm<T>(mq, nk, a.D, Q, a.sqr, attn_b_at(Kt, a.pkt, 0, j0), a.pkt, S, lds, false);
     for (int64_t r = 0; r < mq; ++r) {
       const int64_t i = i0 + r;
       const int64_t lim = a.causal ? i + off - j0 + 1 : nk;  // visible columns [0, lim)
       const int64_t nvis = lim < 0 ? 0 : (lim < nk ? lim : nk);
       float* s = S + r * lds;
       const float* bp = a.bias ? a.bias + b * a.sbb + i * a.sbq + j0 * a.sbk : nullptr;
+      attn_scores_row(s, nvis, a.scale, bp, a.sbk);
       float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
-      for (int64_t c = 0; c < nk; ++c) {
-        float x = s[c] * a.scale + (bp ? bp[c * a.sbk] : 0.f);
-        x = c < nvis ? x : -INFINITY;
-        s[c] = x;
-        mx = x > mx ? x : mx;
-      }
+      for (int64_t c = 0; c < nvis; ++c) mx = s[c] > mx ? s[c] : mx;
+      for (int64_t c = nvis; c < nk; ++c) s[c] = -INFINITY;
       const float m_new = mrow[r] > mx ? mrow[r] : mx;
       T* prow = P + r * lds;
       if (m_new == -INFINITY) {  // nothing visible yet in this row: P = 0, state unchanged
@@ -181,7 +209,7 @@ void attn_forward_typed(const AttnFwdArgs& a, int64_t b, int64_t qb, float* scra
       }
     }
     const T* Pa = sizeof(T) == 4 ? reinterpret_cast<const T*>(S) : P;
-    attn_gemm<T>(mq, a.Dv, nk, Pa, lds, attn_b_at<T>(V, a.ldv, j0, 0), a.ldv, O, ldo, true);
+    attn_gemm<T>(mq, a.Dv, nk, Pa, lds, attn_b_at(V, a.pv, j0, 0), a.pv, O, ldo, true);
   }
   T* out = static_cast<T*>(a.out) + b * a.sob + i0 * a.sor;
   float* lse = a.lse + b * a.Lq + i0;
@@ -245,10 +273,9 @@ void attn_backward_typed(const AttnBwdArgs& a, int64_t b, int64_t kb_begin, int6
     const int64_t qfirst = a.causal ? (j0 - off > 0 ? j0 - off : 0) : 0;
     for (int64_t i0 = (qfirst / a.bq) * a.bq; i0 < a.Lq; i0 += a.bq) {
       const int64_t mq = a.Lq - i0 < a.bq ? a.Lq - i0 : a.bq;
-      attn_gemm<T>(mq, nk, a.D, Q + i0 * a.sqr, a.sqr, attn_b_at<T>(Kt, a.ldkt, 0, j0), a.ldkt,
+      attn_gemm<T>(mq, nk, a.D, Q + i0 * a.sqr, a.sqr, attn_b_at(Kt, a.pkt, 0, j0), a.pkt,
                    S, ldt, false);
-      attn_gemm<T>(mq, nk, a.Dv, dO + i0 * a.sdr, a.sdr, attn_b_at<T>(Vt, a.ldvt, 0, j0),
-                   a.ldvt, dP, ldt, false);
+      attn_gemm<T>(mq, nk, a.Dv, dO + i0 * a.sdr, a.sdr, attn_b_at(Vt, a.pvt, 0, j0), a.pvt, dP, ldt, false);
       for (int64_t r = 0; r < mq; ++r) {
         const int64_t i = i0 + r;
         const float l = lse[i], dl = delta[i];
@@ -260,19 +287,24 @@ void attn_backward_typed(const AttnBwdArgs& a, int64_t b, int64_t kb_begin, int6
         const uint64_t base = (static_cast<uint64_t>(b) * a.Lq + i) * a.Lk + j0;
         // P = exp(s - lse) <= 1 (s is computed exactly as in the forward); masked -> 0, and
         // exp(-inf - lse) = 0 for a -inf bias. dS = P (dP_dropped - Delta).
+        attn_scores_row(s, nvis, a.scale, bp, a.sbk);
+        if (!dropout) {
 #pragma omp simd
-        for (int64_t c = 0; c < nk; ++c) {
-          const float x = s[c] * a.scale + (bp ? bp[c * a.sbk] : 0.f);
-          const float p = c < nvis ? math::exp_f32(x - l) : 0.f;
-          float pd = p, dpd = dp[c];
-          if (dropout) {
-            const bool keep = philox::keep(a.seed, base + static_cast<uint64_t>(c), threshold);
-            pd = keep ? p * dscale : 0.f;
-            dpd = keep ? dpd * dscale : 0.f;
+          for (int64_t c = 0; c < nvis; ++c) {
+            const float p = math::exp_f32(s[c] - l);
+            s[c] = p;
+            dp[c] = p * (dp[c] - dl) * a.scale;
           }
-          s[c] = pd;
-          dp[c] = p * (dpd - dl) * a.scale;
+        } else {
+#pragma omp simd
+          for (int64_t c = 0; c < nvis; ++c) {
+            const float p = math::exp_f32(s[c] - l);
+            const bool keep = philox::keep(a.seed, base + static_cast<uint64_t>(c), threshold);
+            s[c] = keep ? p * dscale : 0.f;
+            dp[c] = p * ((keep ? dp[c] * dscale : 0.f) - dl) * a.scale;
+          }
         }
+        for (int64_t c = nvis; c < nk; ++c) s[c] = dp[c] = 0.f;
         for (int64_t c = 0; c < nk; ++c) {
           PdT[c * ldtt + r] = from_f32<T>(s[c]);
           dSsT[c * ldtt + r] = from_f32<T>(dp[c]);
@@ -281,10 +313,10 @@ void attn_backward_typed(const AttnBwdArgs& a, int64_t b, int64_t kb_begin, int6
 #pragma omp simd
         for (int64_t c = 0; c < nk; ++c) dsr[c] = from_f32<T>(dp[c]);
       }
-      attn_gemm<T>(nk, a.Dv, mq, PdT, ldtt, attn_b_at<T>(dOn, a.lddon, i0, 0), a.lddon, dV, ldv, true);
-      attn_gemm<T>(nk, a.D, mq, dSsT, ldtt, attn_b_at<T>(Qn, a.ldqn, i0, 0), a.ldqn, dK, ldk, true);
+      attn_gemm<T>(nk, a.Dv, mq, PdT, ldtt, attn_b_at(dOn, a.pdon, i0, 0), a.pdon, dV, ldv, true);
+      attn_gemm<T>(nk, a.D, mq, dSsT, ldtt, attn_b_at(Qn, a.pqn, i0, 0), a.pqn, dK, ldk, true);
       uint8_t& dq_valid = a.dq_touched[i0 / a.bq];
-      attn_gemm<T>(mq, a.D, nk, dSs, ldt, attn_b_at<T>(Kn, a.ldkn, j0, 0), a.ldkn,
+      attn_gemm<T>(mq, a.D, nk, dSs, ldt, attn_b_at(Kn, a.pkn, j0, 0), a.pkn,
                    a.dq_acc + i0 * a.D, a.D, /*accumulate=*/dq_valid != 0);
       dq_valid = 1;
     }
