@@ -216,6 +216,24 @@ def test_empty_and_batch_one(backend):
     assert e.shape == (0, 5, 8)
 
 
+@pytest.mark.parametrize("backend", COMPILED)
+@pytest.mark.parametrize("lq,lk", [(0, 7), (5, 0)])
+def test_zero_length_gradients(backend, lq, lk):
+    """No queries: dK = dV = 0 (not uninitialised memory); no keys: out = 0 and dQ = 0."""
+    require(backend)
+    dev = device_for(backend)
+    q, k, v = make_qkv(2, lq, lk, 8, dv=6, device=dev)
+    for t in (q, k, v):
+        t.requires_grad_(True)
+    out = attnfast.single_head_attention(q, k, v, backend=backend)
+    assert out.shape == (2, lq, 6)
+    assert (out == 0).all()
+    out.backward(torch.ones_like(out))
+    for name, g, t in (("dq", q.grad, q), ("dk", k.grad, k), ("dv", v.grad, v)):
+        assert g is not None and g.shape == t.shape, name
+        assert (g == 0).all(), name
+
+
 # ---- dropout ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -17,7 +17,6 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/mul.h>
 #include <ATen/ops/sum.h>
-#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -27,6 +26,7 @@
 #include <vector>
 
 #include "checks/attention.h"
+#include "cpu/block_cache.h"
 #include "cpu/isa.h"
 #include "cpu/kernels/attention.h"
 
@@ -128,7 +128,7 @@ void sum_dq(const at::Tensor& buffers, const at::Tensor& touched, int64_t bq, at
 // A panel-major B operand buffer for contraction length k and n columns; *ps = panel stride.
 at::Tensor operand(DType dt, int64_t k, int64_t n, const at::TensorOptions& opts, int64_t* ps) {
   *ps = attn_b_pstride(dt, k);
-  return at::empty({attn_b_elems(dt, k, n)}, opts);
+  return cached_empty({attn_b_elems(dt, k, n)}, opts);
 }
 
 std::tuple<at::Tensor, at::Tensor> attention_forward(const at::Tensor& q_in, const at::Tensor& k_in,
@@ -202,14 +202,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
   const at::Tensor lse = lse_in.contiguous();
   const int64_t B = q.size(0), Lq = q.size(1), D = q.size(2), Lk = k.size(1), Dv = v.size(2);
   at::Tensor dq = at::empty({B, Lq, D}, q.options());
-  at::Tensor dk = at::zeros({B, Lk, D}, q.options());
-  at::Tensor dv = at::zeros({B, Lk, Dv}, q.options());
+  // Every row of dK/dV is written by the task owning its key block (zeros where no query sees
+  // it), so they start empty.
+  at::Tensor dk = at::empty({B, Lk, D}, q.options());
+  at::Tensor dv = at::empty({B, Lk, Dv}, q.options());
   auto finish = [&]() -> std::tuple<at::Tensor, at::Tensor, at::Tensor> {
     if (!half) return {dq, dk, dv};
     return {dq.to(at::kHalf), dk.to(at::kHalf), dv.to(at::kHalf)};
   };
   if (B * Lq == 0 || Lk == 0) {
     dq.zero_();
+    dk.zero_();
+    dv.zero_();
     return finish();
   }
   // Delta_i = rowsum(dO * O) in fp32 (O is the dropped output, so Delta = sum_j P_ij dP~_ij).
@@ -250,7 +254,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
   at::Tensor kn = operand(dt, Lk, D, opts, &a.pkn);
   a.qn = qn.data_ptr(), a.don = don.data_ptr(), a.kn = kn.data_ptr();
   const int64_t nqb = (Lq + a.bq - 1) / a.bq;
-  at::Tensor dq_acc = at::empty({nchunks, Lq, D}, opts.dtype(at::kFloat));
+  at::Tensor dq_acc = cached_empty({nchunks, Lq, D}, opts.dtype(at::kFloat));
   at::Tensor dq_touched = at::empty({nchunks, nqb}, opts.dtype(at::kByte));
   a.kt = kt.data_ptr();
   a.vt = vt.data_ptr();
