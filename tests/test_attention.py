@@ -109,6 +109,20 @@ def test_cpu_wide_head_backward_blocks(dtype):
     check_against_oracle("cpu", q, k, v, causal=True)
 
 
+@pytest.mark.parametrize("mode", ["causal", "mask_dropout"])
+def test_cpu_forward_key_blocks(mode):
+    """The CPU forward streams keys in blocks of 256: three of them here (256, 256, 88), the
+    causal diagonal (keys 510-599) across the last boundary, an additive mask and dropout (Philox counters indexed by
+    absolute key, whatever the block) checked against the reference."""
+    require("cpu")
+    q, k, v = make_qkv(2, 90, 600, 40, 24)
+    if mode == "causal":
+        check_against_oracle("cpu", q, k, v, causal=True)
+    else:
+        mask = torch.randn(2, 90, 600, generator=torch.Generator().manual_seed(5))
+        check_against_oracle("cpu", q, k, v, attn_mask=mask, dropout_p=0.2, training=True, seed=7)
+
+
 @pytest.mark.parametrize("lq,lk,d", [(200, 50, 24), (300, 40, 512)])
 def test_cpu_backward_query_blocks_no_task_writes(lq, lk, d):
     """Causal with Lk < Lq: the first Lq - Lk queries see no key, and whole query blocks of them
