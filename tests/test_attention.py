@@ -112,8 +112,8 @@ def test_cpu_wide_head_backward_blocks(dtype):
 @pytest.mark.parametrize("mode", ["causal", "mask_dropout"])
 def test_cpu_forward_key_blocks(mode):
     """The CPU forward streams keys in blocks of 256: three of them here (256, 256, 88), the
-    causal diagonal (keys 510-599) across the last boundary, an additive mask and dropout (Philox counters indexed by
-    absolute key, whatever the block) checked against the reference."""
+    causal diagonal (keys 510-599) across the last boundary; an additive mask and dropout (Philox
+    counters indexed by absolute key, whatever the block) checked against the reference."""
     require("cpu")
     q, k, v = make_qkv(2, 90, 600, 40, 24)
     if mode == "causal":
