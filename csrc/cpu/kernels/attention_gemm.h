@@ -185,6 +185,61 @@ ATTNFAST_INLINE void attn_micro(int64_t K, const T* A, int64_t lda, int mv, cons
     attn_micro_bf16<NV>(K, A, lda, mv, B, ldb, C, ldc, last, load_c);
 }
 
+// dst[j * ldd + i] = src word j of row i (rows `src_stride` bytes apart), for a 16 x 16 block of
+// 32-bit words: 16 loads, 64 shuffles, 16 stores. Stage 1 interleaves the words of row pairs
+// (vpunpck{l,h}dq), stage 2 the 64-bit pairs of row quads (vpunpck{l,h}qdq) -- then 128-bit
+// lane L of register U_k holds column 4 L + k of rows 4 q .. 4 q + 3 (q = the quad) -- and
+// stage 3 gathers, for each column, its four lanes from U_k, U_{4+k}, U_{8+k}, U_{12+k} with two
+// rounds of 128-bit lane shuffles (vshufi32x4). Written with __builtin_shufflevector (GCC 12
+// flags the unpack intrinsics' undefined pass-through operand as maybe-uninitialized).
+using AttnWords16 = uint32_t __attribute__((vector_size(64)));
+
+ATTNFAST_INLINE void attn_transpose16x16(const char* src, int64_t src_stride, uint32_t* dst,
+                                         int64_t ldd) {
+  AttnWords16 r[16], t[16];
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) __builtin_memcpy(&r[i], src + i * src_stride, sizeof(AttnWords16));
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = __builtin_shufflevector(r[2 * i], r[2 * i + 1], 0, 16, 1, 17, 4, 20, 5, 21, 8, 24,
+                                       9, 25, 12, 28, 13, 29);
+    t[2 * i + 1] = __builtin_shufflevector(r[2 * i], r[2 * i + 1], 2, 18, 3, 19, 6, 22, 7, 23, 10,
+                                           26, 11, 27, 14, 30, 15, 31);
+  }
+#pragma GCC unroll 4
+  for (int q = 0; q < 4; ++q) {  // U_{4q + k}: column 4 L + k of rows 4q .. 4q + 3
+    const AttnWords16 a = t[4 * q], b = t[4 * q + 1], c = t[4 * q + 2], d = t[4 * q + 3];
+    r[4 * q + 0] = __builtin_shufflevector(a, c, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29);
+    r[4 * q + 1] = __builtin_shufflevector(a, c, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+    r[4 * q + 2] = __builtin_shufflevector(b, d, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29);
+    r[4 * q + 3] = __builtin_shufflevector(b, d, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+  }
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k) {
+    // lanes [A0 A1 B0 B1], [A2 A3 B2 B3], [C0 C1 D0 D1], [C2 C3 D2 D3] of A..D = U_k .. U_{12+k}
+    const AttnWords16 x0 = __builtin_shufflevector(r[k], r[4 + k], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17,
+                                                   18, 19, 20, 21, 22, 23);
+    const AttnWords16 x1 = __builtin_shufflevector(r[k], r[4 + k], 8, 9, 10, 11, 12, 13, 14, 15, 24,
+                                                   25, 26, 27, 28, 29, 30, 31);
+    const AttnWords16 y0 = __builtin_shufflevector(r[8 + k], r[12 + k], 0, 1, 2, 3, 4, 5, 6, 7, 16,
+                                                   17, 18, 19, 20, 21, 22, 23);
+    const AttnWords16 y1 = __builtin_shufflevector(r[8 + k], r[12 + k], 8, 9, 10, 11, 12, 13, 14, 15,
+                                                   24, 25, 26, 27, 28, 29, 30, 31);
+    const AttnWords16 c0 = __builtin_shufflevector(x0, y0, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19,
+                                                   24, 25, 26, 27);  // [A0 B0 C0 D0]
+    const AttnWords16 c1 = __builtin_shufflevector(x0, y0, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22,
+                                                   23, 28, 29, 30, 31);  // [A1 B1 C1 D1]
+    const AttnWords16 c2 = __builtin_shufflevector(x1, y1, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19,
+                                                   24, 25, 26, 27);  // [A2 B2 C2 D2]
+    const AttnWords16 c3 = __builtin_shufflevector(x1, y1, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22,
+                                                   23, 28, 29, 30, 31);  // [A3 B3 C3 D3]
+    __builtin_memcpy(dst + (0 + k) * ldd, &c0, sizeof c0);
+    __builtin_memcpy(dst + (4 + k) * ldd, &c1, sizeof c1);
+    __builtin_memcpy(dst + (8 + k) * ldd, &c2, sizeof c2);
+    __builtin_memcpy(dst + (12 + k) * ldd, &c3, sizeof c3);
+  }
+}
+
 template <typename T>
 void attn_gemm_avx512(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
                       int64_t ps, float* C, int64_t ldc, bool accumulate) {

@@ -32,27 +32,35 @@
 // Both write panel-major B operands (kernels/attention.h): element (k, n) of the operand at
 // attn_b_at(dst, ps, k, n); for bf16 the pair (k, k + 1) of column n is one 32-bit word.
 
-// B[k][n] = src[n][k] (contraction over src's columns): K^T, V^T. Rows [r_begin, r_end) of src
-// (columns of B) are packed 16 at a time (a 16-aligned run never crosses a panel), so the
-// strided reads of src stay in L1 and each k row of the panel gets 16 adjacent words.
+// B[k][n] = src[n][k] (contraction over src's columns): K^T, V^T. In 32-bit words (an fp32
+// element, or a bf16 pair (src[r][2u], src[r][2u + 1]); an odd last bf16 column pairs with 0)
+// this is a plain transpose: word u of src row r goes to word row u, column r. Rows [r_begin,
+// r_end) of src are packed 16 at a time (a 16-aligned run never crosses a panel); with AVX-512
+// a full 16 x 16 block of words is one register transpose, the rest word by word.
 template <typename T>
 void attn_pack_t_typed(const T* src, int64_t ld, int64_t cols, T* dst, int64_t ps,
                        int64_t r_begin, int64_t r_end) {
+  constexpr int64_t per_word = 4 / sizeof(T);  // elements of T per 32-bit word
+  const int64_t words = cols / per_word;        // whole words per src row
+  const int64_t row_bytes = ld * static_cast<int64_t>(sizeof(T));
   for (int64_t r0 = r_begin; r0 < r_end; r0 = (r0 / 16 + 1) * 16) {
     const int64_t r1 = (r0 / 16 + 1) * 16 < r_end ? (r0 / 16 + 1) * 16 : r_end;
-    if constexpr (sizeof(T) == 4) {
-      float* d = attn_b_at(dst, ps, 0, r0);  // then + c * kAttnPanel per k row
-      for (int64_t c = 0; c < cols; ++c)
-        for (int64_t r = r0; r < r1; ++r) d[c * kAttnPanel + (r - r0)] = src[r * ld + c];
-    } else {
-      // The pair (src[r][2p], src[r][2p + 1]) is one 32-bit word, column r of pair row p; an
-      // odd last column pairs with 0.
-      uint32_t* d = reinterpret_cast<uint32_t*>(attn_b_at(dst, ps, 0, r0));  // + p * kAttnPanel
-      const int64_t pairs = cols / 2;
-      for (int64_t p = 0; p < pairs; ++p)
-        for (int64_t r = r0; r < r1; ++r) d[p * kAttnPanel + (r - r0)] = attn_load_pair(src + r * ld + 2 * p);
+    uint32_t* d = reinterpret_cast<uint32_t*>(attn_b_at(dst, ps, 0, r0));  // word row u: + u * 64
+    const char* s = reinterpret_cast<const char*>(src + r0 * ld);
+    int64_t u = 0;
+#if ATTNFAST_ATTN_AVX512
+    if (r1 - r0 == 16)
+      for (; u + 16 <= words; u += 16) attn_transpose16x16(s + 4 * u, row_bytes, d + u * kAttnPanel, kAttnPanel);
+#endif
+    for (; u < words; ++u)
+      for (int64_t r = r0; r < r1; ++r) {
+        uint32_t w;
+        __builtin_memcpy(&w, s + (r - r0) * row_bytes + 4 * u, sizeof w);
+        d[u * kAttnPanel + (r - r0)] = w;
+      }
+    if constexpr (per_word == 2) {
       if (cols & 1)
-        for (int64_t r = r0; r < r1; ++r) d[pairs * kAttnPanel + (r - r0)] = src[r * ld + cols - 1].bits;
+        for (int64_t r = r0; r < r1; ++r) d[words * kAttnPanel + (r - r0)] = src[r * ld + cols - 1].bits;
     }
   }
 }
