@@ -194,8 +194,9 @@ ATTNFAST_INLINE void attn_micro(int64_t K, const T* A, int64_t lda, int mv, cons
 // flags the unpack intrinsics' undefined pass-through operand as maybe-uninitialized).
 using AttnWords16 = uint32_t __attribute__((vector_size(64)));
 
-ATTNFAST_INLINE void attn_transpose16x16(const char* src, int64_t src_stride, uint32_t* dst,
-                                         int64_t ldd) {
+// out[j] = word j of the 16 rows.
+ATTNFAST_INLINE void attn_transpose16x16_regs(const char* src, int64_t src_stride,
+                                              AttnWords16 (&out)[16]) {
   AttnWords16 r[16], t[16];
 #pragma GCC unroll 16
   for (int i = 0; i < 16; ++i) __builtin_memcpy(&r[i], src + i * src_stride, sizeof(AttnWords16));
@@ -225,19 +226,43 @@ ATTNFAST_INLINE void attn_transpose16x16(const char* src, int64_t src_stride, ui
                                                    17, 18, 19, 20, 21, 22, 23);
     const AttnWords16 y1 = __builtin_shufflevector(r[8 + k], r[12 + k], 8, 9, 10, 11, 12, 13, 14, 15,
                                                    24, 25, 26, 27, 28, 29, 30, 31);
-    const AttnWords16 c0 = __builtin_shufflevector(x0, y0, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19,
-                                                   24, 25, 26, 27);  // [A0 B0 C0 D0]
-    const AttnWords16 c1 = __builtin_shufflevector(x0, y0, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22,
-                                                   23, 28, 29, 30, 31);  // [A1 B1 C1 D1]
-    const AttnWords16 c2 = __builtin_shufflevector(x1, y1, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19,
-                                                   24, 25, 26, 27);  // [A2 B2 C2 D2]
-    const AttnWords16 c3 = __builtin_shufflevector(x1, y1, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22,
-                                                   23, 28, 29, 30, 31);  // [A3 B3 C3 D3]
-    __builtin_memcpy(dst + (0 + k) * ldd, &c0, sizeof c0);
-    __builtin_memcpy(dst + (4 + k) * ldd, &c1, sizeof c1);
-    __builtin_memcpy(dst + (8 + k) * ldd, &c2, sizeof c2);
-    __builtin_memcpy(dst + (12 + k) * ldd, &c3, sizeof c3);
+    out[k] = __builtin_shufflevector(x0, y0, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26,
+                                     27);  // [A0 B0 C0 D0]
+    out[4 + k] = __builtin_shufflevector(x0, y0, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29,
+                                         30, 31);  // [A1 B1 C1 D1]
+    out[8 + k] = __builtin_shufflevector(x1, y1, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25,
+                                         26, 27);  // [A2 B2 C2 D2]
+    out[12 + k] = __builtin_shufflevector(x1, y1, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28,
+                                          29, 30, 31);  // [A3 B3 C3 D3]
   }
+}
+
+// dst[j * ldd + i] = word j of src row i (a 16 x 16 block of 32-bit words).
+ATTNFAST_INLINE void attn_transpose16x16(const char* src, int64_t src_stride, uint32_t* dst,
+                                         int64_t ldd) {
+  AttnWords16 out[16];
+  attn_transpose16x16_regs(src, src_stride, out);
+#pragma GCC unroll 16
+  for (int j = 0; j < 16; ++j) __builtin_memcpy(dst + j * ldd, &out[j], sizeof out[j]);
+}
+
+// dst[j * ldd + i] = bf16(src[i * lds + j]) for a 16 x 16 block, rounded to nearest even by
+// vcvtneps2bf16 (which flushes fp32 denormals to zero; the bf16 GEMM, vdpbf16ps, treats
+// denormal inputs as zero anyway, so the products are the same as with from_f32).
+ATTNFAST_INLINE void attn_transpose16x16(const float* src, int64_t lds, bf16_t* dst, int64_t ldd) {
+  AttnWords16 out[16];
+  attn_transpose16x16_regs(reinterpret_cast<const char*>(src), lds * 4, out);
+#pragma GCC unroll 16
+  for (int j = 0; j < 16; ++j) {
+    const __m256bh h = _mm512_cvtneps_pbh(reinterpret_cast<__m512&>(out[j]));
+    __builtin_memcpy(dst + j * ldd, &h, sizeof h);
+  }
+}
+
+// dst[j * ldd + i] = src[i * lds + j], fp32.
+ATTNFAST_INLINE void attn_transpose16x16(const float* src, int64_t lds, float* dst, int64_t ldd) {
+  attn_transpose16x16(reinterpret_cast<const char*>(src), lds * 4, reinterpret_cast<uint32_t*>(dst),
+                      ldd);
 }
 
 template <typename T>

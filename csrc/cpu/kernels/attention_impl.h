@@ -239,6 +239,25 @@ void attn_forward(const AttnFwdArgs& a, int64_t b, int64_t qb, float* scratch) {
     attn_forward_typed<float>(a, b, qb, scratch);
 }
 
+// dst[c * ldd + r] = T(src[r * lds + c]) for r < rows, c < cols: the backward's P^T and dS^T
+// tiles (A operands of dV += P^T dO and dK += dS^T Q), 16 x 16 register blocks under AVX-512.
+template <typename T>
+void attn_transpose_tile(const float* src, int64_t lds, int64_t rows, int64_t cols, T* dst,
+                         int64_t ldd) {
+  for (int64_t r0 = 0; r0 < rows; r0 += 16)
+    for (int64_t c0 = 0; c0 < cols; c0 += 16) {
+#if ATTNFAST_ATTN_AVX512
+      if (r0 + 16 <= rows && c0 + 16 <= cols) {
+        attn_transpose16x16(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd);
+        continue;
+      }
+#endif
+      const int64_t r1 = rows - r0 < 16 ? rows : r0 + 16, c1 = cols - c0 < 16 ? cols : c0 + 16;
+      for (int64_t c = c0; c < c1; ++c)
+        for (int64_t r = r0; r < r1; ++r) dst[c * ldd + r] = from_f32<T>(src[r * lds + c]);
+    }
+}
+
 // ---- backward -------------------------------------------------------------------------------
 
 template <typename T>
@@ -313,18 +332,19 @@ void attn_backward_typed(const AttnBwdArgs& a, int64_t b, int64_t kb_begin, int6
           }
         }
         for (int64_t c = nvis; c < nk; ++c) s[c] = dp[c] = 0.f;
-        for (int64_t c = 0; c < nk; ++c) {
-          PdT[c * ldtt + r] = from_f32<T>(s[c]);
-          dSsT[c * ldtt + r] = from_f32<T>(dp[c]);
-        }
-        T* dsr = dSs + r * ldt;
+        if constexpr (sizeof(T) != 4) {  // fp32 multiplies dP itself by K
+          T* dsr = dSs + r * ldt;
 #pragma omp simd
-        for (int64_t c = 0; c < nk; ++c) dsr[c] = from_f32<T>(dp[c]);
+          for (int64_t c = 0; c < nk; ++c) dsr[c] = from_f32<T>(dp[c]);
+        }
       }
+      attn_transpose_tile<T>(S, ldt, mq, nk, PdT, ldtt);
+      attn_transpose_tile<T>(dP, ldt, mq, nk, dSsT, ldtt);
       attn_gemm<T>(nk, a.Dv, mq, PdT, ldtt, attn_b_at(dOn, a.pdon, i0, 0), a.pdon, dV, ldv, true);
       attn_gemm<T>(nk, a.D, mq, dSsT, ldtt, attn_b_at(Qn, a.pqn, i0, 0), a.pqn, dK, ldk, true);
       uint8_t& dq_valid = a.dq_touched[i0 / a.bq];
-      attn_gemm<T>(mq, a.D, nk, dSs, ldt, attn_b_at(Kn, a.pkn, j0, 0), a.pkn,
+      const T* dSa = sizeof(T) == 4 ? reinterpret_cast<const T*>(dP) : dSs;
+      attn_gemm<T>(mq, a.D, nk, dSa, ldt, attn_b_at(Kn, a.pkn, j0, 0), a.pkn,
                    a.dq_acc + i0 * a.D, a.D, /*accumulate=*/dq_valid != 0);
       dq_valid = 1;
     }
