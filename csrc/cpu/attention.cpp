@@ -60,6 +60,10 @@ void block_sizes(int64_t* bq, int64_t* bk, bool backward, int64_t head_dim) {
         k % kAttnPanel == 0) {
       *bq = q;
       *bk = k;
+    } else {
+      TORCH_WARN_ONCE("attnfast: ignoring ATTNFAST_ATTN_CPU_BLOCKS=\"", env,
+                      "\": expected \"bq,bk\" with bq even and >= 2 and bk a multiple of ",
+                      kAttnPanel, "; using the default blocks");
     }
   }
 }
