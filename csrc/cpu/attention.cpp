@@ -141,7 +141,8 @@ at::Tensor row_dots(const at::Tensor& x, const at::Tensor& y) {
   float* dst = out.data_ptr<float>();
   const bool bf16 = x.scalar_type() == at::kBFloat16;
   TORCH_INTERNAL_ASSERT(bf16 || x.scalar_type() == at::kFloat, "row_dots takes bf16 or fp32");
-  TORCH_INTERNAL_ASSERT(x.scalar_type() == y.scalar_type() && (D <= 1 || (x.stride(2) == 1 && y.stride(2) == 1)));
+  TORCH_INTERNAL_ASSERT(x.scalar_type() == y.scalar_type() &&
+                        (D <= 1 || (x.stride(2) == 1 && y.stride(2) == 1)));
   at::parallel_for(0, B * L, 64, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t b = r / L, i = r % L;

@@ -109,9 +109,13 @@ constexpr int64_t kAttnPanel = 64;
 // Rows of a packed B operand (k pairs for bf16).
 inline int64_t attn_b_rows(DType dt, int64_t k) { return dt == DType::bf16 ? (k + 1) / 2 : k; }
 // Elements per (pair) row of a panel.
-inline int64_t attn_b_row_elems(DType dt) { return dt == DType::bf16 ? 2 * kAttnPanel : kAttnPanel; }
+inline int64_t attn_b_row_elems(DType dt) {
+  return dt == DType::bf16 ? 2 * kAttnPanel : kAttnPanel;
+}
 // Panel stride (elements) of a B operand with contraction length k.
-inline int64_t attn_b_pstride(DType dt, int64_t k) { return attn_b_rows(dt, k) * attn_b_row_elems(dt); }
+inline int64_t attn_b_pstride(DType dt, int64_t k) {
+  return attn_b_rows(dt, k) * attn_b_row_elems(dt);
+}
 // Elements of a B operand with contraction length k and n columns.
 inline int64_t attn_b_elems(DType dt, int64_t k, int64_t n) {
   return (n + kAttnPanel - 1) / kAttnPanel * attn_b_pstride(dt, k);

@@ -194,6 +194,17 @@ ATTNFAST_INLINE void attn_micro(int64_t K, const T* A, int64_t lda, int mv, cons
 // flags the unpack intrinsics' undefined pass-through operand as maybe-uninitialized).
 using AttnWords16 = uint32_t __attribute__((vector_size(64)));
 
+// Index lists for __builtin_shufflevector(a, b, ...): 0-15 pick from a, 16-31 from b.
+#define ATTNFAST_UNPACK_LO32 0, 16, 1, 17, 4, 20, 5, 21, 8, 24, 9, 25, 12, 28, 13, 29
+#define ATTNFAST_UNPACK_HI32 2, 18, 3, 19, 6, 22, 7, 23, 10, 26, 11, 27, 14, 30, 15, 31
+#define ATTNFAST_UNPACK_LO64 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29
+#define ATTNFAST_UNPACK_HI64 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31
+// 128-bit lanes: a0 a1 b0 b1 / a2 a3 b2 b3 / a0 a2 b0 b2 / a1 a3 b1 b3
+#define ATTNFAST_LANES_01_01 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23
+#define ATTNFAST_LANES_23_23 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31
+#define ATTNFAST_LANES_02_02 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27
+#define ATTNFAST_LANES_13_13 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31
+
 // out[j] = word j of the 16 rows.
 ATTNFAST_INLINE void attn_transpose16x16_regs(const char* src, int64_t src_stride,
                                               AttnWords16 (&out)[16]) {
@@ -202,40 +213,37 @@ ATTNFAST_INLINE void attn_transpose16x16_regs(const char* src, int64_t src_strid
   for (int i = 0; i < 16; ++i) __builtin_memcpy(&r[i], src + i * src_stride, sizeof(AttnWords16));
 #pragma GCC unroll 8
   for (int i = 0; i < 8; ++i) {
-    t[2 * i] = __builtin_shufflevector(r[2 * i], r[2 * i + 1], 0, 16, 1, 17, 4, 20, 5, 21, 8, 24,
-                                       9, 25, 12, 28, 13, 29);
-    t[2 * i + 1] = __builtin_shufflevector(r[2 * i], r[2 * i + 1], 2, 18, 3, 19, 6, 22, 7, 23, 10,
-                                           26, 11, 27, 14, 30, 15, 31);
+    t[2 * i] = __builtin_shufflevector(r[2 * i], r[2 * i + 1], ATTNFAST_UNPACK_LO32);
+    t[2 * i + 1] = __builtin_shufflevector(r[2 * i], r[2 * i + 1], ATTNFAST_UNPACK_HI32);
   }
 #pragma GCC unroll 4
   for (int q = 0; q < 4; ++q) {  // U_{4q + k}: column 4 L + k of rows 4q .. 4q + 3
     const AttnWords16 a = t[4 * q], b = t[4 * q + 1], c = t[4 * q + 2], d = t[4 * q + 3];
-    r[4 * q + 0] = __builtin_shufflevector(a, c, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29);
-    r[4 * q + 1] = __builtin_shufflevector(a, c, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
-    r[4 * q + 2] = __builtin_shufflevector(b, d, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29);
-    r[4 * q + 3] = __builtin_shufflevector(b, d, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+    r[4 * q + 0] = __builtin_shufflevector(a, c, ATTNFAST_UNPACK_LO64);
+    r[4 * q + 1] = __builtin_shufflevector(a, c, ATTNFAST_UNPACK_HI64);
+    r[4 * q + 2] = __builtin_shufflevector(b, d, ATTNFAST_UNPACK_LO64);
+    r[4 * q + 3] = __builtin_shufflevector(b, d, ATTNFAST_UNPACK_HI64);
   }
 #pragma GCC unroll 4
-  for (int k = 0; k < 4; ++k) {
-    // lanes [A0 A1 B0 B1], [A2 A3 B2 B3], [C0 C1 D0 D1], [C2 C3 D2 D3] of A..D = U_k .. U_{12+k}
-    const AttnWords16 x0 = __builtin_shufflevector(r[k], r[4 + k], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17,
-                                                   18, 19, 20, 21, 22, 23);
-    const AttnWords16 x1 = __builtin_shufflevector(r[k], r[4 + k], 8, 9, 10, 11, 12, 13, 14, 15, 24,
-                                                   25, 26, 27, 28, 29, 30, 31);
-    const AttnWords16 y0 = __builtin_shufflevector(r[8 + k], r[12 + k], 0, 1, 2, 3, 4, 5, 6, 7, 16,
-                                                   17, 18, 19, 20, 21, 22, 23);
-    const AttnWords16 y1 = __builtin_shufflevector(r[8 + k], r[12 + k], 8, 9, 10, 11, 12, 13, 14, 15,
-                                                   24, 25, 26, 27, 28, 29, 30, 31);
-    out[k] = __builtin_shufflevector(x0, y0, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26,
-                                     27);  // [A0 B0 C0 D0]
-    out[4 + k] = __builtin_shufflevector(x0, y0, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29,
-                                         30, 31);  // [A1 B1 C1 D1]
-    out[8 + k] = __builtin_shufflevector(x1, y1, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25,
-                                         26, 27);  // [A2 B2 C2 D2]
-    out[12 + k] = __builtin_shufflevector(x1, y1, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28,
-                                          29, 30, 31);  // [A3 B3 C3 D3]
+  for (int k = 0; k < 4; ++k) {  // A..D = U_k, U_{4+k}, U_{8+k}, U_{12+k}
+    const AttnWords16 x0 = __builtin_shufflevector(r[k], r[4 + k], ATTNFAST_LANES_01_01);
+    const AttnWords16 x1 = __builtin_shufflevector(r[k], r[4 + k], ATTNFAST_LANES_23_23);
+    const AttnWords16 y0 = __builtin_shufflevector(r[8 + k], r[12 + k], ATTNFAST_LANES_01_01);
+    const AttnWords16 y1 = __builtin_shufflevector(r[8 + k], r[12 + k], ATTNFAST_LANES_23_23);
+    out[k] = __builtin_shufflevector(x0, y0, ATTNFAST_LANES_02_02);       // [A0 B0 C0 D0]
+    out[4 + k] = __builtin_shufflevector(x0, y0, ATTNFAST_LANES_13_13);   // [A1 B1 C1 D1]
+    out[8 + k] = __builtin_shufflevector(x1, y1, ATTNFAST_LANES_02_02);   // [A2 B2 C2 D2]
+    out[12 + k] = __builtin_shufflevector(x1, y1, ATTNFAST_LANES_13_13);  // [A3 B3 C3 D3]
   }
 }
+#undef ATTNFAST_UNPACK_LO32
+#undef ATTNFAST_UNPACK_HI32
+#undef ATTNFAST_UNPACK_LO64
+#undef ATTNFAST_UNPACK_HI64
+#undef ATTNFAST_LANES_01_01
+#undef ATTNFAST_LANES_23_23
+#undef ATTNFAST_LANES_02_02
+#undef ATTNFAST_LANES_13_13
 
 // dst[j * ldd + i] = word j of src row i (a 16 x 16 block of 32-bit words).
 ATTNFAST_INLINE void attn_transpose16x16(const char* src, int64_t src_stride, uint32_t* dst,

@@ -50,7 +50,8 @@ void attn_pack_t_typed(const T* src, int64_t ld, int64_t cols, T* dst, int64_t p
     int64_t u = 0;
 #if ATTNFAST_ATTN_AVX512
     if (r1 - r0 == 16)
-      for (; u + 16 <= words; u += 16) attn_transpose16x16(s + 4 * u, row_bytes, d + u * kAttnPanel, kAttnPanel);
+      for (; u + 16 <= words; u += 16)
+        attn_transpose16x16(s + 4 * u, row_bytes, d + u * kAttnPanel, kAttnPanel);
 #endif
     for (; u < words; ++u)
       for (int64_t r = r0; r < r1; ++r) {
@@ -60,7 +61,8 @@ void attn_pack_t_typed(const T* src, int64_t ld, int64_t cols, T* dst, int64_t p
       }
     if constexpr (per_word == 2) {
       if (cols & 1)
-        for (int64_t r = r0; r < r1; ++r) d[words * kAttnPanel + (r - r0)] = src[r * ld + cols - 1].bits;
+        for (int64_t r = r0; r < r1; ++r)
+          d[words * kAttnPanel + (r - r0)] = src[r * ld + cols - 1].bits;  // high half 0
     }
   }
 }
@@ -78,9 +80,9 @@ void attn_pack_n_typed(const T* src, int64_t ld, int64_t rows, int64_t cols, T* 
     } else {
       for (int64_t r = r_begin; r < r_end; r += 2) {
         const uint16_t* s0 = reinterpret_cast<const uint16_t*>(src + r * ld + c0);
-        const uint16_t* s1 = reinterpret_cast<const uint16_t*>(src + (r + 1) * ld + c0);
         uint32_t* d = reinterpret_cast<uint32_t*>(attn_b_at(dst, ps, r, c0));
         if (r + 1 < rows) {
+          const uint16_t* s1 = reinterpret_cast<const uint16_t*>(src + (r + 1) * ld + c0);
 #pragma omp simd
           for (int64_t c = 0; c < w; ++c) d[c] = uint32_t(s0[c]) | (uint32_t(s1[c]) << 16);
         } else {  // odd K: the pad row is zero
@@ -302,7 +304,8 @@ void attn_backward_typed(const AttnBwdArgs& a, int64_t b, int64_t kb_begin, int6
       const int64_t mq = a.Lq - i0 < a.bq ? a.Lq - i0 : a.bq;
       attn_gemm<T>(mq, nk, a.D, Q + i0 * a.sqr, a.sqr, attn_b_at(Kt, a.pkt, 0, j0), a.pkt,
                    S, ldt, false);
-      attn_gemm<T>(mq, nk, a.Dv, dO + i0 * a.sdr, a.sdr, attn_b_at(Vt, a.pvt, 0, j0), a.pvt, dP, ldt, false);
+      attn_gemm<T>(mq, nk, a.Dv, dO + i0 * a.sdr, a.sdr, attn_b_at(Vt, a.pvt, 0, j0), a.pvt,
+                   dP, ldt, false);
       for (int64_t r = 0; r < mq; ++r) {
         const int64_t i = i0 + r;
         const float l = lse[i], dl = delta[i];
