@@ -15,7 +15,8 @@ Rows per shape, dtype and pass (forward under no_grad; forward + backward):
   gemm                the roof: torch.mm 2048^3 in the same dtype, as GFLOP/s (one row per dtype)
 Columns: median ms (p10-p90), GFLOP/s of the useful work (forward 4 D x visible (i, j) pairs; fwd+bwd
 3.5x that: 2 GEMMs forward, 5 backward), speed-up vs sdpa / eager / the best peer, fraction of the
-GEMM roof, and the peak extra memory of one forward call (bench/harness.peak_memory).
+GEMM roof and of the machine's physical peak (bench/peak: an FMA-throughput loop on the CPU), and
+the peak extra memory of one forward call (bench/harness.peak_memory).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from bench import harness
+from bench import peak as _peak
 
 import attnfast
 from attnfast.reference.attention import causal_keep
@@ -79,7 +81,8 @@ def gemm_roof(dtype, device, reps, warmup) -> float:
     return harness.gflops(2.0 * n**3, t.median_ms)
 
 
-def bench_case(shape, dtype, pass_, backends, device, reps, warmup, roof, with_compile=False):
+def bench_case(shape, dtype, pass_, backends, device, reps, warmup, roof, peak=None,
+               with_compile=False):
     b, lq, lk, d = shape
     g = torch.Generator(device="cpu").manual_seed(0)
     q, k, v = (torch.randn(b, n, d, generator=g).to(device=device, dtype=dtype) for n in (lq, lk, lk))
@@ -122,6 +125,7 @@ def bench_case(shape, dtype, pass_, backends, device, reps, warmup, roof, with_c
         r["x_eager"] = harness.ratio(by["eager"], r["ms"])
         r["x_best"] = harness.ratio(best_peer, r["ms"])
         r["pct_roof"] = 100.0 * r["gflops"] / roof if roof else None
+        r["pct_peak"] = 100.0 * r["gflops"] / peak if peak else None
     return rows
 
 
@@ -148,12 +152,14 @@ def main(argv=None):
     if args.quick and args.max_shapes is None:
         # --quick: the SHA-RNN memory case (B4, Lq 1024, Lk 3072, D 1024) and one small head.
         shapes = [s for s in shapes if s in ((4, 1024, 3072, 1024), (32, 1024, 1024, 64))]
+    peak_record = _peak.peak(device, refresh=args.refresh_peak, quick=args.quick)
     rows = []
     for dtype in dtypes:
         roof = gemm_roof(dtype, device, reps, warmup)
         for shape in shapes:
             for pass_ in args.passes:
                 rows += bench_case(shape, dtype, pass_, backends, device, reps, warmup, roof,
+                                   peak=_peak.peak_gflops(peak_record, dtype),
                                    with_compile=not (args.no_compile or args.quick))
     f = harness.fmt
     table = [{
@@ -161,17 +167,19 @@ def main(argv=None):
         "ms (p10-p90)": f"{r['ms']:.1f} ({r['p10']:.1f}-{r['p90']:.1f})",
         "GFLOP/s": f(r["gflops"], ".0f"), "x sdpa": f(r["x_sdpa"]), "x eager": f(r["x_eager"]),
         "x best peer": f(r["x_best"]), "% gemm roof": f(r["pct_roof"], ".0f"),
+        "% peak": f(r["pct_peak"], ".0f"),
         "fwd mem MiB": f(harness.mib(r["mem"]), ".1f"),
     } for r in rows]
     env = harness.environment(device)
     cols = ["shape", "dtype", "pass", "impl", "ms (p10-p90)", "GFLOP/s", "x sdpa", "x eager",
-            "x best peer", "% gemm roof", "fwd mem MiB"]
+            "x best peer", "% gemm roof", "% peak", "fwd mem MiB"]
     roofs = sorted({(r["dtype"], round(r["roof"])) for r in rows})
+    peaks = ", ".join(f"{k.split('_')[0]} {peak_record[k]:.0f}" for k in ("fp32_gflops", "bf16_gflops"))
     harness.print_table(table, cols, title=f"single-head attention, causal, {env.get('cpu') or env.get('gpu')}; "
-                        f"GEMM roof GFLOP/s: {roofs}")
+                        f"GEMM roof GFLOP/s: {roofs}; physical peak GFLOP/s: {peaks}")
     if not args.no_json:
         path = harness.save_json(args.json or harness.default_json_path("attention", device),
-                                 {"environment": env, "rows": rows})
+                                 {"environment": env, "peak": peak_record, "rows": rows})
         print(f"saved {path}")
     return 0
 

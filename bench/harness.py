@@ -14,7 +14,9 @@
     and torch.compile's generated code; the running sum's maximum is the peak. It does not see
     memory taken with raw ``malloc``/``new`` bypassing c10 (``std::vector`` scratch inside a
     kernel, oneDNN/MKL packing buffers, OpenMP stacks); attnfast's CPU kernels allocate their
-    buffers through ATen, so only a few KB of per-thread scratch is missed.
+    buffers through ATen, so only a few KB of per-thread scratch is missed. attnfast's CPU
+    block cache (large scratch and link tensors, ``aligned_alloc``) is switched off for the
+    measured call, so that those buffers come from ATen and are counted.
 - :func:`gflops`, :func:`ratio`: arithmetic for the table columns.
 - :func:`environment`: the stamp every result carries (machine, CPU model, cores, GPU, torch,
   triton, attnfast build_info, git commit, date).
@@ -124,11 +126,25 @@ def _quiet_fd(fd: int):
         os.close(saved)
 
 
+@contextlib.contextmanager
+def _attnfast_cpu_cache_off():
+    """attnfast's CPU block cache hands out aligned_alloc blocks the profiler cannot see; with
+    it off, the same buffers come from at::empty."""
+    import attnfast.memory as am
+
+    limit_mb = am.cpu_cache_info()["limit_bytes"] >> 20
+    am.set_cpu_cache_limit(0)
+    try:
+        yield
+    finally:
+        am.set_cpu_cache_limit(limit_mb)
+
+
 def _cpu_peak_memory(fn: Callable[[], object]) -> int:
     from torch.profiler import ProfilerActivity, profile
 
     os.environ.setdefault("KINETO_LOG_LEVEL", "5")
-    with _quiet_fd(2), _quiet_fd(1):
+    with _quiet_fd(2), _quiet_fd(1), _attnfast_cpu_cache_off():
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             out = fn()
             del out
