@@ -158,9 +158,9 @@ def graves_window_sequence(alpha_hat, beta_hat, kappa_hat, chars, char_mask=None
 def cpu_cache_info() -> dict:
     """What the CPU block cache holds: ``cached_bytes`` (free blocks kept), ``limit_bytes``,
     ``hits`` and ``misses`` since start. The cpu backend serves the (B, Hw, N, N) link and link
-    gradient tensors from it, and the attention kernels' packed K/V operands and dQ buffers
-    (only tensors of 1 MiB or more), because fresh pages for them cost more than the kernels
-    that use them (a page fault per 4 KiB, an munmap per free). The limit comes from
+    gradient tensors from it, and the attention kernels' outputs, gradients, packed K/V operands
+    and dQ buffers (only tensors of 1 MiB or more), because fresh pages for them cost more than
+    the kernels that use them (a page fault per 4 KiB, an munmap per free). The limit comes from
     ``ATTNFAST_CPU_CACHE_MB`` (default 512; 0 turns the cache off)."""
     if not _extension.loaded():
         return {"cached_bytes": 0, "limit_bytes": 0, "hits": 0, "misses": 0}

@@ -538,6 +538,53 @@ def test_cpu_block_cache_off_and_bad_limits():
             M.set_cpu_cache_limit(bad)
 
 
+def test_cpu_block_cache_tensors_are_ordinary_tensors():
+    """Tensors from the cache (here attention's output and gradients, 1 MiB each) hold the cache
+    as their storage's allocator: they resize, accumulate gradients in place, move to shared
+    memory and serialise like any CPU tensor, and their blocks return to the cache when freed."""
+    require_backend("cpu")
+    import io
+
+    before = M.cpu_cache_info()["limit_bytes"] >> 20
+    M.set_cpu_cache_limit(64)
+    try:
+        M.empty_cpu_cache()
+        g = torch.Generator().manual_seed(3)
+        q, k, v = (torch.randn(1, 512, 512, generator=g, requires_grad=True) for _ in range(3))
+        served = sum(M.cpu_cache_info()[c] for c in ("hits", "misses"))
+        out = attnfast.single_head_attention(q, k, v, causal=True, backend="cpu")
+        assert sum(M.cpu_cache_info()[c] for c in ("hits", "misses")) > served  # via the cache
+        want = attnfast.single_head_attention(q.detach(), k.detach(), v.detach(), causal=True,
+                                              backend="reference")
+        assert_parity(out.detach(), want, name="attention output from the cache", atol=2e-5, rtol=1e-4)
+        out.sum().backward()
+        first = k.grad.clone()
+        attnfast.single_head_attention(q, k, v, causal=True, backend="cpu").sum().backward()
+        assert torch.allclose(k.grad, 2 * first, rtol=1e-6, atol=1e-6)  # accumulated in place
+
+        x = out.detach()
+        saved = x.clone()
+        buf = io.BytesIO()
+        torch.save(x, buf)
+        buf.seek(0)
+        assert torch.equal(torch.load(buf), saved)
+        x.share_memory_()
+        assert x.is_shared() and torch.equal(x, saved)
+        y = attnfast.single_head_attention(q.detach(), k.detach(), v.detach(), backend="cpu")
+        y.resize_(2, 512, 512)  # grows through the same allocator
+        y[1].fill_(1.0)
+        assert y.shape == (2, 512, 512) and bool((y[1] == 1).all())
+        y.resize_(4)
+        assert y.shape == (4,)
+
+        cached = M.cpu_cache_info()["cached_bytes"]
+        del out, x, y
+        q.grad = k.grad = v.grad = None
+        assert M.cpu_cache_info()["cached_bytes"] > cached  # blocks came back
+    finally:
+        M.set_cpu_cache_limit(before)
+
+
 def test_cpu_block_cache_env_limit():
     require_backend("cpu")
     code = ("import torch, attnfast; from attnfast import memory as M; "

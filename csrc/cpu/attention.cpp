@@ -189,7 +189,9 @@ std::tuple<at::Tensor, at::Tensor> attention_forward(const at::Tensor& q_in, con
   const at::Tensor k = half ? k_in.to(at::kFloat) : k_in;
   const at::Tensor v = half ? v_in.to(at::kFloat) : v_in;
   const int64_t B = q.size(0), Lq = q.size(1), D = q.size(2), Lk = k.size(1), Dv = v.size(2);
-  at::Tensor out = at::empty({B, Lq, Dv}, q.options());
+  // Outputs from the block cache too: at B16 fp32 a forward+backward made 256 MiB of fresh
+  // pages per step (65.8k page faults, ~45 ms of 405).
+  at::Tensor out = cached_empty({B, Lq, Dv}, q.options());
   at::Tensor lse = at::empty({B, Lq}, q.options().dtype(at::kFloat));
   if (B * Lq == 0) return {half ? out.to(at::kHalf) : out, lse};
   if (Lk == 0) {  // no keys: every row is fully masked
@@ -248,11 +250,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
   const at::Tensor dout = prep(grad_out_in), out = prep(out_in);
   const at::Tensor lse = lse_in.contiguous();
   const int64_t B = q.size(0), Lq = q.size(1), D = q.size(2), Lk = k.size(1), Dv = v.size(2);
-  at::Tensor dq = at::empty({B, Lq, D}, q.options());
+  at::Tensor dq = cached_empty({B, Lq, D}, q.options());
   // Every row of dK/dV is written by the task owning its key block (zeros where no query sees
   // it), so they start empty.
-  at::Tensor dk = at::empty({B, Lk, D}, q.options());
-  at::Tensor dv = at::empty({B, Lk, Dv}, q.options());
+  at::Tensor dk = cached_empty({B, Lk, D}, q.options());
+  at::Tensor dv = cached_empty({B, Lk, Dv}, q.options());
   auto finish = [&]() -> std::tuple<at::Tensor, at::Tensor, at::Tensor> {
     if (!half) return {dq, dk, dv};
     return {dq.to(at::kHalf), dk.to(at::kHalf), dv.to(at::kHalf)};

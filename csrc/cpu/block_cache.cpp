@@ -2,8 +2,9 @@
 // deleter a tensor calls needs nothing but the data pointer.
 #include "cpu/block_cache.h"
 
-#include <ATen/ops/empty.h>
-#include <ATen/ops/from_blob.h>
+#include <ATen/EmptyTensor.h>
+#include <c10/core/Allocator.h>
+#include <c10/core/CPUAllocator.h>
 #include <c10/util/Exception.h>
 
 #include <atomic>
@@ -109,21 +110,41 @@ void release(void* data) {
   if (!cache().give(block, bytes)) std::free(block);
 }
 
+// The cache as a c10::Allocator: a tensor's storage holds this allocator, so the tensor is a
+// plain resizable CPU tensor (a resize allocates through it again) whose block comes back to
+// the cache when the storage dies. Requests under kMinBytes, or with the cache off, go to c10's
+// CPU allocator.
+struct BlockCacheAllocator final : c10::Allocator {
+  c10::DataPtr allocate(size_t n) override {
+    if (n < static_cast<size_t>(kMinBytes) || cache().limit.load() == 0)
+      return c10::GetDefaultCPUAllocator()->allocate(n);
+    const size_t bytes = n + kHeader;
+    void* block = cache().take(bytes);
+    if (block == nullptr) {
+      block = std::aligned_alloc(kHeader, (bytes + kHeader - 1) / kHeader * kHeader);
+      if (block == nullptr) throw std::bad_alloc();
+      *static_cast<size_t*>(block) = bytes;
+    }
+    void* data = static_cast<char*>(block) + kHeader;
+    return {data, data, &release, c10::Device(c10::DeviceType::CPU)};
+  }
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    default_copy_data(dest, src, count);
+  }
+};
+
+c10::Allocator* block_cache_allocator() {
+  static BlockCacheAllocator allocator;
+  return &allocator;
+}
+
 }  // namespace
 
 at::Tensor cached_empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  int64_t numel = 1;
-  for (int64_t s : sizes) numel *= s;
-  const int64_t nbytes = numel * static_cast<int64_t>(options.dtype().itemsize());
-  if (nbytes < kMinBytes || cache().limit.load() == 0) return at::empty(sizes, options);
-  const size_t bytes = static_cast<size_t>(nbytes) + kHeader;
-  void* block = cache().take(bytes);
-  if (block == nullptr) {
-    block = std::aligned_alloc(kHeader, (bytes + kHeader - 1) / kHeader * kHeader);
-    if (block == nullptr) throw std::bad_alloc();
-    *static_cast<size_t*>(block) = bytes;
-  }
-  return at::from_blob(static_cast<char*>(block) + kHeader, sizes, &release, options);
+  TORCH_INTERNAL_ASSERT(options.device().is_cpu(), "cached_empty makes CPU tensors");
+  return at::detail::empty_generic(sizes, block_cache_allocator(),
+                                   c10::DispatchKeySet(c10::DispatchKey::CPU),
+                                   c10::typeMetaToScalarType(options.dtype()), std::nullopt);
 }
 
 BlockCacheStats block_cache_stats() {

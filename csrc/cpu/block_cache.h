@@ -1,5 +1,6 @@
-// A small cache of large CPU blocks for the N x N tensors of the memory ops (the DNC link and its
-// gradient), which a training loop allocates and frees once per time step.
+// A small cache of large CPU blocks for the tensors a training loop allocates and frees every
+// step: the N x N tensors of the memory ops (the DNC link and its gradient), and the attention
+// kernels' outputs, gradients and scratch (packed K/V operands, dQ buffers).
 //
 // Why: a 16 MB block that glibc gets from (and returns to) the kernel costs a page fault per 4 KiB
 // on first touch and an munmap on free; on the 2-core machine this project is measured on that is
@@ -9,8 +10,10 @@
 // what it holds until `block_cache_clear()`; unlike it, it is bounded: at most
 // ATTNFAST_CPU_CACHE_MB megabytes (default 512; 0 turns the cache off): a freed block that does
 // not fit pushes out the least recently freed ones, and one larger than the bound goes straight
-// back to the system. Only requests of at least 1 MiB use it. The blocks come from
-// aligned_alloc, not c10's CPU allocator, so torch.profiler's memory view does not see them.
+// back to the system. Only requests of at least 1 MiB use it. The cache is a c10::Allocator held
+// by the tensors' storages, so they are ordinary resizable CPU tensors. The blocks come from
+// aligned_alloc, not c10's CPU allocator, so torch.profiler's memory view does not see them
+// (bench/harness.py turns the cache off while it measures memory).
 #pragma once
 #include <ATen/core/Tensor.h>
 
