@@ -5,6 +5,9 @@ Shapes stay small: the whole file runs in about a minute on 2 CPU cores."""
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -463,6 +466,37 @@ def test_sdpa_routes_kernels_when_available():
     assert attn_ops._sdpa_route(q.double(), k.double(), v.double(), None, 0.0, False, None, False) is None
     assert math.isclose(attnfast.scaled_dot_product_attention(q, k, v).sum().item(),
                         F.scaled_dot_product_attention(q, k, v).sum().item(), rel_tol=1e-4)
+
+
+@pytest.mark.parametrize("blocks", ["2,64", "6,128", "130,192"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpu_block_size_override(blocks, dtype, monkeypatch):
+    """ATTNFAST_ATTN_CPU_BLOCKS (the tuning knob, read per call) at odd query blocks: 2 rows,
+    fewer rows than the 6-row register tile, more than 128, several key panels per block;
+    both passes against the reference, with a mask and dropout."""
+    require("cpu")
+    monkeypatch.setenv("ATTNFAST_ATTN_CPU_BLOCKS", blocks)
+    q, k, v = make_qkv(2, 150, 333, 40, 24, dtype=dtype)
+    mask = torch.randn(2, 150, 333, generator=torch.Generator().manual_seed(6))
+    check_against_oracle("cpu", q, k, v, causal=True, attn_mask=mask, dropout_p=0.1,
+                         training=True, seed=11)
+
+
+def test_cpu_block_size_override_rejects_bad_values():
+    """A value the kernels cannot take is ignored with one warning (on stderr: it is raised in
+    C++ inside the op) and the default blocks run."""
+    require("cpu")
+    code = ("import torch, attnfast; g = torch.Generator().manual_seed(0); "
+            "q, k, v = (torch.randn(1, 9, 8, generator=g, dtype=torch.float64).float() for _ in range(3)); "
+            "a = attnfast.single_head_attention(q, k, v, causal=True, backend='cpu'); "
+            "b = attnfast.single_head_attention(q, k, v, causal=True, backend='reference'); "
+            "print(float((a - b).abs().max()))")
+    env = dict(os.environ, ATTNFAST_ATTN_CPU_BLOCKS="64,100")  # bk not a multiple of 64
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "ignoring ATTNFAST_ATTN_CPU_BLOCKS=\"64,100\"" in r.stderr, r.stderr
+    assert float(r.stdout.strip().splitlines()[-1]) < 1e-5
 
 
 @pytest.mark.parametrize("isa", ["base", "avx2"])
