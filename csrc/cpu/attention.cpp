@@ -143,15 +143,21 @@ at::Tensor row_dots(const at::Tensor& x, const at::Tensor& y) {
   TORCH_INTERNAL_ASSERT(bf16 || x.scalar_type() == at::kFloat, "row_dots takes bf16 or fp32");
   TORCH_INTERNAL_ASSERT(x.scalar_type() == y.scalar_type() &&
                         (D <= 1 || (x.stride(2) == 1 && y.stride(2) == 1)));
+  const char* xb = static_cast<const char*>(x.data_ptr());
+  const char* yb = static_cast<const char*>(y.data_ptr());
+  const int64_t es = x.element_size();
+  const int64_t xs0 = x.stride(0) * es, xs1 = x.stride(1) * es;
+  const int64_t ys0 = y.stride(0) * es, ys1 = y.stride(1) * es;
   at::parallel_for(0, B * L, 64, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int64_t b = r / L, i = r % L;
-      const int64_t ox = b * x.stride(0) + i * x.stride(1), oy = b * y.stride(0) + i * y.stride(1);
+      const char* xr = xb + b * xs0 + i * xs1;
+      const char* yr = yb + b * ys0 + i * ys1;
       float acc = 0.f;
       if (bf16) {
         // bf16 -> fp32 is exact: the 16 bits become the high half of the fp32 pattern.
-        const uint16_t* px = reinterpret_cast<const uint16_t*>(x.data_ptr<at::BFloat16>() + ox);
-        const uint16_t* py = reinterpret_cast<const uint16_t*>(y.data_ptr<at::BFloat16>() + oy);
+        const uint16_t* px = reinterpret_cast<const uint16_t*>(xr);
+        const uint16_t* py = reinterpret_cast<const uint16_t*>(yr);
 #pragma omp simd reduction(+ : acc)
         for (int64_t c = 0; c < D; ++c) {
           const uint32_t ux = uint32_t(px[c]) << 16, uy = uint32_t(py[c]) << 16;
@@ -161,8 +167,8 @@ at::Tensor row_dots(const at::Tensor& x, const at::Tensor& y) {
           acc += fx * fy;
         }
       } else {
-        const float* px = x.data_ptr<float>() + ox;
-        const float* py = y.data_ptr<float>() + oy;
+        const float* px = reinterpret_cast<const float*>(xr);
+        const float* py = reinterpret_cast<const float*>(yr);
 #pragma omp simd reduction(+ : acc)
         for (int64_t c = 0; c < D; ++c) acc += px[c] * py[c];
       }
