@@ -170,6 +170,73 @@ def test_simt_tensor_core_backward(dtype, d, dv, mode):
         check_against_oracle("simt", q, k, v, attn_mask=mask)
 
 
+@pytest.mark.parametrize("backend", ["simt", "cuda"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("mode", ["causal_memory_dropout", "mask_padding", "causal_short_memory"])
+def test_cuda_gemm_strategy(backend, dtype, mode, monkeypatch):
+    """The CUDA GEMM strategy (csrc/cuda/attention_gemm.h: library GEMMs on chunks of query rows,
+    row-softmax kernels between them), forced at small widths with 16-row chunks, so a case has
+    4-5 chunks with a partial last one: causal with a memory (each chunk's key prefix grows),
+    dropout (Philox counters at absolute positions), an additive mask broadcast over the batch
+    with a dead row plus key padding, and causal with Lk < Lq (the first chunks see no key at all:
+    zero output and dQ, lse -inf). Dv != D, non-contiguous q (a transposed view)."""
+    require(backend)
+    dev = device_for(backend)
+    monkeypatch.setenv("ATTNFAST_ATTN_CUDA", "gemm")
+    monkeypatch.setenv("ATTNFAST_ATTN_CUDA_ROWS", "16")
+    lq, lk = (70, 50) if mode == "causal_short_memory" else (70, 110)
+    q, k, v = make_qkv(2, lq, lk, 40, 24, dtype=dtype, device=dev)
+    q = q.transpose(0, 1).contiguous().transpose(0, 1)  # batch stride smaller than row stride
+    if mode == "causal_memory_dropout":
+        check_against_oracle(backend, q, k, v, causal=True, dropout_p=0.2, training=True, seed=9)
+    elif mode == "mask_padding":
+        g = torch.Generator().manual_seed(8)
+        mask = torch.randn(1, lq, lk, generator=g)
+        mask[:, 5, :] = float("-inf")  # a dead row
+        padding = torch.rand(2, lk, generator=g) > 0.8
+        check_against_oracle(backend, q, k, v, attn_mask=mask.to(dev), key_padding_mask=padding.to(dev))
+    else:
+        check_against_oracle(backend, q, k, v, causal=True)
+
+
+@pytest.mark.parametrize("backend", ["simt", "cuda"])
+def test_cuda_strategies_agree_at_wide_heads(backend, monkeypatch):
+    """Both CUDA strategies at D = 512 (the GEMM one is the default there, the flash kernels run
+    when ATTNFAST_ATTN_CUDA=flash), each against the reference; the GEMM backward is bitwise
+    repeatable (fixed chunk order, no atomics)."""
+    require(backend)
+    dev = device_for(backend)
+    q, k, v = make_qkv(1, 9, 21, 512, 264, dtype=torch.bfloat16, device=dev)
+    for strategy in ("flash", "gemm"):
+        monkeypatch.setenv("ATTNFAST_ATTN_CUDA", strategy)
+        check_against_oracle(backend, q, k, v, causal=True)
+    monkeypatch.setenv("ATTNFAST_ATTN_CUDA", "auto")
+    first = run_with_grads(lambda *a, **kw: attnfast.single_head_attention(*a, backend=backend, **kw),
+                           q, k, v, causal=True, dropout_p=0.3, training=True, seed=4)
+    again = run_with_grads(lambda *a, **kw: attnfast.single_head_attention(*a, backend=backend, **kw),
+                           q, k, v, causal=True, dropout_p=0.3, training=True, seed=4)
+    for a, b in zip(first, again):
+        assert torch.equal(a, b)
+
+
+def test_cuda_strategy_override_rejects_bad_values():
+    """An unknown ATTNFAST_ATTN_CUDA or a non-positive ATTNFAST_ATTN_CUDA_ROWS is ignored with one
+    warning each (stderr: raised in C++) and the defaults run."""
+    require("simt")
+    code = ("import torch, attnfast; g = torch.Generator().manual_seed(0); "
+            "q, k, v = (torch.randn(1, 9, 300, generator=g, dtype=torch.float64).float() for _ in range(3)); "
+            "a = attnfast.single_head_attention(q, k, v, causal=True, backend='simt'); "
+            "b = attnfast.single_head_attention(q, k, v, causal=True, backend='reference'); "
+            "print(float((a - b).abs().max()))")
+    env = dict(os.environ, ATTNFAST_ATTN_CUDA="fast", ATTNFAST_ATTN_CUDA_ROWS="-3")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "ignoring ATTNFAST_ATTN_CUDA=\"fast\"" in r.stderr, r.stderr
+    assert "ignoring ATTNFAST_ATTN_CUDA_ROWS=\"-3\"" in r.stderr, r.stderr
+    assert float(r.stdout.strip().splitlines()[-1]) < 1e-5
+
+
 # ---- masks -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("backend", BACKENDS)

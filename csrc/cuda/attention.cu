@@ -1,8 +1,10 @@
 // Single-head attention on CUDA: ATen glue around csrc/cuda/attention_kernels.cuh (argument
 // checks and the launcher calls are shared with the SIMT harness in attention_glue.h).
-// Forward and backward: tensor-core kernels (mma.sync) for bf16/fp16 with 16-byte aligned rows,
-// exact-fp32 SIMT kernels otherwise. The backward (Delta, dK/dV, dQ) is always deterministic (no
-// atomics), so `deterministic` is accepted and always honoured.
+// Up to max(D, Dv) = 256 the flash kernels: tensor cores (mma.sync) for bf16/fp16 with 16-byte
+// aligned rows, exact-fp32 SIMT kernels otherwise; wider heads take the GEMM strategy (cuBLAS on
+// chunks of query rows, attnfast's row-softmax kernels between; attention_gemm.h). Either
+// backward is deterministic (no atomics, fixed orders), so `deterministic` is accepted and always
+// honoured.
 #include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>

@@ -2,6 +2,12 @@
 // the SIMT harness op (csrc/simt/attention_ops.cpp), so both check the same arguments with the
 // same messages and call the launchers of csrc/cuda/attention_kernels.cuh the same way. The
 // includer provides the device check (CUDA vs CPU tensors) and the stream.
+//
+// Two strategies (attention_gemm.h chooses; ATTNFAST_ATTN_CUDA=gemm|flash overrides):
+//   flash  the fused kernels of attention_kernels.cuh (tensor cores for aligned bf16/fp16,
+//          exact-fp32 SIMT otherwise); the default up to max(D, Dv) = 256;
+//   gemm   library GEMMs on chunks of query rows with attnfast's row-softmax kernels between
+//          them (attention_gemm.h); the default for wider heads.
 #pragma once
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -13,6 +19,7 @@
 #include <type_traits>
 
 #include "checks/attention.h"
+#include "cuda/attention_gemm.h"
 #include "cuda/attention_kernels.cuh"
 #include "cuda/glue_common.h"
 
@@ -83,8 +90,14 @@ inline std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& q_in, const 
   at::Tensor lse = at::empty({d.B, d.Lq}, q.options().dtype(at::kFloat));
   if (d.B == 0 || d.Lq == 0) return {out, lse};
   const cuda::Shape s = make_shape(d, q, k, v, bias, out, causal, scale);
+  const bool gemm = attention_gemm::use_gemm_strategy(d.D, d.Dv);
   dispatch_dtype(q.scalar_type(), [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
+    if (gemm) {
+      attention_gemm::forward<T>(q, k, v, bias, out, lse, s, dropout_p,
+                                 static_cast<uint64_t>(seed), stream);
+      return;
+    }
     cuda::attention_forward<T>(ptr<T>(q), ptr<T>(k), ptr<T>(v),
                                bias.defined() ? ptr<float>(bias) : nullptr, ptr<T>(out),
                                ptr<float>(lse), s, dropout_p, static_cast<uint64_t>(seed), stream);
@@ -113,8 +126,16 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
     dv.zero_();
     return {dq, dk, dv};
   }
-  at::Tensor delta = at::empty({d.B, d.Lq}, q.options().dtype(at::kFloat));
   const cuda::Shape s = make_shape(d, q, k, v, bias, grad_out, causal, scale);
+  if (attention_gemm::use_gemm_strategy(d.D, d.Dv)) {
+    dispatch_dtype(q.scalar_type(), [&](auto* tag) {
+      using T = std::remove_pointer_t<decltype(tag)>;
+      attention_gemm::backward<T>(grad_out, q, k, v, out, lse, bias, dq, dk, dv, s, dropout_p,
+                                  static_cast<uint64_t>(seed), stream);
+    });
+    return {dq, dk, dv};
+  }
+  at::Tensor delta = at::empty({d.B, d.Lq}, q.options().dtype(at::kFloat));
   dispatch_dtype(q.scalar_type(), [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     // Routing: the tensor-core kernels when the forward's tensor-core conditions hold (bf16 /
