@@ -182,8 +182,8 @@ def test_cuda_gemm_strategy(backend, dtype, mode, monkeypatch):
     zero output and dQ, lse -inf). Dv != D, non-contiguous q (a transposed view)."""
     require(backend)
     dev = device_for(backend)
-    monkeypatch.setenv("ATTNFAST_ATTN_CUDA", "gemm")
-    monkeypatch.setenv("ATTNFAST_ATTN_CUDA_ROWS", "16")
+    monkeypatch.setenv("ATTNFAST_ATTN_STRATEGY", "gemm")
+    monkeypatch.setenv("ATTNFAST_ATTN_GEMM_ROWS", "16")
     lq, lk = (70, 50) if mode == "causal_short_memory" else (70, 110)
     q, k, v = make_qkv(2, lq, lk, 40, 24, dtype=dtype, device=dev)
     q = q.transpose(0, 1).contiguous().transpose(0, 1)  # batch stride smaller than row stride
@@ -202,15 +202,15 @@ def test_cuda_gemm_strategy(backend, dtype, mode, monkeypatch):
 @pytest.mark.parametrize("backend", ["simt", "cuda"])
 def test_cuda_strategies_agree_at_wide_heads(backend, monkeypatch):
     """Both CUDA strategies at D = 512 (the GEMM one is the default there, the flash kernels run
-    when ATTNFAST_ATTN_CUDA=flash), each against the reference; the GEMM backward is bitwise
+    when ATTNFAST_ATTN_STRATEGY=flash), each against the reference; the GEMM backward is bitwise
     repeatable (fixed chunk order, no atomics)."""
     require(backend)
     dev = device_for(backend)
     q, k, v = make_qkv(1, 9, 21, 512, 264, dtype=torch.bfloat16, device=dev)
     for strategy in ("flash", "gemm"):
-        monkeypatch.setenv("ATTNFAST_ATTN_CUDA", strategy)
+        monkeypatch.setenv("ATTNFAST_ATTN_STRATEGY", strategy)
         check_against_oracle(backend, q, k, v, causal=True)
-    monkeypatch.setenv("ATTNFAST_ATTN_CUDA", "auto")
+    monkeypatch.setenv("ATTNFAST_ATTN_STRATEGY", "auto")
     first = run_with_grads(lambda *a, **kw: attnfast.single_head_attention(*a, backend=backend, **kw),
                            q, k, v, causal=True, dropout_p=0.3, training=True, seed=4)
     again = run_with_grads(lambda *a, **kw: attnfast.single_head_attention(*a, backend=backend, **kw),
@@ -220,7 +220,7 @@ def test_cuda_strategies_agree_at_wide_heads(backend, monkeypatch):
 
 
 def test_cuda_strategy_override_rejects_bad_values():
-    """An unknown ATTNFAST_ATTN_CUDA or a non-positive ATTNFAST_ATTN_CUDA_ROWS is ignored with one
+    """An unknown ATTNFAST_ATTN_STRATEGY or a non-positive ATTNFAST_ATTN_GEMM_ROWS is ignored with one
     warning each (stderr: raised in C++) and the defaults run."""
     require("simt")
     code = ("import torch, attnfast; g = torch.Generator().manual_seed(0); "
@@ -228,12 +228,12 @@ def test_cuda_strategy_override_rejects_bad_values():
             "a = attnfast.single_head_attention(q, k, v, causal=True, backend='simt'); "
             "b = attnfast.single_head_attention(q, k, v, causal=True, backend='reference'); "
             "print(float((a - b).abs().max()))")
-    env = dict(os.environ, ATTNFAST_ATTN_CUDA="fast", ATTNFAST_ATTN_CUDA_ROWS="-3")
+    env = dict(os.environ, ATTNFAST_ATTN_STRATEGY="fast", ATTNFAST_ATTN_GEMM_ROWS="-3")
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stderr
-    assert "ignoring ATTNFAST_ATTN_CUDA=\"fast\"" in r.stderr, r.stderr
-    assert "ignoring ATTNFAST_ATTN_CUDA_ROWS=\"-3\"" in r.stderr, r.stderr
+    assert "ignoring ATTNFAST_ATTN_STRATEGY=\"fast\"" in r.stderr, r.stderr
+    assert "ignoring ATTNFAST_ATTN_GEMM_ROWS=\"-3\"" in r.stderr, r.stderr
     assert float(r.stdout.strip().splitlines()[-1]) < 1e-5
 
 

@@ -21,7 +21,7 @@
 // is, on one stream).
 //
 // Memory: the chunk's S (and dP) buffers hold B x rows x Lk fp32 values, rows chosen so that
-// this stays within max(B Lq max(D, Dv), 4 Mi) values: O(B Lq D), never O(B Lq Lk) (plus fp32
+// this stays within max(2 B Lq max(D, Dv), 4 Mi) values: O(B Lq D), never O(B Lq Lk) (plus fp32
 // dK/dV accumulators, O(B Lk D), for bf16/fp16).
 // Numerics: the GEMMs accumulate in fp32; fp32 inputs follow torch's matmul precision setting
 // (TF32 only if the user enabled it), like attnfast's other cuBLAS paths (Boom).
@@ -49,33 +49,36 @@ namespace attnfast {
 namespace attention_gemm {
 
 // ---- strategy choice ----------------------------------------------------------------------------
-// ATTNFAST_ATTN_CUDA=gemm|flash forces a strategy; unset (or "auto"): GEMM when max(D, Dv) > 256,
+// ATTNFAST_ATTN_STRATEGY=gemm|flash forces a strategy; unset (or "auto"): GEMM when max(D, Dv) > 256,
 // where the flash kernels' Dv slices start recomputing S (see above). Read per call.
 inline bool use_gemm_strategy(int64_t D, int64_t Dv) {
-  const char* env = std::getenv("ATTNFAST_ATTN_CUDA");
+  const char* env = std::getenv("ATTNFAST_ATTN_STRATEGY");
   if (env != nullptr && std::strcmp(env, "gemm") == 0) return true;
   if (env != nullptr && std::strcmp(env, "flash") == 0) return false;
   if (env != nullptr && *env != '\0' && std::strcmp(env, "auto") != 0) {
-    TORCH_WARN_ONCE("attnfast: ignoring ATTNFAST_ATTN_CUDA=\"", env,
+    TORCH_WARN_ONCE("attnfast: ignoring ATTNFAST_ATTN_STRATEGY=\"", env,
                     "\" (expected gemm, flash or auto); using auto");
   }
   return std::max(D, Dv) > 256;
 }
 
-// Query rows per GEMM chunk. ATTNFAST_ATTN_CUDA_ROWS=<positive integer> overrides (tuning and
-// tests); otherwise the S buffer (B x rows x Lk fp32) stays within max(B Lq max(D, Dv), 4 Mi)
+// Query rows per GEMM chunk. ATTNFAST_ATTN_GEMM_ROWS=<positive integer> overrides (tuning and
+// tests); otherwise the S buffer (B x rows x Lk fp32) stays within max(2 B Lq max(D, Dv), 4 Mi)
 // values, and a causal attention takes at least 4 chunks so that most of the masked triangle
-// is skipped. Chunks are multiples of 64 rows (except the whole Lq).
+// is skipped. Chunks are multiples of 64 rows (except the whole Lq). Larger chunks matter for
+// the backward: its dK/dV GEMMs contract over the chunk's rows and read and write their fp32
+// accumulators once per chunk, so with few rows they are bound by that traffic. The rule is
+// from this arithmetic, not yet tuned on a GPU.
 inline int64_t chunk_rows(int64_t B, int64_t Lq, int64_t Lk, int64_t D, int64_t Dv, bool causal) {
-  if (const char* env = std::getenv("ATTNFAST_ATTN_CUDA_ROWS")) {
+  if (const char* env = std::getenv("ATTNFAST_ATTN_GEMM_ROWS")) {
     char* end = nullptr;
     const long long v = std::strtoll(env, &end, 10);
     if (end != env && *end == '\0' && v > 0) return std::min<int64_t>(v, std::max<int64_t>(Lq, 1));
-    TORCH_WARN_ONCE("attnfast: ignoring ATTNFAST_ATTN_CUDA_ROWS=\"", env,
+    TORCH_WARN_ONCE("attnfast: ignoring ATTNFAST_ATTN_GEMM_ROWS=\"", env,
                     "\" (expected a positive integer); using the default");
   }
   const int64_t widest = std::max<int64_t>({D, Dv, 1});
-  const int64_t budget = std::max<int64_t>(B * Lq * widest, int64_t(1) << 22);
+  const int64_t budget = std::max<int64_t>(2 * B * Lq * widest, int64_t(1) << 22);
   int64_t rows = budget / std::max<int64_t>(B * Lk, 1);
   if (causal) rows = std::min<int64_t>(rows, std::max<int64_t>(64, (Lq + 4 * 64 - 1) / (4 * 64) * 64));
   rows = std::max<int64_t>(64, rows / 64 * 64);

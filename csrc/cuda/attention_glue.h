@@ -3,7 +3,7 @@
 // same messages and call the launchers of csrc/cuda/attention_kernels.cuh the same way. The
 // includer provides the device check (CUDA vs CPU tensors) and the stream.
 //
-// Two strategies (attention_gemm.h chooses; ATTNFAST_ATTN_CUDA=gemm|flash overrides):
+// Two strategies (attention_gemm.h chooses; ATTNFAST_ATTN_STRATEGY=gemm|flash overrides):
 //   flash  the fused kernels of attention_kernels.cuh (tensor cores for aligned bf16/fp16,
 //          exact-fp32 SIMT otherwise); the default up to max(D, Dv) = 256;
 //   gemm   library GEMMs on chunks of query rows with attnfast's row-softmax kernels between
