@@ -170,12 +170,13 @@ def test_simt_tensor_core_backward(dtype, d, dv, mode):
         check_against_oracle("simt", q, k, v, attn_mask=mask)
 
 
-@pytest.mark.parametrize("backend", ["simt", "cuda"])
+@pytest.mark.parametrize("backend", ["simt", "cuda", "triton"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("mode", ["causal_memory_dropout", "mask_padding", "causal_short_memory"])
-def test_cuda_gemm_strategy(backend, dtype, mode, monkeypatch):
-    """The CUDA GEMM strategy (csrc/cuda/attention_gemm.h: library GEMMs on chunks of query rows,
-    row-softmax kernels between them), forced at small widths with 16-row chunks, so a case has
+def test_gemm_strategy(backend, dtype, mode, monkeypatch):
+    """The GEMM strategy of the GPU backends (csrc/cuda/attention_gemm.h,
+    triton_kernels/attention_gemm.py: library GEMMs on chunks of query rows, row-softmax kernels
+    between them), forced at small widths with 16-row chunks, so a case has
     4-5 chunks with a partial last one: causal with a memory (each chunk's key prefix grows),
     dropout (Philox counters at absolute positions), an additive mask broadcast over the batch
     with a dead row plus key padding, and causal with Lk < Lq (the first chunks see no key at all:
@@ -199,9 +200,9 @@ def test_cuda_gemm_strategy(backend, dtype, mode, monkeypatch):
         check_against_oracle(backend, q, k, v, causal=True)
 
 
-@pytest.mark.parametrize("backend", ["simt", "cuda"])
-def test_cuda_strategies_agree_at_wide_heads(backend, monkeypatch):
-    """Both CUDA strategies at D = 512 (the GEMM one is the default there, the flash kernels run
+@pytest.mark.parametrize("backend", ["simt", "cuda", "triton"])
+def test_strategies_agree_at_wide_heads(backend, monkeypatch):
+    """Both strategies of the GPU backends at D = 512 (the GEMM one is the default there, the flash kernels run
     when ATTNFAST_ATTN_STRATEGY=flash), each against the reference; the GEMM backward is bitwise
     repeatable (fixed chunk order, no atomics)."""
     require(backend)
@@ -219,7 +220,7 @@ def test_cuda_strategies_agree_at_wide_heads(backend, monkeypatch):
         assert torch.equal(a, b)
 
 
-def test_cuda_strategy_override_rejects_bad_values():
+def test_strategy_override_rejects_bad_values():
     """An unknown ATTNFAST_ATTN_STRATEGY or a non-positive ATTNFAST_ATTN_GEMM_ROWS is ignored with one
     warning each (stderr: raised in C++) and the defaults run."""
     require("simt")
@@ -389,9 +390,11 @@ def test_deterministic_backward_is_bitwise_repeatable(backend):
 
 # ---- the op contract: opcheck, gradcheck -------------------------------------------------------
 
-@pytest.mark.parametrize("backend", ["cpu", "cuda"])
-def test_opcheck(backend):
+@pytest.mark.parametrize("backend,strategy", [("cpu", None), ("cuda", "flash"), ("cuda", "gemm")])
+def test_opcheck(backend, strategy, monkeypatch):
     require(backend)
+    if strategy:  # the CUDA op's two strategies (csrc/cuda/attention_glue.h)
+        monkeypatch.setenv("ATTNFAST_ATTN_STRATEGY", strategy)
     dev = device_for(backend)
     q, k, v = (t.requires_grad_(True) for t in make_qkv(2, 9, 13, 8, device=dev))
     pad = torch.zeros(2, 1, 13, device=dev).masked_fill(torch.rand(2, 1, 13, device=dev) > 0.7, float("-inf"))

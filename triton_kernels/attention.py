@@ -521,8 +521,9 @@ def _bias_args(bias, q, B, Lq, Lk):
 
 def attention_forward(q, k, v, bias, causal: bool, scale: float, dropout_p: float, seed: int,
                       _config: dict | None = None):
-    """Returns (out (B, Lq, Dv) in q's dtype, lse (B, Lq) fp32). ``_config`` overrides the
-    block sizes (tests of the chunked / sliced paths)."""
+    """Returns (out (B, Lq, Dv) in q's dtype, lse (B, Lq) fp32). Wide heads take the GEMM
+    strategy (``attention_gemm``; ATTNFAST_ATTN_STRATEGY). ``_config`` overrides the flash
+    kernels' block sizes (tests of the chunked / sliced paths) and implies the flash kernels."""
     B, Lq, Lk, D, Dv = _check_qkv(q, k, v)
     q, k, v = (_last_dim_contiguous(t) for t in (q, k, v))
     has_dropout, seed, threshold, drop_scale = _dropout_args(dropout_p, seed)
@@ -535,6 +536,10 @@ def attention_forward(q, k, v, bias, causal: bool, scale: float, dropout_p: floa
                                        dropout_p, seed, _config)
         return out, lse
     bias_t, (sbb, sbi, sbj) = _bias_args(bias, q, B, Lq, Lk)
+    if _config is None and attention_gemm.use_gemm_strategy(D, Dv):
+        attention_gemm.forward(q, k, v, bias_t, (sbb, sbi, sbj), bias is not None, out, lse,
+                               causal, scale, (has_dropout, seed, threshold, drop_scale))
+        return out, lse
     cfg = dict(_config) if _config else _fwd_config(q.dtype, Lq, Lk, D, Dv)
     grid = (triton.cdiv(Lq, cfg["BLOCK_M"]), triton.cdiv(Dv, cfg["BLOCK_DV"]), B)
     _fwd_kernel[grid](
@@ -569,6 +574,11 @@ def attention_backward(grad_out, q, k, v, out, lse, bias, causal: bool, scale: f
     if B == 0 or Lq == 0 or Lk == 0 or (D == 0 and Dv == 0):
         return dq, dk, dv
     bias_t, (sbb, sbi, sbj) = _bias_args(bias, q, B, Lq, Lk)
+    if _config is None and attention_gemm.use_gemm_strategy(D, Dv):  # always deterministic
+        attention_gemm.backward(grad_out, q, k, v, out, lse, bias_t, (sbb, sbi, sbj),
+                                bias is not None, dq, dk, dv, causal, scale,
+                                (has_dropout, seed, threshold, drop_scale))
+        return dq, dk, dv
     cfg = dict(_config) if _config else _bwd_config(dt, D, Dv)
     warps = dict(num_warps=cfg.pop("num_warps"), num_stages=cfg.pop("num_stages"))
     upcast = _interpreting() and dt == torch.bfloat16
@@ -603,3 +613,7 @@ def attention_backward(grad_out, q, k, v, out, lse, bias, causal: bool, scale: f
             q, k, v, bias_t, grad_out, lse, delta, dq, *strides, *scalars,
             **flags, **dq_cfg, **warps)
     return dq, dk, dv
+
+
+# The GEMM strategy builds on this module's jit helpers, so it is imported last.
+from . import attention_gemm  # noqa: E402

@@ -1,0 +1,266 @@
+"""The GEMM strategy of the Triton attention for wide heads: library GEMMs (torch.bmm, cuBLAS on
+a GPU) on chunks of query rows, with Triton row-softmax kernels between them.
+
+The same design as the CUDA backend's (csrc/cuda/attention_gemm.h, which gives the reasons and
+the arithmetic): at D = 1024 the flash kernels' Dv slices recompute S = q k^T several times and
+their tile loops stay far from the library GEMM, while materialising S for a chunk of rows costs
+little next to the GEMMs. Per chunk of ``rows`` queries and its visible-key prefix ``n``:
+
+* forward: S = q_c k_n^T (fp32) -> ``_rows_fwd_kernel``: lse and P = dropout(exp(scale S + bias
+  - lse)) in the input dtype -> out_c = P v_n;
+* backward (after Delta = rowsum(dO O)): S and dP = dO_c v_n^T (fp32) -> ``_rows_bwd_kernel``: P
+  after dropout and dS = P (dP - Delta) in the input dtype -> dV_n += P^T dO_c, dK_n += scale
+  dS^T q_c (fp32 accumulators), dQ_c = scale dS k_n. Fixed order, no atomics: deterministic.
+
+Scores, masks, the Philox dropout counters and the rounding of P and dS are those of the flash
+kernels (``attention.py``: ``_masked_scores``, ``_dropout_keep``), so both strategies compute
+the same function. Chunk rows and the strategy choice follow the CUDA backend's rules and
+environment variables (ATTNFAST_ATTN_STRATEGY, ATTNFAST_ATTN_GEMM_ROWS).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+import triton
+import triton.language as tl
+
+from .attention import _bwd_delta_kernel, _dropout_keep, _interpreting, _masked_scores, _p2
+
+__all__ = ["use_gemm_strategy", "chunk_rows", "forward", "backward"]
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def use_gemm_strategy(D: int, Dv: int) -> bool:
+    """ATTNFAST_ATTN_STRATEGY=gemm|flash forces a strategy; unset or auto: GEMM when
+    max(D, Dv) > 256 (where the flash kernels' Dv slices start recomputing S)."""
+    env = os.environ.get("ATTNFAST_ATTN_STRATEGY", "")
+    if env in ("gemm", "flash"):
+        return env == "gemm"
+    if env not in ("", "auto"):
+        _warn_once(f'attnfast: ignoring ATTNFAST_ATTN_STRATEGY="{env}" (expected gemm, flash or '
+                   'auto); using auto')
+    return max(D, Dv) > 256
+
+
+def chunk_rows(B: int, Lq: int, Lk: int, D: int, Dv: int, causal: bool) -> int:
+    """Query rows per GEMM chunk: ATTNFAST_ATTN_GEMM_ROWS, or S (B x rows x Lk fp32) within
+    max(2 B Lq max(D, Dv), 4 Mi) values, at least 4 chunks when causal, multiples of 64."""
+    env = os.environ.get("ATTNFAST_ATTN_GEMM_ROWS")
+    if env is not None:
+        try:
+            rows = int(env)
+        except ValueError:
+            rows = 0
+        if rows > 0:
+            return min(rows, max(Lq, 1))
+        _warn_once(f'attnfast: ignoring ATTNFAST_ATTN_GEMM_ROWS="{env}" (expected a positive '
+                   'integer); using the default')
+    budget = max(2 * B * Lq * max(D, Dv, 1), 1 << 22)
+    rows = budget // max(B * Lk, 1)
+    if causal:
+        rows = min(rows, max(64, -(-Lq // 256) * 64))
+    rows = max(64, rows // 64 * 64)
+    return min(rows, max(Lq, 1))
+
+
+def _visible_prefix(i0: int, rows: int, Lq: int, Lk: int, causal: bool) -> int:
+    """One past the last key query rows [i0, i0 + rows) can see (bottom-right causal)."""
+    return min(max(i0 + rows + Lk - Lq, 0), Lk) if causal else Lk
+
+
+# --------------------------------------------------------------------------------------------
+# Row kernels: one program per (block of BLOCK_M rows of the chunk, batch). Buffers S, dP, P,
+# dS are (B, rows, n) contiguous; row r of the chunk is query i0 + r.
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _rows_fwd_kernel(s_ptr, p_ptr, lse_ptr, bias_ptr, sbb, sbi, sbj,
+                     i0, rows, n, Lq, Lk, scale, seed, threshold, drop_scale,
+                     HAS_BIAS: tl.constexpr, CAUSAL: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """lse_i = logsumexp_j s_ij (online over key blocks) and P = dropout(exp(s - lse))."""
+    b = tl.program_id(1).to(tl.int64)
+    r = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    mask_r = r < rows
+    offs_m = i0 + r  # query index (masked rows get offs_m >= Lq when the chunk is the tail)
+    offs_m = tl.where(mask_r, offs_m, Lq)
+    row_base = (b * rows + r.to(tl.int64)) * n
+    m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    for n0 in range(0, n, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        mask = mask_r[:, None] & (offs_n < n)[None, :]
+        qk = tl.load(s_ptr + row_base[:, None] + offs_n[None, :], mask=mask, other=0.0)
+        s = _masked_scores(qk, b, offs_m, offs_n, Lq, Lk, scale, bias_ptr, sbb, sbi, sbj,
+                           HAS_BIAS, CAUSAL)
+        s = tl.where(mask, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        l_i = l_i * tl.exp(m_i - m_use) + tl.sum(tl.exp(s - m_use[:, None]), axis=1)
+        m_i = m_new
+    dead = l_i == 0.0
+    lse = tl.where(dead, float("-inf"), m_i + tl.log(tl.where(dead, 1.0, l_i)))
+    lse_use = tl.where(dead, float("inf"), lse)  # exp(-inf - inf) = 0 for a dead row
+    for n0 in range(0, n, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        mask = mask_r[:, None] & (offs_n < n)[None, :]
+        qk = tl.load(s_ptr + row_base[:, None] + offs_n[None, :], mask=mask, other=0.0)
+        s = _masked_scores(qk, b, offs_m, offs_n, Lq, Lk, scale, bias_ptr, sbb, sbi, sbj,
+                           HAS_BIAS, CAUSAL)
+        p = tl.exp(s - lse_use[:, None])
+        if HAS_DROPOUT:
+            keep = _dropout_keep(seed, (b * Lq + offs_m.to(tl.int64))[:, None] * Lk
+                                 + offs_n.to(tl.int64)[None, :], threshold)
+            p = tl.where(keep, p * drop_scale, 0.0)
+        tl.store(p_ptr + row_base[:, None] + offs_n[None, :], p.to(p_ptr.dtype.element_ty),
+                 mask=mask)
+    tl.store(lse_ptr + b * Lq + offs_m, lse, mask=mask_r)
+
+
+@triton.jit
+def _rows_bwd_kernel(s_ptr, dp_ptr, p_ptr, ds_ptr, lse_ptr, delta_ptr, bias_ptr, sbb, sbi, sbj,
+                     i0, rows, n, Lq, Lk, scale, seed, threshold, drop_scale,
+                     HAS_BIAS: tl.constexpr, CAUSAL: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """P after dropout and dS = P (dP_dropped - Delta), elementwise given lse and Delta."""
+    b = tl.program_id(1).to(tl.int64)
+    r = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    mask_r = r < rows
+    offs_m = tl.where(mask_r, i0 + r, Lq)
+    row_base = (b * rows + r.to(tl.int64)) * n
+    lse = tl.load(lse_ptr + b * Lq + offs_m, mask=mask_r, other=float("-inf"))
+    delta = tl.load(delta_ptr + b * Lq + offs_m, mask=mask_r, other=0.0)
+    lse_use = tl.where(lse == float("-inf"), float("inf"), lse)
+    for n0 in range(0, n, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        mask = mask_r[:, None] & (offs_n < n)[None, :]
+        idx = row_base[:, None] + offs_n[None, :]
+        qk = tl.load(s_ptr + idx, mask=mask, other=0.0)
+        s = _masked_scores(qk, b, offs_m, offs_n, Lq, Lk, scale, bias_ptr, sbb, sbi, sbj,
+                           HAS_BIAS, CAUSAL)
+        p = tl.exp(s - lse_use[:, None])
+        dp = tl.load(dp_ptr + idx, mask=mask, other=0.0)
+        if HAS_DROPOUT:
+            keep = _dropout_keep(seed, (b * Lq + offs_m.to(tl.int64))[:, None] * Lk
+                                 + offs_n.to(tl.int64)[None, :], threshold)
+            p_drop = tl.where(keep, p * drop_scale, 0.0)
+            dp = tl.where(keep, dp * drop_scale, 0.0)
+        else:
+            p_drop = p
+        ds = p * (dp - delta[:, None])
+        tl.store(p_ptr + idx, p_drop.to(p_ptr.dtype.element_ty), mask=mask)
+        tl.store(ds_ptr + idx, ds.to(ds_ptr.dtype.element_ty), mask=mask)
+
+
+def _row_blocks(n: int) -> dict:
+    if _interpreting():  # per-program cost: few, wide programs
+        return dict(BLOCK_M=16, BLOCK_N=min(_p2(n), 128))
+    return dict(BLOCK_M=4, BLOCK_N=min(_p2(n), 1024), num_warps=4)
+
+
+# --------------------------------------------------------------------------------------------
+# GEMMs (batched, fp32 accumulation)
+# --------------------------------------------------------------------------------------------
+
+
+def _bmm_f32(a, b):
+    """a @ b as fp32: cuBLAS with an fp32 result on a GPU; fp32 copies on the CPU (interpreter)."""
+    if a.dtype == torch.float32:
+        return torch.bmm(a, b)
+    if a.is_cuda:
+        return torch.bmm(a, b, out_dtype=torch.float32)
+    return torch.bmm(a.float(), b.float())
+
+
+def _bmm_into(out, a, b, alpha: float = 1.0):
+    """out = alpha a @ b in out's dtype (a's), fp32 accumulation, rounded once."""
+    if a.is_cuda or a.dtype == torch.float32:
+        torch.baddbmm(out, a, b, beta=0.0, alpha=alpha, out=out)
+    else:
+        out.copy_(torch.bmm(a.float(), b.float()).mul_(alpha))
+
+
+def _accumulate(acc, a, b, alpha: float = 1.0):
+    """acc (fp32) += alpha a @ b in place."""
+    if a.dtype == torch.float32:
+        acc.baddbmm_(a, b, alpha=alpha)
+    elif a.is_cuda:
+        torch.baddbmm(acc, a, b, out_dtype=torch.float32, alpha=alpha, out=acc)
+    else:
+        acc.baddbmm_(a.float(), b.float(), alpha=alpha)
+
+
+# --------------------------------------------------------------------------------------------
+# Drivers (called by attention.attention_forward / attention_backward after their checks)
+# --------------------------------------------------------------------------------------------
+
+
+def forward(q, k, v, bias_t, bias_strides, has_bias, out, lse, causal, scale, dropout):
+    """Fills out (B, Lq, Dv) and lse (B, Lq); dropout = (has_dropout, seed, threshold, scale)."""
+    B, Lq, _ = q.shape
+    Lk = k.shape[1]
+    has_dropout, seed, threshold, drop_scale = dropout
+    rows = chunk_rows(B, Lq, Lk, q.shape[2], v.shape[2], causal)
+    for i0 in range(0, Lq, rows):
+        c = min(rows, Lq - i0)
+        n = _visible_prefix(i0, c, Lq, Lk, causal)
+        if n == 0:  # no query of the chunk sees a key
+            out[:, i0:i0 + c].zero_()
+            lse[:, i0:i0 + c].fill_(float("-inf"))
+            continue
+        S = _bmm_f32(q[:, i0:i0 + c], k[:, :n].transpose(1, 2))
+        P = torch.empty((B, c, n), dtype=q.dtype, device=q.device)
+        cfg = _row_blocks(n)
+        _rows_fwd_kernel[(triton.cdiv(c, cfg["BLOCK_M"]), B)](
+            S, P, lse, bias_t, *bias_strides, i0, c, n, Lq, Lk, float(scale), seed, threshold,
+            drop_scale, HAS_BIAS=has_bias, CAUSAL=bool(causal), HAS_DROPOUT=has_dropout, **cfg)
+        _bmm_into(out[:, i0:i0 + c], P, v[:, :n])
+
+
+def backward(grad_out, q, k, v, out, lse, bias_t, bias_strides, has_bias, dq, dk, dv, causal,
+             scale, dropout):
+    """Fills dq, dk, dv (contiguous, q's dtype)."""
+    B, Lq, D = q.shape
+    Lk, Dv = k.shape[1], v.shape[2]
+    has_dropout, seed, threshold, drop_scale = dropout
+    delta = torch.empty((B, Lq), dtype=torch.float32, device=q.device)
+    _bwd_delta_kernel[(triton.cdiv(Lq, 64), B)](
+        grad_out, out, delta, grad_out.stride(0), grad_out.stride(1), out.stride(0),
+        out.stride(1), Lq, Dv, BLOCK_M=64, BLOCK_DV=min(_p2(max(Dv, 1)), 128))
+    f32 = q.dtype == torch.float32
+    dk_acc = dk.zero_() if f32 else torch.zeros(dk.shape, dtype=torch.float32, device=q.device)
+    dv_acc = dv.zero_() if f32 else torch.zeros(dv.shape, dtype=torch.float32, device=q.device)
+    rows = chunk_rows(B, Lq, Lk, D, Dv, causal)
+    for i0 in range(0, Lq, rows):
+        c = min(rows, Lq - i0)
+        n = _visible_prefix(i0, c, Lq, Lk, causal)
+        if n == 0:
+            dq[:, i0:i0 + c].zero_()
+            continue
+        q_c, go_c, k_n, v_n = q[:, i0:i0 + c], grad_out[:, i0:i0 + c], k[:, :n], v[:, :n]
+        S = _bmm_f32(q_c, k_n.transpose(1, 2))
+        dP = _bmm_f32(go_c, v_n.transpose(1, 2))
+        P = torch.empty((B, c, n), dtype=q.dtype, device=q.device)
+        dS = torch.empty_like(P)
+        cfg = _row_blocks(n)
+        _rows_bwd_kernel[(triton.cdiv(c, cfg["BLOCK_M"]), B)](
+            S, dP, P, dS, lse, delta, bias_t, *bias_strides, i0, c, n, Lq, Lk, float(scale),
+            seed, threshold, drop_scale, HAS_BIAS=has_bias, CAUSAL=bool(causal),
+            HAS_DROPOUT=has_dropout, **cfg)
+        _accumulate(dv_acc[:, :n], P.transpose(1, 2), go_c)
+        _accumulate(dk_acc[:, :n], dS.transpose(1, 2), q_c, alpha=float(scale))
+        _bmm_into(dq[:, i0:i0 + c], dS, k_n, alpha=float(scale))
+    if not f32:
+        dk.copy_(dk_acc)
+        dv.copy_(dv_acc)
