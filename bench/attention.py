@@ -7,7 +7,11 @@ Shapes (causal, bottom-right aligned: the SHA-RNN memory case when Lk > Lq):
   sha    B in {4, 16}, Lq 1024, Lk in {1024, 3072, 5000}, D = Dv = 1024   (Merity's SHA-RNN)
   small  B*H = 32, L = 1024, D in {64, 128}
 Rows per shape, dtype and pass (forward under no_grad; forward + backward):
-  attnfast-<backend>  attnfast.single_head_attention(q, k, v, causal=True, backend=...)
+  attnfast-<backend>  attnfast.single_head_attention(q, k, v, causal=True, backend=...);
+                      `--backend cuda:flash` (or `:gemm`) times a GPU backend with
+                      ATTNFAST_ATTN_STRATEGY set (the flash kernels or the GEMM strategy of wide
+                      heads). Default: the CPU kernels on the CPU; on a GPU the cuda and triton
+                      backends, plus their flash kernels at head dims > 256.
   sdpa                torch SDPA (attn_mask=causal_lower_right(Lq, Lk) when Lk > Lq, else is_causal)
   eager               the math written out: softmax(q k^T * scale + mask) v (SHA-RNN's attention())
   compile             torch.compile of that eager function (compile time excluded; off with
@@ -21,6 +25,7 @@ the peak extra memory of one forward call (bench/harness.peak_memory).
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -81,14 +86,38 @@ def gemm_roof(dtype, device, reps, warmup) -> float:
     return harness.gflops(2.0 * n**3, t.median_ms)
 
 
+# Rows added by default on a GPU: the flash kernels of wide heads (where auto takes the GEMM
+# strategy); left out at head dims <= 256, where they are what auto runs anyway.
+DEFAULT_FLASH_ROWS = ("cuda:flash", "triton:flash")
+
+
+_USER_STRATEGY = os.environ.get("ATTNFAST_ATTN_STRATEGY")
+
+
+def attnfast_call(spec: str):
+    """attnfast's attention for a backend spec "name" or "name:strategy". The GPU backends read
+    ATTNFAST_ATTN_STRATEGY per call, forward and backward, so each call sets it (the user's own
+    value for a plain name) and leaves it for the backward that follows in the same timed call."""
+    backend, _, strategy = spec.partition(":")
+    value = strategy or _USER_STRATEGY
+
+    def fn(q, k, v):
+        if value is None:
+            os.environ.pop("ATTNFAST_ATTN_STRATEGY", None)
+        else:
+            os.environ["ATTNFAST_ATTN_STRATEGY"] = value
+        return attnfast.single_head_attention(q, k, v, causal=True, backend=backend)
+    return fn
+
+
 def bench_case(shape, dtype, pass_, backends, device, reps, warmup, roof, peak=None,
                with_compile=False):
     b, lq, lk, d = shape
     g = torch.Generator(device="cpu").manual_seed(0)
     q, k, v = (torch.randn(b, n, d, generator=g).to(device=device, dtype=dtype) for n in (lq, lk, lk))
     flop = 4.0 * d * visible_pairs(lq, lk) * b * (3.5 if pass_ == "fwd+bwd" else 1.0)
-    impls = {f"attnfast-{be}": (lambda be=be: lambda q, k, v: attnfast.single_head_attention(
-        q, k, v, causal=True, backend=be))() for be in backends}
+    impls = {f"attnfast-{spec}": attnfast_call(spec) for spec in backends
+             if not (spec.endswith(":flash") and d <= 256 and spec in DEFAULT_FLASH_ROWS)}
     impls.update(peers(lq, lk, dtype, device, with_compile))
     calls = {}
     for name, fn in impls.items():
@@ -143,8 +172,13 @@ def main(argv=None):
     args = p.parse_args(argv)
     device = harness.resolve_device(args.device)
     dtypes = [harness.DTYPES[d] for d in (args.dtype or ["fp32", "bf16"])]
-    backends = args.backend or [b for b in ("cpu", "cuda") if attnfast.backends()[b] is None
-                                and b == ("cuda" if device.type == "cuda" else "cpu")]
+    if args.backend:
+        backends = args.backend
+    elif device.type == "cuda":
+        available = [b for b in ("cuda", "triton") if attnfast.backends()[b] is None]
+        backends = available + [f"{b}:flash" for b in available]
+    else:
+        backends = ["cpu"]
     reps = args.reps or (2 if args.quick else 5)
     warmup = args.warmup if args.warmup is not None else 1
     shapes = [s for s in SHAPES[args.shapes] if (args.batch is None or s[0] in args.batch)

@@ -274,6 +274,9 @@ ATTENTION = dispatch.register(Op("single_head_attention", prepare, [
     # On an H100 the Triton kernels beat the hand-written CUDA ones (whose backward is an exact
     # fp32 SIMT path): D=1024 causal bf16 forward ~20 vs ~16 TFLOP/s, forward+backward ~10 vs
     # ~1 TFLOP/s (bench.attention, 2026-11-24). CUDA stays available with backend="cuda".
+    # Heads wider than 256 now take the GEMM strategy in both backends (cuBLAS on chunks of
+    # query rows), so the order decides the flash kernels of narrower heads; it is to be
+    # re-measured on a GPU (`python -m bench.attention --device cuda` times both).
     auto_order={"cuda": ("triton", "cuda", "reference")}))
 
 
