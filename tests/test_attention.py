@@ -240,6 +240,28 @@ def test_gemm_chunk_rows_bound_the_scores(b, lq, lk, d, causal, monkeypatch):
         assert -(-lq // rows) >= 4
 
 
+@pytest.mark.parametrize("backend", ["simt", "triton"])
+@pytest.mark.parametrize("path", ["flash_fp32", "flash_tc_bf16", "gemm_fp16"])
+def test_batch_slices(backend, path, monkeypatch):
+    """GPUs cap the grid's batch dimension at 65535, so the CUDA and Triton launchers run larger
+    batches in slices (pointers advanced, dropout counters offset to the slice's first batch).
+    The harness build slices every 3 batches, and the Triton launchers are set to here: B = 8 is
+    three slices, with a per-batch additive mask, dropout and a memory, on the flash kernels
+    (CUDA: the exact-fp32 ones and the tensor-core ones) and the GEMM strategy's row kernels,
+    forward and backward against the reference."""
+    require(backend)
+    if backend == "triton":
+        import triton_kernels.attention as triton_attention
+        monkeypatch.setattr(triton_attention, "MAX_GRID_BATCH", 3)
+    dtype = {"flash_fp32": torch.float32, "flash_tc_bf16": torch.bfloat16,
+             "gemm_fp16": torch.float16}[path]
+    monkeypatch.setenv("ATTNFAST_ATTN_STRATEGY", "gemm" if path.startswith("gemm") else "flash")
+    q, k, v = make_qkv(8, 11, 20, 16, 8, dtype=dtype)
+    mask = torch.randn(8, 11, 20, generator=torch.Generator().manual_seed(2))
+    check_against_oracle(backend, q, k, v, causal=True, attn_mask=mask, dropout_p=0.25,
+                         training=True, seed=13)
+
+
 def test_strategy_override_rejects_bad_values():
     """An unknown ATTNFAST_ATTN_STRATEGY or a non-positive ATTNFAST_ATTN_GEMM_ROWS is ignored with one
     warning each (stderr: raised in C++) and the defaults run."""

@@ -136,7 +136,7 @@ def _masked_scores(qk, b, offs_m, offs_n, Lq, Lk, scale, bias_ptr, sbb, sbi, sbj
 def _fwd_kernel(
     q_ptr, k_ptr, v_ptr, bias_ptr, out_ptr, lse_ptr,
     sqb, sql, skb, skl, svb, svl, sbb, sbi, sbj, sob, sol,
-    Lq, Lk, D, Dv, scale, seed, threshold, drop_scale,
+    Lq, Lk, D, Dv, scale, seed, threshold, drop_scale, b0,
     HAS_BIAS: tl.constexpr, CAUSAL: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     UPCAST: tl.constexpr, Q_RESIDENT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
@@ -184,7 +184,8 @@ def _fwd_kernel(
         p = tl.exp(s - m_use[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)  # the softmax normaliser: before dropout
         if HAS_DROPOUT:
-            keep = _dropout_keep(seed, (b * Lq + rows)[:, None] * Lk + cols[None, :], threshold)
+            keep = _dropout_keep(seed, ((b0 + b) * Lq + rows)[:, None] * Lk + cols[None, :],
+                                 threshold)
             p = tl.where(keep, p * drop_scale, 0.0)
         vt = tl.load(v_ptr + b * svb + cols[:, None] * svl + offs_v[None, :],
                      mask=mask_n[:, None] & mask_v[None, :], other=0.0)
@@ -233,7 +234,7 @@ def _bwd_delta_kernel(do_ptr, o_ptr, delta_ptr, sdb, sdl, sob, sol, Lq, Dv,
 @triton.jit
 def _probs_and_dscores(q_rows, k_rows, q_tile, do_rows, v_rows, dov_tile, b, offs_m, offs_n,
                        lse, delta, Lq, Lk, D, Dv, scale, bias_ptr, sbb, sbi, sbj,
-                       seed, threshold, drop_scale,
+                       seed, threshold, drop_scale, b0,
                        HAS_BIAS: tl.constexpr, CAUSAL: tl.constexpr, HAS_DROPOUT: tl.constexpr,
                        UPCAST: tl.constexpr, Q_RESIDENT: tl.constexpr, DO_RESIDENT: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -254,7 +255,8 @@ def _probs_and_dscores(q_rows, k_rows, q_tile, do_rows, v_rows, dov_tile, b, off
                  BLOCK_M, BLOCK_N, BLOCK_DVC, DO_RESIDENT, UPCAST)
     if HAS_DROPOUT:
         rows = offs_m.to(tl.int64)
-        keep = _dropout_keep(seed, (b * Lq + rows)[:, None] * Lk + offs_n.to(tl.int64)[None, :],
+        keep = _dropout_keep(seed, ((b0 + b) * Lq + rows)[:, None] * Lk
+                             + offs_n.to(tl.int64)[None, :],
                              threshold)
         p_drop = tl.where(keep, p * drop_scale, 0.0)
         dp = tl.where(keep, dp * drop_scale, 0.0)
@@ -268,7 +270,7 @@ def _probs_and_dscores(q_rows, k_rows, q_tile, do_rows, v_rows, dov_tile, b, off
 def _bwd_dkdv_kernel(
     q_ptr, k_ptr, v_ptr, bias_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr, dq_acc_ptr,
     sqb, sql, skb, skl, svb, svl, sbb, sbi, sbj, sdb, sdl,
-    Lq, Lk, D, Dv, scale, seed, threshold, drop_scale,
+    Lq, Lk, D, Dv, scale, seed, threshold, drop_scale, b0,
     HAS_BIAS: tl.constexpr, CAUSAL: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     UPCAST: tl.constexpr, ATOMIC_DQ: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DVC: tl.constexpr,
@@ -315,7 +317,7 @@ def _bwd_dkdv_kernel(
         delta = tl.load(delta_ptr + b * Lq + rows, mask=mask_m, other=0.0)
         p_drop, ds = _probs_and_dscores(
             q_rows, k_rows, dummy_q, do_rows, v_rows, dummy_do, b, offs_m, offs_n, lse, delta,
-            Lq, Lk, D, Dv, scale, bias_ptr, sbb, sbi, sbj, seed, threshold, drop_scale,
+            Lq, Lk, D, Dv, scale, bias_ptr, sbb, sbi, sbj, seed, threshold, drop_scale, b0,
             HAS_BIAS, CAUSAL, HAS_DROPOUT, UPCAST, False, False,
             BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DVC)
         do_s = tl.load(do_rows + offs_dv[None, :], mask=mask_m[:, None] & mask_dv[None, :],
@@ -349,7 +351,7 @@ def _bwd_dkdv_kernel(
 def _bwd_dq_kernel(
     q_ptr, k_ptr, v_ptr, bias_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr,
     sqb, sql, skb, skl, svb, svl, sbb, sbi, sbj, sdb, sdl,
-    Lq, Lk, D, Dv, scale, seed, threshold, drop_scale,
+    Lq, Lk, D, Dv, scale, seed, threshold, drop_scale, b0,
     HAS_BIAS: tl.constexpr, CAUSAL: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     UPCAST: tl.constexpr, Q_RESIDENT: tl.constexpr, DO_RESIDENT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DVC: tl.constexpr,
@@ -392,7 +394,7 @@ def _bwd_dq_kernel(
         v_rows = v_ptr + b * svb + cols[None, :] * svl
         _, ds = _probs_and_dscores(
             q_rows, k_rows, q_tile, do_rows, v_rows, do_tile, b, offs_m, offs_n, lse, delta,
-            Lq, Lk, D, Dv, scale, bias_ptr, sbb, sbi, sbj, seed, threshold, drop_scale,
+            Lq, Lk, D, Dv, scale, bias_ptr, sbb, sbi, sbj, seed, threshold, drop_scale, b0,
             HAS_BIAS, CAUSAL, HAS_DROPOUT, UPCAST, Q_RESIDENT, DO_RESIDENT,
             BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DVC)
         k_s = tl.load(k_ptr + b * skb + cols[:, None] * skl + offs_dk[None, :],
@@ -541,14 +543,15 @@ def attention_forward(q, k, v, bias, causal: bool, scale: float, dropout_p: floa
                                causal, scale, (has_dropout, seed, threshold, drop_scale))
         return out, lse
     cfg = dict(_config) if _config else _fwd_config(q.dtype, Lq, Lk, D, Dv)
-    grid = (triton.cdiv(Lq, cfg["BLOCK_M"]), triton.cdiv(Dv, cfg["BLOCK_DV"]), B)
-    _fwd_kernel[grid](
-        q, k, v, bias_t, out, lse,
-        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
-        sbb, sbi, sbj, out.stride(0), out.stride(1),
-        Lq, Lk, D, Dv, float(scale), seed, threshold, drop_scale,
-        HAS_BIAS=bias is not None, CAUSAL=bool(causal), HAS_DROPOUT=has_dropout,
-        UPCAST=_interpreting() and q.dtype == torch.bfloat16, **cfg)
+    for b0, b1 in batch_slices(B):
+        grid = (triton.cdiv(Lq, cfg["BLOCK_M"]), triton.cdiv(Dv, cfg["BLOCK_DV"]), b1 - b0)
+        _fwd_kernel[grid](
+            q[b0:b1], k[b0:b1], v[b0:b1], bias_t[b0:b1], out[b0:b1], lse[b0:b1],
+            q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+            sbb, sbi, sbj, out.stride(0), out.stride(1),
+            Lq, Lk, D, Dv, float(scale), seed, threshold, drop_scale, b0,
+            HAS_BIAS=bias is not None, CAUSAL=bool(causal), HAS_DROPOUT=has_dropout,
+            UPCAST=_interpreting() and q.dtype == torch.bfloat16, **cfg)
     return out, lse
 
 
@@ -586,33 +589,52 @@ def attention_backward(grad_out, q, k, v, out, lse, bias, causal: bool, scale: f
                  UPCAST=upcast)
     De, Dve = max(D, 1), max(Dv, 1)  # a 0-wide head still needs valid (empty) loops
 
-    delta = torch.empty((B, Lq), dtype=torch.float32, device=dev)
-    _bwd_delta_kernel[(triton.cdiv(Lq, 64), B)](
-        grad_out, out, delta, grad_out.stride(0), grad_out.stride(1), out.stride(0),
-        out.stride(1), Lq, Dv, BLOCK_M=64, BLOCK_DV=min(_p2(Dve), 128))
-
+    delta = backward_delta(grad_out, out)
     strides = (q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
                sbb, sbi, sbj, grad_out.stride(0), grad_out.stride(1))
     scalars = (Lq, Lk, D, Dv, float(scale), seed, threshold, drop_scale)
     atomic = not deterministic and D > 0
     dq_acc = torch.zeros((B, Lq, D), dtype=torch.float32, device=dev) if atomic else dq
     n_slices = max(triton.cdiv(De, cfg["BLOCK_DK"]), triton.cdiv(Dve, cfg["BLOCK_DV"]))
-    _bwd_dkdv_kernel[(triton.cdiv(Lk, cfg["BLOCK_N"]), n_slices, B)](
-        q, k, v, bias_t, grad_out, lse, delta, dk, dv, dq_acc, *strides, *scalars,
-        ATOMIC_DQ=atomic, **flags, **cfg, **warps)
-    if D == 0:
-        return dq, dk, dv
+    dq_cfg = {key: cfg[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_D", "BLOCK_DVC", "BLOCK_DK")}
+    dq_cfg.update(Q_RESIDENT=_p2(De) <= cfg["BLOCK_D"], DO_RESIDENT=_p2(Dve) <= cfg["BLOCK_DVC"])
+    for b0, b1 in batch_slices(B):
+        sl = slice(b0, b1)
+        _bwd_dkdv_kernel[(triton.cdiv(Lk, cfg["BLOCK_N"]), n_slices, b1 - b0)](
+            q[sl], k[sl], v[sl], bias_t[sl], grad_out[sl], lse[sl], delta[sl], dk[sl], dv[sl],
+            dq_acc[sl], *strides, *scalars, b0, ATOMIC_DQ=atomic, **flags, **cfg, **warps)
+        if D > 0 and not atomic:
+            _bwd_dq_kernel[(triton.cdiv(Lq, cfg["BLOCK_M"]), triton.cdiv(D, cfg["BLOCK_DK"]), b1 - b0)](
+                q[sl], k[sl], v[sl], bias_t[sl], grad_out[sl], lse[sl], delta[sl], dq[sl],
+                *strides, *scalars, b0, **flags, **dq_cfg, **warps)
     if atomic:
         # A plain cast; the scale was applied before the atomic adds.
         n = dq.numel()
         _scale_cast_kernel[(triton.cdiv(n, 1024),)](dq_acc, dq, n, BLOCK=1024)
-    else:
-        dq_cfg = {key: cfg[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_D", "BLOCK_DVC", "BLOCK_DK")}
-        dq_cfg.update(Q_RESIDENT=_p2(De) <= cfg["BLOCK_D"], DO_RESIDENT=_p2(Dve) <= cfg["BLOCK_DVC"])
-        _bwd_dq_kernel[(triton.cdiv(Lq, cfg["BLOCK_M"]), triton.cdiv(D, cfg["BLOCK_DK"]), B)](
-            q, k, v, bias_t, grad_out, lse, delta, dq, *strides, *scalars,
-            **flags, **dq_cfg, **warps)
     return dq, dk, dv
+
+
+# CUDA caps grid dimensions 1 and 2 at 65535 and the kernels put the batch in one of them, so
+# the launchers run larger batches in slices: tensors sliced along the batch, and the slice's
+# first batch b0 passed for the dropout counters (indexed by absolute batch).
+MAX_GRID_BATCH = 65535
+
+
+def batch_slices(B: int):
+    """[b0, b1) batch ranges of at most MAX_GRID_BATCH (one empty range when B = 0)."""
+    step = MAX_GRID_BATCH
+    return [(b0, min(B, b0 + step)) for b0 in range(0, max(B, 1), step)]
+
+
+def backward_delta(grad_out, out):
+    """Delta = rowsum(dO O) in fp32 (B, Lq), the first step of both backward strategies."""
+    B, Lq, Dv = out.shape
+    delta = torch.empty((B, Lq), dtype=torch.float32, device=out.device)
+    for b0, b1 in batch_slices(B):
+        _bwd_delta_kernel[(triton.cdiv(Lq, 64), b1 - b0)](
+            grad_out[b0:b1], out[b0:b1], delta[b0:b1], grad_out.stride(0), grad_out.stride(1),
+            out.stride(0), out.stride(1), Lq, Dv, BLOCK_M=64, BLOCK_DV=min(_p2(max(Dv, 1)), 128))
+    return delta
 
 
 # The GEMM strategy builds on this module's jit helpers, so it is imported last.

@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .attention import _bwd_delta_kernel, _dropout_keep, _interpreting, _masked_scores, _p2
+from .attention import _dropout_keep, _interpreting, _masked_scores, _p2, backward_delta, batch_slices
 
 __all__ = ["use_gemm_strategy", "chunk_rows", "forward", "backward"]
 
@@ -86,7 +86,7 @@ def _visible_prefix(i0: int, rows: int, Lq: int, Lk: int, causal: bool) -> int:
 
 @triton.jit
 def _rows_fwd_kernel(s_ptr, p_ptr, lse_ptr, bias_ptr, sbb, sbi, sbj,
-                     i0, rows, n, Lq, Lk, scale, seed, threshold, drop_scale,
+                     i0, rows, n, Lq, Lk, scale, seed, threshold, drop_scale, b0,
                      HAS_BIAS: tl.constexpr, CAUSAL: tl.constexpr, HAS_DROPOUT: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """lse_i = logsumexp_j s_ij (online over key blocks) and P = dropout(exp(s - lse))."""
@@ -120,7 +120,7 @@ def _rows_fwd_kernel(s_ptr, p_ptr, lse_ptr, bias_ptr, sbb, sbi, sbj,
                            HAS_BIAS, CAUSAL)
         p = tl.exp(s - lse_use[:, None])
         if HAS_DROPOUT:
-            keep = _dropout_keep(seed, (b * Lq + offs_m.to(tl.int64))[:, None] * Lk
+            keep = _dropout_keep(seed, ((b0 + b) * Lq + offs_m.to(tl.int64))[:, None] * Lk
                                  + offs_n.to(tl.int64)[None, :], threshold)
             p = tl.where(keep, p * drop_scale, 0.0)
         tl.store(p_ptr + row_base[:, None] + offs_n[None, :], p.to(p_ptr.dtype.element_ty),
@@ -130,7 +130,7 @@ def _rows_fwd_kernel(s_ptr, p_ptr, lse_ptr, bias_ptr, sbb, sbi, sbj,
 
 @triton.jit
 def _rows_bwd_kernel(s_ptr, dp_ptr, p_ptr, ds_ptr, lse_ptr, delta_ptr, bias_ptr, sbb, sbi, sbj,
-                     i0, rows, n, Lq, Lk, scale, seed, threshold, drop_scale,
+                     i0, rows, n, Lq, Lk, scale, seed, threshold, drop_scale, b0,
                      HAS_BIAS: tl.constexpr, CAUSAL: tl.constexpr, HAS_DROPOUT: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """P after dropout and dS = P (dP_dropped - Delta), elementwise given lse and Delta."""
@@ -152,7 +152,7 @@ def _rows_bwd_kernel(s_ptr, dp_ptr, p_ptr, ds_ptr, lse_ptr, delta_ptr, bias_ptr,
         p = tl.exp(s - lse_use[:, None])
         dp = tl.load(dp_ptr + idx, mask=mask, other=0.0)
         if HAS_DROPOUT:
-            keep = _dropout_keep(seed, (b * Lq + offs_m.to(tl.int64))[:, None] * Lk
+            keep = _dropout_keep(seed, ((b0 + b) * Lq + offs_m.to(tl.int64))[:, None] * Lk
                                  + offs_n.to(tl.int64)[None, :], threshold)
             p_drop = tl.where(keep, p * drop_scale, 0.0)
             dp = tl.where(keep, dp * drop_scale, 0.0)
@@ -222,9 +222,11 @@ def forward(q, k, v, bias_t, bias_strides, has_bias, out, lse, causal, scale, dr
         S = _bmm_f32(q[:, i0:i0 + c], k[:, :n].transpose(1, 2))
         P = torch.empty((B, c, n), dtype=q.dtype, device=q.device)
         cfg = _row_blocks(n)
-        _rows_fwd_kernel[(triton.cdiv(c, cfg["BLOCK_M"]), B)](
-            S, P, lse, bias_t, *bias_strides, i0, c, n, Lq, Lk, float(scale), seed, threshold,
-            drop_scale, HAS_BIAS=has_bias, CAUSAL=bool(causal), HAS_DROPOUT=has_dropout, **cfg)
+        for b0, b1 in batch_slices(B):
+            _rows_fwd_kernel[(triton.cdiv(c, cfg["BLOCK_M"]), b1 - b0)](
+                S[b0:b1], P[b0:b1], lse[b0:b1], bias_t[b0:b1], *bias_strides, i0, c, n, Lq, Lk,
+                float(scale), seed, threshold, drop_scale, b0, HAS_BIAS=has_bias,
+                CAUSAL=bool(causal), HAS_DROPOUT=has_dropout, **cfg)
         _bmm_into(out[:, i0:i0 + c], P, v[:, :n])
 
 
@@ -234,10 +236,7 @@ def backward(grad_out, q, k, v, out, lse, bias_t, bias_strides, has_bias, dq, dk
     B, Lq, D = q.shape
     Lk, Dv = k.shape[1], v.shape[2]
     has_dropout, seed, threshold, drop_scale = dropout
-    delta = torch.empty((B, Lq), dtype=torch.float32, device=q.device)
-    _bwd_delta_kernel[(triton.cdiv(Lq, 64), B)](
-        grad_out, out, delta, grad_out.stride(0), grad_out.stride(1), out.stride(0),
-        out.stride(1), Lq, Dv, BLOCK_M=64, BLOCK_DV=min(_p2(max(Dv, 1)), 128))
+    delta = backward_delta(grad_out, out)
     f32 = q.dtype == torch.float32
     dk_acc = dk.zero_() if f32 else torch.zeros(dk.shape, dtype=torch.float32, device=q.device)
     dv_acc = dv.zero_() if f32 else torch.zeros(dv.shape, dtype=torch.float32, device=q.device)
@@ -254,10 +253,12 @@ def backward(grad_out, q, k, v, out, lse, bias_t, bias_strides, has_bias, dq, dk
         P = torch.empty((B, c, n), dtype=q.dtype, device=q.device)
         dS = torch.empty_like(P)
         cfg = _row_blocks(n)
-        _rows_bwd_kernel[(triton.cdiv(c, cfg["BLOCK_M"]), B)](
-            S, dP, P, dS, lse, delta, bias_t, *bias_strides, i0, c, n, Lq, Lk, float(scale),
-            seed, threshold, drop_scale, HAS_BIAS=has_bias, CAUSAL=bool(causal),
-            HAS_DROPOUT=has_dropout, **cfg)
+        for b0, b1 in batch_slices(B):
+            sl = slice(b0, b1)
+            _rows_bwd_kernel[(triton.cdiv(c, cfg["BLOCK_M"]), b1 - b0)](
+                S[sl], dP[sl], P[sl], dS[sl], lse[sl], delta[sl], bias_t[sl], *bias_strides, i0,
+                c, n, Lq, Lk, float(scale), seed, threshold, drop_scale, b0, HAS_BIAS=has_bias,
+                CAUSAL=bool(causal), HAS_DROPOUT=has_dropout, **cfg)
         _accumulate(dv_acc[:, :n], P.transpose(1, 2), go_c)
         _accumulate(dk_acc[:, :n], dS.transpose(1, 2), q_c, alpha=float(scale))
         _bmm_into(dq[:, i0:i0 + c], dS, k_n, alpha=float(scale))

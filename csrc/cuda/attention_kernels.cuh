@@ -78,6 +78,7 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
 // ---- parameters ---------------------------------------------------------------------------------
 struct Dropout {
   uint64_t seed;
+  uint64_t offset;     // counter of batch 0 of this launch: b0 Lq Lk for a batch slice from b0
   uint32_t threshold;  // philox::keep_threshold(p)
   float scale;         // (float)(1.0 / (1.0 - p))
   int enabled;         // p > 0
@@ -105,7 +106,8 @@ __device__ __forceinline__ float masked_score(float qk, const float* __restrict_
 
 __device__ __forceinline__ bool keep(const Dropout& d, const Shape& s, int64_t b, int64_t i,
                                      int64_t j) {
-  return philox::keep(d.seed, static_cast<uint64_t>((b * s.Lq + i) * s.Lk + j), d.threshold);
+  return philox::keep(d.seed, d.offset + static_cast<uint64_t>((b * s.Lq + i) * s.Lk + j),
+                      d.threshold);
 }
 
 // One past the last key a query block [m0, m0 + rows) can see.
@@ -973,9 +975,11 @@ __global__ void __launch_bounds__(tc::kThreads)
 }
 
 // ---- host helpers -------------------------------------------------------------------------------
-inline Dropout make_dropout(double p, uint64_t seed) {
+// b0: the first batch of the launch (see kMaxGridBatch).
+inline Dropout make_dropout(double p, uint64_t seed, const Shape& s, int64_t b0 = 0) {
   Dropout d;
   d.seed = seed;
+  d.offset = static_cast<uint64_t>(b0 * s.Lq * s.Lk);
   d.threshold = philox::keep_threshold(p);
   d.scale = static_cast<float>(1.0 / (1.0 - p));
   d.enabled = p > 0.0 ? 1 : 0;
@@ -983,6 +987,29 @@ inline Dropout make_dropout(double p, uint64_t seed) {
 }
 
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// CUDA caps gridDim.y and gridDim.z at 65535, and the attention grids put the batch there: the
+// launchers run the batch in slices of at most kMaxGridBatch, with the pointers advanced and the
+// dropout counters offset to the slice's first batch (for_batch_slices). The SIMT harness
+// build takes slices of 3, so that every harness test with B > 3 covers the slicing a GPU
+// needs only past 65535 batches.
+#if defined(ATTNFAST_SIMT_HARNESS)
+constexpr int64_t kMaxGridBatch = 3;
+#else
+constexpr int64_t kMaxGridBatch = 65535;
+#endif
+
+// Calls f(b0, slice) for batch slices [b0, b0 + slice.B) of s (at least one call when B = 0).
+template <typename F>
+inline void for_batch_slices(const Shape& s, F&& f) {
+  int64_t b0 = 0;
+  do {
+    Shape slice = s;
+    slice.B = s.B - b0 < kMaxGridBatch ? s.B - b0 : kMaxGridBatch;
+    f(b0, slice);
+    b0 += kMaxGridBatch;
+  } while (b0 < s.B);
+}
 
 // Blocks for n items, per per block; at least 1 (a 0-wide Dv still needs lse).
 inline unsigned grid_dim(int64_t n, int64_t per) {
@@ -1012,20 +1039,28 @@ template <typename T>
 void attention_forward(const T* q, const T* k, const T* v, const float* bias, T* out, float* lse,
                        const Shape& s, double dropout_p, uint64_t seed, cudaStream_t stream) {
   using namespace attn_detail;
-  const Dropout d = make_dropout(dropout_p, seed);
-  if (attention_forward_uses_tc<T>(q, k, v, s)) {
-    if constexpr (!std::is_same_v<T, float>) {
-      const dim3 grid(grid_dim(s.Lq, tc::kBM), grid_dim(s.Dv, tc::kDVS), static_cast<unsigned>(s.B));
-      const int smem = tc::kSmemElems * static_cast<int>(sizeof(T));
-      ATTNFAST_LAUNCH(attn_fwd_tc_kernel<T>, grid, dim3(tc::kThreads), smem, stream)(
-          q, k, v, bias, out, lse, s, d);
+  const bool use_tc = attention_forward_uses_tc<T>(q, k, v, s);
+  for_batch_slices(s, [&](int64_t b0, const Shape& sb) {
+    const Dropout d = make_dropout(dropout_p, seed, s, b0);
+    const T *qb = q + b0 * s.sqb, *kb = k + b0 * s.skb, *vb = v + b0 * s.svb;
+    const float* biasb = bias != nullptr ? bias + b0 * s.sbb : nullptr;
+    T* outb = out + b0 * s.sob;
+    float* lseb = lse + b0 * s.Lq;
+    const unsigned nb = static_cast<unsigned>(sb.B);
+    if (use_tc) {
+      if constexpr (!std::is_same_v<T, float>) {
+        const dim3 grid(grid_dim(s.Lq, tc::kBM), grid_dim(s.Dv, tc::kDVS), nb);
+        const int smem = tc::kSmemElems * static_cast<int>(sizeof(T));
+        ATTNFAST_LAUNCH(attn_fwd_tc_kernel<T>, grid, dim3(tc::kThreads), smem, stream)(
+            qb, kb, vb, biasb, outb, lseb, sb, d);
+      }
+    } else {
+      const dim3 grid(grid_dim(s.Lq, sfwd::kBM), grid_dim(s.Dv, sfwd::kDVS), nb);
+      const int smem = sfwd::kSmemFloats * static_cast<int>(sizeof(float));
+      ATTNFAST_LAUNCH(attn_fwd_simt_kernel<T>, grid, dim3(sfwd::kThreads), smem, stream)(
+          qb, kb, vb, biasb, outb, lseb, sb, d);
     }
-  } else {
-    const dim3 grid(grid_dim(s.Lq, sfwd::kBM), grid_dim(s.Dv, sfwd::kDVS), static_cast<unsigned>(s.B));
-    const int smem = sfwd::kSmemFloats * static_cast<int>(sizeof(float));
-    ATTNFAST_LAUNCH(attn_fwd_simt_kernel<T>, grid, dim3(sfwd::kThreads), smem, stream)(
-        q, k, v, bias, out, lse, s, d);
-  }
+  });
 }
 
 // True when the tensor-core backward takes these inputs: the forward's tensor-core conditions
@@ -1038,6 +1073,20 @@ inline bool attention_backward_uses_tc(const T* grad_out, const T* q, const T* k
          s.sol % 8 == 0 && attn_detail::aligned16(grad_out);
 }
 
+// Delta_i = rowsum(dO O) (fp32), the first step of every backward. (sob, sol) in s are
+// grad_out's strides, (out_sb, out_sl) out's; delta (B, Lq) contiguous. B, Lq > 0.
+template <typename T>
+void attention_backward_delta(const T* grad_out, const T* out, int64_t out_sb, int64_t out_sl,
+                              float* delta, const Shape& s, cudaStream_t stream) {
+  using namespace attn_detail;
+  for_batch_slices(s, [&](int64_t b0, const Shape& sb) {
+    ATTNFAST_LAUNCH(attn_bwd_delta_kernel<T>,
+                    dim3(grid_dim(s.Lq, bwd::kWarps), static_cast<unsigned>(sb.B)),
+                    dim3(bwd::kThreads), 0, stream)(grad_out + b0 * s.sob, out + b0 * out_sb,
+                                                    delta + b0 * s.Lq, sb, out_sb, out_sl);
+  });
+}
+
 // delta: (B, Lq) fp32 workspace. dq (B, Lq, D), dk (B, Lk, D), dv (B, Lk, Dv) contiguous.
 // In s, (sob, sol) are grad_out's strides; (out_sb, out_sl) are out's. B, Lq, Lk > 0.
 // attention_backward_tc needs attention_backward_uses_tc(...) (the glue checks it);
@@ -1048,21 +1097,27 @@ void attention_backward_simt(const T* grad_out, const T* q, const T* k, const T*
                              float* delta, T* dq, T* dk, T* dv, const Shape& s, double dropout_p,
                              uint64_t seed, cudaStream_t stream) {
   using namespace attn_detail;
-  const Dropout d = make_dropout(dropout_p, seed);
-  ATTNFAST_LAUNCH(attn_bwd_delta_kernel<T>, dim3(grid_dim(s.Lq, bwd::kWarps), static_cast<unsigned>(s.B)),
-                  dim3(bwd::kThreads), 0, stream)(grad_out, out, delta, s, out_sb, out_sl);
+  attention_backward_delta<T>(grad_out, out, out_sb, out_sl, delta, s, stream);
   const int smem = bwd::kSmemFloats * static_cast<int>(sizeof(float));
   const int64_t widest = s.D > s.Dv ? s.D : s.Dv;
-  if (widest > 0) {
-    const dim3 grid(grid_dim(s.Lk, bwd::kT), grid_dim(widest, bwd::kSW), static_cast<unsigned>(s.B));
-    ATTNFAST_LAUNCH(attn_bwd_dkdv_kernel<T>, grid, dim3(bwd::kThreads), smem, stream)(
-        q, k, v, bias, grad_out, lse, delta, dk, dv, s, d);
-  }
-  if (s.D > 0) {
-    const dim3 grid(grid_dim(s.Lq, bwd::kT), grid_dim(s.D, bwd::kSW), static_cast<unsigned>(s.B));
-    ATTNFAST_LAUNCH(attn_bwd_dq_kernel<T>, grid, dim3(bwd::kThreads), smem, stream)(
-        q, k, v, bias, grad_out, lse, delta, dq, s, d);
-  }
+  for_batch_slices(s, [&](int64_t b0, const Shape& sb) {
+    const Dropout d = make_dropout(dropout_p, seed, s, b0);
+    const T *qb = q + b0 * s.sqb, *kb = k + b0 * s.skb, *vb = v + b0 * s.svb;
+    const T* gob = grad_out + b0 * s.sob;
+    const float* biasb = bias != nullptr ? bias + b0 * s.sbb : nullptr;
+    const float *lseb = lse + b0 * s.Lq, *deltab = delta + b0 * s.Lq;
+    const unsigned nb = static_cast<unsigned>(sb.B);
+    if (widest > 0) {
+      const dim3 grid(grid_dim(s.Lk, bwd::kT), grid_dim(widest, bwd::kSW), nb);
+      ATTNFAST_LAUNCH(attn_bwd_dkdv_kernel<T>, grid, dim3(bwd::kThreads), smem, stream)(
+          qb, kb, vb, biasb, gob, lseb, deltab, dk + b0 * s.Lk * s.D, dv + b0 * s.Lk * s.Dv, sb, d);
+    }
+    if (s.D > 0) {
+      const dim3 grid(grid_dim(s.Lq, bwd::kT), grid_dim(s.D, bwd::kSW), nb);
+      ATTNFAST_LAUNCH(attn_bwd_dq_kernel<T>, grid, dim3(bwd::kThreads), smem, stream)(
+          qb, kb, vb, biasb, gob, lseb, deltab, dq + b0 * s.Lq * s.D, sb, d);
+    }
+  });
 }
 
 template <typename T>
@@ -1072,20 +1127,24 @@ void attention_backward_tc(const T* grad_out, const T* q, const T* k, const T* v
                            uint64_t seed, cudaStream_t stream) {
   using namespace attn_detail;
   if constexpr (!std::is_same_v<T, float>) {
-    const Dropout d = make_dropout(dropout_p, seed);
-    ATTNFAST_LAUNCH(attn_bwd_delta_kernel<T>,
-                    dim3(grid_dim(s.Lq, bwd::kWarps), static_cast<unsigned>(s.B)),
-                    dim3(bwd::kThreads), 0, stream)(grad_out, out, delta, s, out_sb, out_sl);
+    attention_backward_delta<T>(grad_out, out, out_sb, out_sl, delta, s, stream);
     const int64_t widest = s.D > s.Dv ? s.D : s.Dv;
     const int smem_kv = tcb::kDkdvStatBytes + tcb::kDkdvElems * static_cast<int>(sizeof(T));
-    const dim3 grid_kv(grid_dim(s.Lk, tc::kBN), grid_dim(widest, tcb::kKVS),
-                       static_cast<unsigned>(s.B));
-    ATTNFAST_LAUNCH(attn_bwd_dkdv_tc_kernel<T>, grid_kv, dim3(tc::kThreads), smem_kv, stream)(
-        q, k, v, bias, grad_out, lse, delta, dk, dv, s, d);
     const int smem_q = tcb::kDqElems * static_cast<int>(sizeof(T));
-    const dim3 grid_q(grid_dim(s.Lq, tc::kBM), grid_dim(s.D, tcb::kQS), static_cast<unsigned>(s.B));
-    ATTNFAST_LAUNCH(attn_bwd_dq_tc_kernel<T>, grid_q, dim3(tc::kThreads), smem_q, stream)(
-        q, k, v, bias, grad_out, lse, delta, dq, s, d);
+    for_batch_slices(s, [&](int64_t b0, const Shape& sb) {
+      const Dropout d = make_dropout(dropout_p, seed, s, b0);
+      const T *qb = q + b0 * s.sqb, *kb = k + b0 * s.skb, *vb = v + b0 * s.svb;
+      const T* gob = grad_out + b0 * s.sob;
+      const float* biasb = bias != nullptr ? bias + b0 * s.sbb : nullptr;
+      const float *lseb = lse + b0 * s.Lq, *deltab = delta + b0 * s.Lq;
+      const unsigned nb = static_cast<unsigned>(sb.B);
+      const dim3 grid_kv(grid_dim(s.Lk, tc::kBN), grid_dim(widest, tcb::kKVS), nb);
+      ATTNFAST_LAUNCH(attn_bwd_dkdv_tc_kernel<T>, grid_kv, dim3(tc::kThreads), smem_kv, stream)(
+          qb, kb, vb, biasb, gob, lseb, deltab, dk + b0 * s.Lk * s.D, dv + b0 * s.Lk * s.Dv, sb, d);
+      const dim3 grid_q(grid_dim(s.Lq, tc::kBM), grid_dim(s.D, tcb::kQS), nb);
+      ATTNFAST_LAUNCH(attn_bwd_dq_tc_kernel<T>, grid_q, dim3(tc::kThreads), smem_q, stream)(
+          qb, kb, vb, biasb, gob, lseb, deltab, dq + b0 * s.Lq * s.D, sb, d);
+    });
   }
 }
 

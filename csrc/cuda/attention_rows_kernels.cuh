@@ -116,14 +116,19 @@ __global__ void __launch_bounds__(kThreads)
 
 // ---- launchers ----------------------------------------------------------------------------------
 // S (and dP) hold the chunk's fp32 products; P, dS (B, c.rows, c.n) are written in T.
-// c.rows, c.n > 0.
+// c.rows, c.n > 0. Batches in slices of kMaxGridBatch (attention_kernels.cuh).
 template <typename T>
 void attention_rows_forward(const float* S, const float* bias, T* P, float* lse, const Shape& s,
                             const attn_rows::Chunk& c, double dropout_p, uint64_t seed,
                             cudaStream_t stream) {
-  const dim3 grid(attn_detail::grid_dim(c.rows, attn_rows::kWarps), static_cast<unsigned>(s.B));
-  ATTNFAST_LAUNCH(attn_rows::attn_rows_fwd_kernel<T>, grid, dim3(attn_rows::kThreads), 0, stream)(
-      S, bias, P, lse, s, c, attn_detail::make_dropout(dropout_p, seed));
+  using namespace attn_detail;
+  for_batch_slices(s, [&](int64_t b0, const Shape& sb) {
+    const int64_t off = b0 * c.rows * c.n;
+    const dim3 grid(grid_dim(c.rows, attn_rows::kWarps), static_cast<unsigned>(sb.B));
+    ATTNFAST_LAUNCH(attn_rows::attn_rows_fwd_kernel<T>, grid, dim3(attn_rows::kThreads), 0,
+                    stream)(S + off, bias != nullptr ? bias + b0 * s.sbb : nullptr, P + off,
+                            lse + b0 * s.Lq, sb, c, make_dropout(dropout_p, seed, s, b0));
+  });
 }
 
 template <typename T>
@@ -131,19 +136,15 @@ void attention_rows_backward(const float* S, const float* dP, const float* bias,
                              const float* delta, T* P, T* dS, const Shape& s,
                              const attn_rows::Chunk& c, double dropout_p, uint64_t seed,
                              cudaStream_t stream) {
-  const dim3 grid(attn_detail::grid_dim(c.rows, attn_rows::kWarps), static_cast<unsigned>(s.B));
-  ATTNFAST_LAUNCH(attn_rows::attn_rows_bwd_kernel<T>, grid, dim3(attn_rows::kThreads), 0, stream)(
-      S, dP, bias, lse, delta, P, dS, s, c, attn_detail::make_dropout(dropout_p, seed));
-}
-
-// Delta_i = rowsum(dO O) (fp32), the first step of both backward strategies. (sob, sol) in s are
-// grad_out's strides, (out_sb, out_sl) out's. B, Lq > 0.
-template <typename T>
-void attention_backward_delta(const T* grad_out, const T* out, int64_t out_sb, int64_t out_sl,
-                              float* delta, const Shape& s, cudaStream_t stream) {
   using namespace attn_detail;
-  ATTNFAST_LAUNCH(attn_bwd_delta_kernel<T>, dim3(grid_dim(s.Lq, bwd::kWarps), static_cast<unsigned>(s.B)),
-                  dim3(bwd::kThreads), 0, stream)(grad_out, out, delta, s, out_sb, out_sl);
+  for_batch_slices(s, [&](int64_t b0, const Shape& sb) {
+    const int64_t off = b0 * c.rows * c.n;
+    const dim3 grid(grid_dim(c.rows, attn_rows::kWarps), static_cast<unsigned>(sb.B));
+    ATTNFAST_LAUNCH(attn_rows::attn_rows_bwd_kernel<T>, grid, dim3(attn_rows::kThreads), 0,
+                    stream)(S + off, dP + off, bias != nullptr ? bias + b0 * s.sbb : nullptr,
+                            lse + b0 * s.Lq, delta + b0 * s.Lq, P + off, dS + off, sb, c,
+                            make_dropout(dropout_p, seed, s, b0));
+  });
 }
 
 }  // namespace cuda
