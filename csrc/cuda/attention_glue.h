@@ -60,6 +60,7 @@ inline cuda::Shape make_shape(const Dims& d, const at::Tensor& q, const at::Tens
   s.Lk = d.Lk;
   s.D = d.D;
   s.Dv = d.Dv;
+  s.b0 = 0;
   s.sqb = q.stride(0);
   s.sql = q.stride(1);
   s.skb = k.stride(0);

@@ -78,7 +78,6 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
 // ---- parameters ---------------------------------------------------------------------------------
 struct Dropout {
   uint64_t seed;
-  uint64_t offset;     // counter of batch 0 of this launch: b0 Lq Lk for a batch slice from b0
   uint32_t threshold;  // philox::keep_threshold(p)
   float scale;         // (float)(1.0 / (1.0 - p))
   int enabled;         // p > 0
@@ -90,6 +89,7 @@ struct Shape {
   int64_t sqb, sql, skb, skl, svb, svl;  // q, k, v
   int64_t sbb, sbi, sbj;                 // bias (fp32), 0 strides allowed
   int64_t sob, sol;                      // out (forward), grad_out (backward)
+  int64_t b0;                            // first batch of this launch (see kMaxGridBatch)
   float scale;
   int causal;
 };
@@ -106,8 +106,7 @@ __device__ __forceinline__ float masked_score(float qk, const float* __restrict_
 
 __device__ __forceinline__ bool keep(const Dropout& d, const Shape& s, int64_t b, int64_t i,
                                      int64_t j) {
-  return philox::keep(d.seed, d.offset + static_cast<uint64_t>((b * s.Lq + i) * s.Lk + j),
-                      d.threshold);
+  return philox::keep(d.seed, static_cast<uint64_t>((b * s.Lq + i) * s.Lk + j), d.threshold);
 }
 
 // One past the last key a query block [m0, m0 + rows) can see.
@@ -173,7 +172,7 @@ __global__ void __launch_bounds__(tc::kThreads)
   const int g = lane >> 2, t = lane & 3;
   const int64_t m0 = static_cast<int64_t>(blockIdx.x) * kBM;
   const int64_t c0 = static_cast<int64_t>(blockIdx.y) * kDVS;
-  const int64_t b = blockIdx.z;
+  const int64_t b = s.b0 + blockIdx.z;
   const T* qb = q + b * s.sqb;
   const T* kb = k + b * s.skb;
   const T* vb = v + b * s.svb;
@@ -324,10 +323,13 @@ constexpr int kDC = 32;                // D chunk
 constexpr int kCols = 4;               // output columns per lane
 constexpr int kDVS = 32 * kCols;       // 128-wide Dv slice
 constexpr int kSmemFloats = kBM * kDC + kBN * (kDC + 1) + kBN * kDVS;
+// At least 4 blocks per SM, i.e. at most 128 registers: with the thread count alone ptxas
+// (CUDA 13) settled on 72 registers for sm_90a and spilled 48 bytes.
+constexpr int kMinBlocks = 4;
 }  // namespace sfwd
 
 template <typename T>
-__global__ void __launch_bounds__(sfwd::kThreads)
+__global__ void __launch_bounds__(sfwd::kThreads, sfwd::kMinBlocks)
     attn_fwd_simt_kernel(const T* __restrict__ q, const T* __restrict__ k,
                          const T* __restrict__ v, const float* __restrict__ bias,
                          T* __restrict__ out, float* __restrict__ lse, Shape s, Dropout drop) {
@@ -341,7 +343,7 @@ __global__ void __launch_bounds__(sfwd::kThreads)
   const int lane = tid & 31, warp = tid >> 5;
   const int64_t m0 = static_cast<int64_t>(blockIdx.x) * kBM;
   const int64_t c0 = static_cast<int64_t>(blockIdx.y) * kDVS;
-  const int64_t b = blockIdx.z;
+  const int64_t b = s.b0 + blockIdx.z;
   const int64_t n_end = key_end(s, m0, kBM);
 
   float o[kRows][kCols], m_run[kRows], l_run[kRows];
@@ -447,7 +449,7 @@ __global__ void __launch_bounds__(bwd::kThreads)
   // One warp per row: Delta_i = sum_c dO_ic O_ic in fp32, lane-strided then a butterfly sum.
   const int lane = threadIdx.x & 31;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * bwd::kWarps + (threadIdx.x >> 5);
-  const int64_t b = blockIdx.y;
+  const int64_t b = s.b0 + blockIdx.y;
   float acc = 0.f;
   if (row < s.Lq) {
     const T* go = grad_out + b * s.sob + row * s.sol;
@@ -556,7 +558,7 @@ __global__ void __launch_bounds__(bwd::kThreads)
   const int lane = tid & 31, warp = tid >> 5;
   const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kT;
   const int64_t c0 = static_cast<int64_t>(blockIdx.y) * kSW;
-  const int64_t b = blockIdx.z;
+  const int64_t b = s.b0 + blockIdx.z;
   const T* qb = q + b * s.sqb;
   const T* gob = grad_out + b * s.sob;
 
@@ -617,7 +619,7 @@ __global__ void __launch_bounds__(bwd::kThreads)
   const int lane = tid & 31, warp = tid >> 5;
   const int64_t m0 = static_cast<int64_t>(blockIdx.x) * kT;
   const int64_t c0 = static_cast<int64_t>(blockIdx.y) * kSW;
-  const int64_t b = blockIdx.z;
+  const int64_t b = s.b0 + blockIdx.z;
   const T* kb = k + b * s.skb;
 
   float aq[kRows][2];
@@ -791,7 +793,7 @@ __global__ void __launch_bounds__(tc::kThreads)
   const int g = lane >> 2, t = lane & 3;
   const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kBN;
   const int64_t c0 = static_cast<int64_t>(blockIdx.y) * kKVS;
-  const int64_t b = blockIdx.z;
+  const int64_t b = s.b0 + blockIdx.z;
   const T* qb = q + b * s.sqb;
   const T* kb = k + b * s.skb;
   const T* vb = v + b * s.svb;
@@ -898,7 +900,7 @@ __global__ void __launch_bounds__(tc::kThreads)
   const int g = lane >> 2, t = lane & 3;
   const int64_t m0 = static_cast<int64_t>(blockIdx.x) * kBM;
   const int64_t c0 = static_cast<int64_t>(blockIdx.y) * kQS;
-  const int64_t b = blockIdx.z;
+  const int64_t b = s.b0 + blockIdx.z;
   const T* qb = q + b * s.sqb;
   const T* kb = k + b * s.skb;
   const T* vb = v + b * s.svb;
@@ -975,11 +977,9 @@ __global__ void __launch_bounds__(tc::kThreads)
 }
 
 // ---- host helpers -------------------------------------------------------------------------------
-// b0: the first batch of the launch (see kMaxGridBatch).
-inline Dropout make_dropout(double p, uint64_t seed, const Shape& s, int64_t b0 = 0) {
+inline Dropout make_dropout(double p, uint64_t seed) {
   Dropout d;
   d.seed = seed;
-  d.offset = static_cast<uint64_t>(b0 * s.Lq * s.Lk);
   d.threshold = philox::keep_threshold(p);
   d.scale = static_cast<float>(1.0 / (1.0 - p));
   d.enabled = p > 0.0 ? 1 : 0;
@@ -989,26 +989,27 @@ inline Dropout make_dropout(double p, uint64_t seed, const Shape& s, int64_t b0 
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 // CUDA caps gridDim.y and gridDim.z at 65535, and the attention grids put the batch there: the
-// launchers run the batch in slices of at most kMaxGridBatch, with the pointers advanced and the
-// dropout counters offset to the slice's first batch (for_batch_slices). The SIMT harness
-// build takes slices of 3, so that every harness test with B > 3 covers the slicing a GPU
-// needs only past 65535 batches.
+// launchers run the batch in slices of at most kMaxGridBatch (for_batch_slices), and a kernel's
+// batch is s.b0 + its grid index, so pointers, masks and the dropout counters stay indexed by
+// the absolute batch. The SIMT harness build takes slices of 3, so that every harness test
+// with B > 3 covers the slicing a GPU needs only past 65535 batches.
 #if defined(ATTNFAST_SIMT_HARNESS)
 constexpr int64_t kMaxGridBatch = 3;
 #else
 constexpr int64_t kMaxGridBatch = 65535;
 #endif
 
-// Calls f(b0, slice) for batch slices [b0, b0 + slice.B) of s (at least one call when B = 0).
+// Calls f(slice) for the batch slices [slice.b0, slice.b0 + slice.B) of s (at least one call,
+// even when B = 0); s.b0 is 0.
 template <typename F>
 inline void for_batch_slices(const Shape& s, F&& f) {
-  int64_t b0 = 0;
+  Shape slice = s;
+  slice.b0 = 0;
   do {
-    Shape slice = s;
-    slice.B = s.B - b0 < kMaxGridBatch ? s.B - b0 : kMaxGridBatch;
-    f(b0, slice);
-    b0 += kMaxGridBatch;
-  } while (b0 < s.B);
+    slice.B = s.B - slice.b0 < kMaxGridBatch ? s.B - slice.b0 : kMaxGridBatch;
+    f(slice);
+    slice.b0 += kMaxGridBatch;
+  } while (slice.b0 < s.B);
 }
 
 // Blocks for n items, per per block; at least 1 (a 0-wide Dv still needs lse).
@@ -1040,25 +1041,21 @@ void attention_forward(const T* q, const T* k, const T* v, const float* bias, T*
                        const Shape& s, double dropout_p, uint64_t seed, cudaStream_t stream) {
   using namespace attn_detail;
   const bool use_tc = attention_forward_uses_tc<T>(q, k, v, s);
-  for_batch_slices(s, [&](int64_t b0, const Shape& sb) {
-    const Dropout d = make_dropout(dropout_p, seed, s, b0);
-    const T *qb = q + b0 * s.sqb, *kb = k + b0 * s.skb, *vb = v + b0 * s.svb;
-    const float* biasb = bias != nullptr ? bias + b0 * s.sbb : nullptr;
-    T* outb = out + b0 * s.sob;
-    float* lseb = lse + b0 * s.Lq;
+  const Dropout d = make_dropout(dropout_p, seed);
+  for_batch_slices(s, [&](const Shape& sb) {
     const unsigned nb = static_cast<unsigned>(sb.B);
     if (use_tc) {
       if constexpr (!std::is_same_v<T, float>) {
         const dim3 grid(grid_dim(s.Lq, tc::kBM), grid_dim(s.Dv, tc::kDVS), nb);
         const int smem = tc::kSmemElems * static_cast<int>(sizeof(T));
         ATTNFAST_LAUNCH(attn_fwd_tc_kernel<T>, grid, dim3(tc::kThreads), smem, stream)(
-            qb, kb, vb, biasb, outb, lseb, sb, d);
+            q, k, v, bias, out, lse, sb, d);
       }
     } else {
       const dim3 grid(grid_dim(s.Lq, sfwd::kBM), grid_dim(s.Dv, sfwd::kDVS), nb);
       const int smem = sfwd::kSmemFloats * static_cast<int>(sizeof(float));
       ATTNFAST_LAUNCH(attn_fwd_simt_kernel<T>, grid, dim3(sfwd::kThreads), smem, stream)(
-          qb, kb, vb, biasb, outb, lseb, sb, d);
+          q, k, v, bias, out, lse, sb, d);
     }
   });
 }
@@ -1079,11 +1076,10 @@ template <typename T>
 void attention_backward_delta(const T* grad_out, const T* out, int64_t out_sb, int64_t out_sl,
                               float* delta, const Shape& s, cudaStream_t stream) {
   using namespace attn_detail;
-  for_batch_slices(s, [&](int64_t b0, const Shape& sb) {
+  for_batch_slices(s, [&](const Shape& sb) {
     ATTNFAST_LAUNCH(attn_bwd_delta_kernel<T>,
                     dim3(grid_dim(s.Lq, bwd::kWarps), static_cast<unsigned>(sb.B)),
-                    dim3(bwd::kThreads), 0, stream)(grad_out + b0 * s.sob, out + b0 * out_sb,
-                                                    delta + b0 * s.Lq, sb, out_sb, out_sl);
+                    dim3(bwd::kThreads), 0, stream)(grad_out, out, delta, sb, out_sb, out_sl);
   });
 }
 
@@ -1100,22 +1096,18 @@ void attention_backward_simt(const T* grad_out, const T* q, const T* k, const T*
   attention_backward_delta<T>(grad_out, out, out_sb, out_sl, delta, s, stream);
   const int smem = bwd::kSmemFloats * static_cast<int>(sizeof(float));
   const int64_t widest = s.D > s.Dv ? s.D : s.Dv;
-  for_batch_slices(s, [&](int64_t b0, const Shape& sb) {
-    const Dropout d = make_dropout(dropout_p, seed, s, b0);
-    const T *qb = q + b0 * s.sqb, *kb = k + b0 * s.skb, *vb = v + b0 * s.svb;
-    const T* gob = grad_out + b0 * s.sob;
-    const float* biasb = bias != nullptr ? bias + b0 * s.sbb : nullptr;
-    const float *lseb = lse + b0 * s.Lq, *deltab = delta + b0 * s.Lq;
+  const Dropout d = make_dropout(dropout_p, seed);
+  for_batch_slices(s, [&](const Shape& sb) {
     const unsigned nb = static_cast<unsigned>(sb.B);
     if (widest > 0) {
       const dim3 grid(grid_dim(s.Lk, bwd::kT), grid_dim(widest, bwd::kSW), nb);
       ATTNFAST_LAUNCH(attn_bwd_dkdv_kernel<T>, grid, dim3(bwd::kThreads), smem, stream)(
-          qb, kb, vb, biasb, gob, lseb, deltab, dk + b0 * s.Lk * s.D, dv + b0 * s.Lk * s.Dv, sb, d);
+          q, k, v, bias, grad_out, lse, delta, dk, dv, sb, d);
     }
     if (s.D > 0) {
       const dim3 grid(grid_dim(s.Lq, bwd::kT), grid_dim(s.D, bwd::kSW), nb);
       ATTNFAST_LAUNCH(attn_bwd_dq_kernel<T>, grid, dim3(bwd::kThreads), smem, stream)(
-          qb, kb, vb, biasb, gob, lseb, deltab, dq + b0 * s.Lq * s.D, sb, d);
+          q, k, v, bias, grad_out, lse, delta, dq, sb, d);
     }
   });
 }
@@ -1131,19 +1123,15 @@ void attention_backward_tc(const T* grad_out, const T* q, const T* k, const T* v
     const int64_t widest = s.D > s.Dv ? s.D : s.Dv;
     const int smem_kv = tcb::kDkdvStatBytes + tcb::kDkdvElems * static_cast<int>(sizeof(T));
     const int smem_q = tcb::kDqElems * static_cast<int>(sizeof(T));
-    for_batch_slices(s, [&](int64_t b0, const Shape& sb) {
-      const Dropout d = make_dropout(dropout_p, seed, s, b0);
-      const T *qb = q + b0 * s.sqb, *kb = k + b0 * s.skb, *vb = v + b0 * s.svb;
-      const T* gob = grad_out + b0 * s.sob;
-      const float* biasb = bias != nullptr ? bias + b0 * s.sbb : nullptr;
-      const float *lseb = lse + b0 * s.Lq, *deltab = delta + b0 * s.Lq;
+    const Dropout d = make_dropout(dropout_p, seed);
+    for_batch_slices(s, [&](const Shape& sb) {
       const unsigned nb = static_cast<unsigned>(sb.B);
       const dim3 grid_kv(grid_dim(s.Lk, tc::kBN), grid_dim(widest, tcb::kKVS), nb);
       ATTNFAST_LAUNCH(attn_bwd_dkdv_tc_kernel<T>, grid_kv, dim3(tc::kThreads), smem_kv, stream)(
-          qb, kb, vb, biasb, gob, lseb, deltab, dk + b0 * s.Lk * s.D, dv + b0 * s.Lk * s.Dv, sb, d);
+          q, k, v, bias, grad_out, lse, delta, dk, dv, sb, d);
       const dim3 grid_q(grid_dim(s.Lq, tc::kBM), grid_dim(s.D, tcb::kQS), nb);
       ATTNFAST_LAUNCH(attn_bwd_dq_tc_kernel<T>, grid_q, dim3(tc::kThreads), smem_q, stream)(
-          qb, kb, vb, biasb, gob, lseb, deltab, dq + b0 * s.Lq * s.D, sb, d);
+          q, k, v, bias, grad_out, lse, delta, dq, sb, d);
     });
   }
 }

@@ -49,7 +49,7 @@ __global__ void __launch_bounds__(kThreads)
   // (n fp32 values) stays in L1/L2 between them.
   const int lane = threadIdx.x & 31;
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-  const int64_t b = blockIdx.y;
+  const int64_t b = s.b0 + blockIdx.y;
   if (r >= c.rows) return;  // whole warps leave together: the shuffles below see full warps
   const int64_t i = c.i0 + r;
   const int64_t row = (b * c.rows + r) * c.n;
@@ -88,7 +88,7 @@ __global__ void __launch_bounds__(kThreads)
   // scaled by 1/(1-p) and the dropped ones are 0; dS = P (dP - Delta) with the undropped P.
   const int lane = threadIdx.x & 31;
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-  const int64_t b = blockIdx.y;
+  const int64_t b = s.b0 + blockIdx.y;
   if (r >= c.rows) return;
   const int64_t i = c.i0 + r;
   const int64_t row = (b * c.rows + r) * c.n;
@@ -122,12 +122,11 @@ void attention_rows_forward(const float* S, const float* bias, T* P, float* lse,
                             const attn_rows::Chunk& c, double dropout_p, uint64_t seed,
                             cudaStream_t stream) {
   using namespace attn_detail;
-  for_batch_slices(s, [&](int64_t b0, const Shape& sb) {
-    const int64_t off = b0 * c.rows * c.n;
+  const Dropout d = make_dropout(dropout_p, seed);
+  for_batch_slices(s, [&](const Shape& sb) {
     const dim3 grid(grid_dim(c.rows, attn_rows::kWarps), static_cast<unsigned>(sb.B));
     ATTNFAST_LAUNCH(attn_rows::attn_rows_fwd_kernel<T>, grid, dim3(attn_rows::kThreads), 0,
-                    stream)(S + off, bias != nullptr ? bias + b0 * s.sbb : nullptr, P + off,
-                            lse + b0 * s.Lq, sb, c, make_dropout(dropout_p, seed, s, b0));
+                    stream)(S, bias, P, lse, sb, c, d);
   });
 }
 
@@ -137,13 +136,11 @@ void attention_rows_backward(const float* S, const float* dP, const float* bias,
                              const attn_rows::Chunk& c, double dropout_p, uint64_t seed,
                              cudaStream_t stream) {
   using namespace attn_detail;
-  for_batch_slices(s, [&](int64_t b0, const Shape& sb) {
-    const int64_t off = b0 * c.rows * c.n;
+  const Dropout d = make_dropout(dropout_p, seed);
+  for_batch_slices(s, [&](const Shape& sb) {
     const dim3 grid(grid_dim(c.rows, attn_rows::kWarps), static_cast<unsigned>(sb.B));
     ATTNFAST_LAUNCH(attn_rows::attn_rows_bwd_kernel<T>, grid, dim3(attn_rows::kThreads), 0,
-                    stream)(S + off, dP + off, bias != nullptr ? bias + b0 * s.sbb : nullptr,
-                            lse + b0 * s.Lq, delta + b0 * s.Lq, P + off, dS + off, sb, c,
-                            make_dropout(dropout_p, seed, s, b0));
+                    stream)(S, dP, bias, lse, delta, P, dS, sb, c, d);
   });
 }
 
