@@ -302,7 +302,9 @@ def single_head_attention(q, k, v, *, causal=False, attn_mask=None, key_padding_
             ``"cuda"``, ``"triton"``.
 
     A row whose keys are all masked returns zeros (never NaN). Masks get no gradient on the
-    compiled backends.
+    compiled backends. On the GPU backends (``cuda``, ``triton``) heads wider than 256 run
+    library GEMMs on chunks of query rows with attnfast's softmax kernels between them instead
+    of the flash kernels (``ATTNFAST_ATTN_STRATEGY=flash|gemm|auto``; see the README).
 
     Returns:
         out (B, Lq, Dv), or (out, weights) with ``return_weights``.
