@@ -549,11 +549,28 @@ def _cuda_kernels_registered() -> bool:
 _CUDA_MEMORY = _cuda_kernels_registered()
 
 
+CUDA_MAX_GRID_Y = 65535  # CUDA's cap on gridDim.y, where the memory kernels put B or B * Hw
+
+
 def _cuda_status(inp) -> list[str]:
     if not _CUDA_MEMORY:
         return ["attnfast._C has no CUDA kernels for the memory ops (built without CUDA, or "
                 "before csrc/cuda/memory.cu existed: rebuild the extension)"]
     return device_reasons(inp, "cuda", KERNEL_DTYPES)
+
+
+def _grid_reasons(inp) -> list[str]:
+    """The grid cap of the CUDA content, write and link kernels."""
+    blocks = inp.dims.get("B", 1) * max(inp.dims.get("Hw", 1), 1)
+    if blocks > CUDA_MAX_GRID_Y:
+        return [f"B x write heads = {blocks} > {CUDA_MAX_GRID_Y}: the CUDA content, write and "
+                "link kernels put one grid row per (batch, head), and CUDA caps a grid's y "
+                "dimension there"]
+    return []
+
+
+def _cuda_grid_status(inp) -> list[str]:
+    return _cuda_status(inp) + _grid_reasons(inp)
 
 
 def _cuda_alloc_status(inp) -> list[str]:
@@ -612,13 +629,14 @@ def _add_backend(name: str, backend: str, status, fn):
 
 # The cpu_* compositions call torch.ops.attnfast.*, which run the CUDA kernels on CUDA tensors.
 for _name, _status, _fn in (
-        ("content_addressing", _cuda_status, cpu_content_addressing),
+        ("content_addressing", _cuda_grid_status, cpu_content_addressing),
         ("dnc_allocation", _cuda_alloc_status, _alloc_cpu),
         ("dnc_write_weights", _cuda_alloc_status, cpu_write_weights),
-        ("memory_write", _cuda_status, cpu_memory_write),
-        ("dnc_link_update", _cuda_status, _link_update_cpu),
-        ("dnc_directional_read", _cuda_status, _directional_read_cpu),
-        ("dnc_access_step", lambda inp: _cuda_alloc_status(inp) + _cuda_extra_missing(),
+        ("memory_write", _cuda_grid_status, cpu_memory_write),
+        ("dnc_link_update", _cuda_grid_status, _link_update_cpu),
+        ("dnc_directional_read", _cuda_grid_status, _directional_read_cpu),
+        ("dnc_access_step",
+         lambda inp: _cuda_alloc_status(inp) + _grid_reasons(inp) + _cuda_extra_missing(),
          _cuda_access_step)):
     _add_backend(_name, "cuda", _status, _fn)
 

@@ -34,6 +34,15 @@ void dispatch_float_double(at::ScalarType dt, const char* what, Fn&& f) {
   }
 }
 
+// CUDA caps gridDim.y and gridDim.z at 65535. Kernels that put a batch-like count there (and do
+// not slice it) check it with a clear error instead of failing at launch.
+constexpr int64_t kMaxGridYZ = 65535;
+inline void check_grid_yz(int64_t blocks, const char* op, const char* what) {
+  TORCH_CHECK(blocks <= kMaxGridYZ, op, " (CUDA kernels): ", what, " = ", blocks,
+              " exceeds the 65535 blocks CUDA allows in a grid's y dimension; split the batch or "
+              "use the cpu / reference backend");
+}
+
 // A scratch buffer of n (at least 1) elements of dtype dt on like's device.
 inline at::Tensor workspace(const at::Tensor& like, int64_t n, at::ScalarType dt) {
   return at::empty({std::max<int64_t>(1, n)}, like.options().dtype(dt));

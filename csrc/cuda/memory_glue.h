@@ -51,6 +51,7 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> content_backward(
   const int64_t B = memory.size(0), N = memory.size(1), W = memory.size(2), H = keys.size(1);
   checks::memory_tensor("memory_content_backward", "grad_weights", grad, {B, H, N}, memory);
   checks::memory_tensor("memory_content_backward", "weights", weights, {B, H, N}, memory);
+  glue::check_grid_yz(B, "memory_content_backward", "B");
   at::Tensor gm = at::zeros_like(memory), gk = at::zeros_like(keys), gs = at::zeros_like(strengths);
   at::Tensor ws = workspace(memory, cuda::memory_content_backward_ws(B, N, H), memory.scalar_type());
   dispatch_dtype(memory.scalar_type(), [&](auto* tag) {
@@ -129,6 +130,7 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> write_backward
   checks::memory_write(memory, ww, erase, add);
   const int64_t B = memory.size(0), N = memory.size(1), W = memory.size(2), Hw = ww.size(1);
   checks::memory_tensor("memory_write_backward", "grad_out", grad, {B, N, W}, memory);
+  glue::check_grid_yz(B * Hw, "memory_write_backward", "B x Hw");
   // zeros: a reduction over an empty axis (N = 0 or W = 0) launches nothing.
   at::Tensor gm = at::zeros_like(memory), gw = at::zeros_like(ww), ge = at::zeros_like(erase),
              ga = at::zeros_like(add);
@@ -148,6 +150,7 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> link_read_forw
     cudaStream_t stream) {
   checks::dnc_link_read(link, prec, ww, rw);
   const int64_t B = link.size(0), Hw = link.size(1), N = link.size(2), R = rw.size(1);
+  glue::check_grid_yz(B * Hw, "dnc_link_read_forward", "B x Hw");
   at::Tensor nl = at::empty_like(link), np = at::empty_like(prec);
   at::Tensor f = at::empty({B, R, Hw, N}, link.options());
   at::Tensor bk = at::empty({B, R, Hw, N}, link.options());
@@ -166,6 +169,7 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> link_read_back
   checks::dnc_link_read(link, prec, ww, rw);
   const int64_t B = link.size(0), Hw = link.size(1), N = link.size(2), R = rw.size(1);
   const char* op = "dnc_link_read_backward";
+  glue::check_grid_yz(B * Hw, op, "B x Hw");
   checks::memory_tensor(op, "grad_link", g_link, {B, Hw, N, N}, link);
   checks::memory_tensor(op, "grad_precedence", g_prec, {B, Hw, N}, link);
   checks::memory_tensor(op, "grad_forward", g_fwd, {B, R, Hw, N}, link);
