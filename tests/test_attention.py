@@ -222,21 +222,22 @@ def test_strategies_agree_at_wide_heads(backend, monkeypatch):
 
 @pytest.mark.parametrize("b,lq,lk,d", [(4, 1024, 1024, 1024), (4, 1024, 3072, 1024),
                                        (16, 1024, 5000, 1024), (1, 4096, 4096, 512),
+                                       (2, 16384, 16384, 128),
                                        (2, 300, 20000, 1024), (1, 1, 5000, 1024)])
 @pytest.mark.parametrize("causal", [False, True])
 def test_gemm_chunk_rows_bound_the_scores(b, lq, lk, d, causal, monkeypatch):
     """The GEMM strategy's chunks (the rule the CUDA glue shares): the fp32 scores of a chunk stay
-    within max(2 B Lq D, 4 Mi) values (O(B Lq D), not O(B Lq Lk)) unless one 64-row chunk is
-    already more; chunks are multiples of 64 rows or all of Lq; causal takes >= 4 chunks when Lq
-    allows."""
+    within max(2 B max(Lq, Lk) D, 4 Mi) values (linear in the lengths, not O(B Lq Lk)) unless one
+    64-row chunk is already more; chunks are multiples of 64 rows or all of Lq; a long causal
+    attention takes >= 4 chunks."""
     require("triton")
     monkeypatch.delenv("ATTNFAST_ATTN_GEMM_ROWS", raising=False)
     from triton_kernels import attention_gemm
     rows = attention_gemm.chunk_rows(b, lq, lk, d, d, causal)
     assert 1 <= rows <= lq
     assert rows == lq or rows % 64 == 0
-    assert b * rows * lk <= max(2 * b * lq * d, 1 << 22, b * 64 * lk)
-    if causal and lq >= 256:
+    assert b * rows * lk <= max(2 * b * max(lq, lk) * d, 1 << 22, b * 64 * lk)
+    if causal and lq >= 4096:
         assert -(-lq // rows) >= 4
 
 

@@ -54,7 +54,8 @@ def use_gemm_strategy(D: int, Dv: int) -> bool:
 
 def chunk_rows(B: int, Lq: int, Lk: int, D: int, Dv: int, causal: bool) -> int:
     """Query rows per GEMM chunk: ATTNFAST_ATTN_GEMM_ROWS, or S (B x rows x Lk fp32) within
-    max(2 B Lq max(D, Dv), 4 Mi) values, at least 4 chunks when causal, multiples of 64."""
+    max(2 B max(Lq, Lk) max(D, Dv), 4 Mi) values, causal chunks of at most max(1024, Lq / 4)
+    rows, multiples of 64 (the reasons are in csrc/cuda/attention_gemm.h)."""
     env = os.environ.get("ATTNFAST_ATTN_GEMM_ROWS")
     if env is not None:
         try:
@@ -65,10 +66,10 @@ def chunk_rows(B: int, Lq: int, Lk: int, D: int, Dv: int, causal: bool) -> int:
             return min(rows, max(Lq, 1))
         _warn_once(f'attnfast: ignoring ATTNFAST_ATTN_GEMM_ROWS="{env}" (expected a positive '
                    'integer); using the default')
-    budget = max(2 * B * Lq * max(D, Dv, 1), 1 << 22)
+    budget = max(2 * B * max(Lq, Lk) * max(D, Dv, 1), 1 << 22)
     rows = budget // max(B * Lk, 1)
     if causal:
-        rows = min(rows, max(64, -(-Lq // 256) * 64))
+        rows = min(rows, max(1024, -(-Lq // 256) * 64))
     rows = max(64, rows // 64 * 64)
     return min(rows, max(Lq, 1))
 

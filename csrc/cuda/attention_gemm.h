@@ -21,7 +21,8 @@
 // is, on one stream).
 //
 // Memory: the chunk's S (and dP) buffers hold B x rows x Lk fp32 values, rows chosen so that
-// this stays within max(2 B Lq max(D, Dv), 4 Mi) values: O(B Lq D), never O(B Lq Lk) (plus fp32
+// this stays within max(2 B max(Lq, Lk) max(D, Dv), 4 Mi) values: linear in the sequence
+// lengths (O(B L D), the size of the inputs), never O(B Lq Lk) as Lq and Lk grow (plus fp32
 // dK/dV accumulators, O(B Lk D), for bf16/fp16).
 // Numerics: the GEMMs accumulate in fp32; fp32 inputs follow torch's matmul precision setting
 // (TF32 only if the user enabled it), like attnfast's other cuBLAS paths (Boom).
@@ -63,12 +64,17 @@ inline bool use_gemm_strategy(int64_t D, int64_t Dv) {
 }
 
 // Query rows per GEMM chunk. ATTNFAST_ATTN_GEMM_ROWS=<positive integer> overrides (tuning and
-// tests); otherwise the S buffer (B x rows x Lk fp32) stays within max(2 B Lq max(D, Dv), 4 Mi)
-// values, and a causal attention takes at least 4 chunks so that most of the masked triangle
-// is skipped. Chunks are multiples of 64 rows (except the whole Lq). Larger chunks matter for
-// the backward: its dK/dV GEMMs contract over the chunk's rows and read and write their fp32
-// accumulators once per chunk, so with few rows they are bound by that traffic. The rule is
-// from this arithmetic, not yet tuned on a GPU.
+// tests). Otherwise the chunk's S buffer (B x rows x Lk fp32) stays within
+// max(2 B max(Lq, Lk) max(D, Dv), 4 Mi) values -- linear in the sequence lengths, about the size
+// of the inputs -- and a causal attention is cut into chunks of max(1024, Lq / 4) rows so that
+// most of the masked triangle of a long sequence is skipped. Chunks are multiples of 64 rows
+// (except the whole Lq). Why chunks this large (all of Lq = 1024 at the SHA-RNN shapes):
+//  * the backward's dK/dV GEMMs contract over the chunk's rows and read and write their fp32
+//    accumulators once per chunk, 8 bytes per (key, column) against 2 x rows flops each, so
+//    below ~1000 rows they are bound by that traffic on an H100/H200 (~210-300 flop/byte);
+//  * a chunk's GEMMs must fill the GPU: B x rows x Lk / (128 x 256) output tiles should be a
+//    few waves over ~132 SMs.
+// This rule comes from that arithmetic and has not been tuned on a GPU yet.
 inline int64_t chunk_rows(int64_t B, int64_t Lq, int64_t Lk, int64_t D, int64_t Dv, bool causal) {
   if (const char* env = std::getenv("ATTNFAST_ATTN_GEMM_ROWS")) {
     char* end = nullptr;
@@ -78,9 +84,9 @@ inline int64_t chunk_rows(int64_t B, int64_t Lq, int64_t Lk, int64_t D, int64_t 
                     "\" (expected a positive integer); using the default");
   }
   const int64_t widest = std::max<int64_t>({D, Dv, 1});
-  const int64_t budget = std::max<int64_t>(2 * B * Lq * widest, int64_t(1) << 22);
+  const int64_t budget = std::max<int64_t>(2 * B * std::max(Lq, Lk) * widest, int64_t(1) << 22);
   int64_t rows = budget / std::max<int64_t>(B * Lk, 1);
-  if (causal) rows = std::min<int64_t>(rows, std::max<int64_t>(64, (Lq + 4 * 64 - 1) / (4 * 64) * 64));
+  if (causal) rows = std::min<int64_t>(rows, std::max<int64_t>(1024, (Lq + 255) / 256 * 64));
   rows = std::max<int64_t>(64, rows / 64 * 64);
   return std::min<int64_t>(rows, std::max<int64_t>(Lq, 1));
 }
