@@ -238,10 +238,13 @@ def backward(grad_out, q, k, v, out, lse, bias_t, bias_strides, has_bias, dq, dk
     Lk, Dv = k.shape[1], v.shape[2]
     has_dropout, seed, threshold, drop_scale = dropout
     delta = backward_delta(grad_out, out)
-    f32 = q.dtype == torch.float32
-    dk_acc = dk.zero_() if f32 else torch.zeros(dk.shape, dtype=torch.float32, device=q.device)
-    dv_acc = dv.zero_() if f32 else torch.zeros(dv.shape, dtype=torch.float32, device=q.device)
+    # dK and dV sum over the chunks: fp32 accumulators unless q is fp32, or unless one chunk
+    # holds every query (its visible prefix is all Lk keys): then its GEMMs write them once.
     rows = chunk_rows(B, Lq, Lk, D, Dv, causal)
+    one_chunk = rows >= Lq
+    direct = q.dtype == torch.float32 or one_chunk
+    dk_acc = dk if direct else torch.zeros(dk.shape, dtype=torch.float32, device=q.device)
+    dv_acc = dv if direct else torch.zeros(dv.shape, dtype=torch.float32, device=q.device)
     for i0 in range(0, Lq, rows):
         c = min(rows, Lq - i0)
         n = _visible_prefix(i0, c, Lq, Lk, causal)
@@ -260,9 +263,13 @@ def backward(grad_out, q, k, v, out, lse, bias_t, bias_strides, has_bias, dq, dk
                 S[sl], dP[sl], P[sl], dS[sl], lse[sl], delta[sl], bias_t[sl], *bias_strides, i0,
                 c, n, Lq, Lk, float(scale), seed, threshold, drop_scale, b0, HAS_BIAS=has_bias,
                 CAUSAL=bool(causal), HAS_DROPOUT=has_dropout, **cfg)
-        _accumulate(dv_acc[:, :n], P.transpose(1, 2), go_c)
-        _accumulate(dk_acc[:, :n], dS.transpose(1, 2), q_c, alpha=float(scale))
+        if one_chunk:
+            _bmm_into(dv_acc[:, :n], P.transpose(1, 2), go_c)
+            _bmm_into(dk_acc[:, :n], dS.transpose(1, 2), q_c, alpha=float(scale))
+        else:
+            _accumulate(dv_acc[:, :n], P.transpose(1, 2), go_c)
+            _accumulate(dk_acc[:, :n], dS.transpose(1, 2), q_c, alpha=float(scale))
         _bmm_into(dq[:, i0:i0 + c], dS, k_n, alpha=float(scale))
-    if not f32:
+    if not direct:
         dk.copy_(dk_acc)
         dv.copy_(dv_acc)

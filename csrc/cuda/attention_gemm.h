@@ -171,12 +171,19 @@ void backward(const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor&
   cuda::attention_backward_delta<T>(glue::ptr<T>(grad_out), glue::ptr<T>(out), out.stride(0),
                                     out.stride(1), glue::ptr<float>(delta), s, stream);
 
-  // dK and dV are sums over the chunks: fp32 accumulators unless T is fp32 already.
-  constexpr bool kF32 = std::is_same_v<T, float>;
-  at::Tensor dk_acc = kF32 ? dk.zero_() : at::zeros(dk.sizes(), dk.options().dtype(at::kFloat));
-  at::Tensor dv_acc = kF32 ? dv.zero_() : at::zeros(dv.sizes(), dv.options().dtype(at::kFloat));
-
+  // dK and dV are sums over the chunks: fp32 accumulators unless T is fp32 already, or unless
+  // one chunk holds every query (the SHA-RNN shapes), whose GEMMs write them once, in T.
   const int64_t rows = chunk_rows(B, Lq, Lk, s.D, s.Dv, causal);
+  const bool one_chunk = rows >= Lq;  // its visible prefix is all Lk keys
+  const bool direct = std::is_same_v<T, float> || one_chunk;
+  at::Tensor dk_acc = direct ? dk : at::zeros(dk.sizes(), dk.options().dtype(at::kFloat));
+  at::Tensor dv_acc = direct ? dv : at::zeros(dv.sizes(), dv.options().dtype(at::kFloat));
+  if (direct && !one_chunk) {
+    dk.zero_();
+    dv.zero_();
+  }
+  const double beta_kv = one_chunk ? 0.0 : 1.0;
+
   const int64_t elems = B * std::min(rows, Lq) * Lk;
   const at::Tensor S_buf = glue::workspace(q, elems, at::kFloat);
   const at::Tensor dP_buf = glue::workspace(q, elems, at::kFloat);
@@ -202,11 +209,11 @@ void backward(const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor&
                                      glue::ptr<float>(lse), glue::ptr<float>(delta),
                                      glue::ptr<T>(P), glue::ptr<T>(dS), s,
                                      cuda::attn_rows::Chunk{i0, c, n}, dropout_p, seed, stream);
-    gemm(dv_acc.narrow(1, 0, n), P.transpose(1, 2), go_c, 1.0, 1.0);
-    gemm(dk_acc.narrow(1, 0, n), dS.transpose(1, 2), q_c, 1.0, scale);
+    gemm(dv_acc.narrow(1, 0, n), P.transpose(1, 2), go_c, beta_kv, 1.0);
+    gemm(dk_acc.narrow(1, 0, n), dS.transpose(1, 2), q_c, beta_kv, scale);
     gemm(dq_c, dS, k_n, 0.0, scale);
   }
-  if constexpr (!kF32) {
+  if (!direct) {
     dk.copy_(dk_acc);
     dv.copy_(dv_acc);
   }
