@@ -86,25 +86,42 @@ def _visible_prefix(i0: int, rows: int, Lq: int, Lk: int, causal: bool) -> int:
 
 
 @triton.jit
+def _row_block(i0, rows, n, Lq, BLOCK_M: tl.constexpr):
+    """This program's rows of the chunk: (batch b, row mask, query index -- Lq for rows past
+    the chunk, which every mask then excludes -- and each row's offset in the buffers)."""
+    b = tl.program_id(1).to(tl.int64)
+    r = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    mask_r = r < rows
+    offs_m = tl.where(mask_r, i0 + r, Lq)
+    return b, mask_r, offs_m, (b * rows + r.to(tl.int64)) * n
+
+
+@triton.jit
+def _key_block(s_ptr, row_base, mask_r, n0, n, b, offs_m, Lq, Lk, scale, bias_ptr, sbb, sbi, sbj,
+               HAS_BIAS: tl.constexpr, CAUSAL: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Keys [n0, n0 + BLOCK_N) of the rows: (buffer offsets, in-range mask, masked scores)."""
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    mask = mask_r[:, None] & (offs_n < n)[None, :]
+    idx = row_base[:, None] + offs_n[None, :]
+    qk = tl.load(s_ptr + idx, mask=mask, other=0.0)
+    s = _masked_scores(qk, b, offs_m, offs_n, Lq, Lk, scale, bias_ptr, sbb, sbi, sbj,
+                       HAS_BIAS, CAUSAL)
+    return idx, mask, offs_n, s
+
+
+@triton.jit
 def _rows_fwd_kernel(s_ptr, p_ptr, lse_ptr, bias_ptr, sbb, sbi, sbj,
                      i0, rows, n, Lq, Lk, scale, seed, threshold, drop_scale, b0,
                      HAS_BIAS: tl.constexpr, CAUSAL: tl.constexpr, HAS_DROPOUT: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """lse_i = logsumexp_j s_ij (online over key blocks) and P = dropout(exp(s - lse))."""
-    b = tl.program_id(1).to(tl.int64)
-    r = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    mask_r = r < rows
-    offs_m = i0 + r  # query index (masked rows get offs_m >= Lq when the chunk is the tail)
-    offs_m = tl.where(mask_r, offs_m, Lq)
-    row_base = (b * rows + r.to(tl.int64)) * n
+    b, mask_r, offs_m, row_base = _row_block(i0, rows, n, Lq, BLOCK_M)
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
     for n0 in range(0, n, BLOCK_N):
-        offs_n = n0 + tl.arange(0, BLOCK_N)
-        mask = mask_r[:, None] & (offs_n < n)[None, :]
-        qk = tl.load(s_ptr + row_base[:, None] + offs_n[None, :], mask=mask, other=0.0)
-        s = _masked_scores(qk, b, offs_m, offs_n, Lq, Lk, scale, bias_ptr, sbb, sbi, sbj,
-                           HAS_BIAS, CAUSAL)
+        idx, mask, offs_n, s = _key_block(s_ptr, row_base, mask_r, n0, n, b, offs_m, Lq, Lk,
+                                          scale, bias_ptr, sbb, sbi, sbj, HAS_BIAS, CAUSAL,
+                                          BLOCK_N)
         s = tl.where(mask, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -114,18 +131,15 @@ def _rows_fwd_kernel(s_ptr, p_ptr, lse_ptr, bias_ptr, sbb, sbi, sbj,
     lse = tl.where(dead, float("-inf"), m_i + tl.log(tl.where(dead, 1.0, l_i)))
     lse_use = tl.where(dead, float("inf"), lse)  # exp(-inf - inf) = 0 for a dead row
     for n0 in range(0, n, BLOCK_N):
-        offs_n = n0 + tl.arange(0, BLOCK_N)
-        mask = mask_r[:, None] & (offs_n < n)[None, :]
-        qk = tl.load(s_ptr + row_base[:, None] + offs_n[None, :], mask=mask, other=0.0)
-        s = _masked_scores(qk, b, offs_m, offs_n, Lq, Lk, scale, bias_ptr, sbb, sbi, sbj,
-                           HAS_BIAS, CAUSAL)
+        idx, mask, offs_n, s = _key_block(s_ptr, row_base, mask_r, n0, n, b, offs_m, Lq, Lk,
+                                          scale, bias_ptr, sbb, sbi, sbj, HAS_BIAS, CAUSAL,
+                                          BLOCK_N)
         p = tl.exp(s - lse_use[:, None])
         if HAS_DROPOUT:
             keep = _dropout_keep(seed, ((b0 + b) * Lq + offs_m.to(tl.int64))[:, None] * Lk
                                  + offs_n.to(tl.int64)[None, :], threshold)
             p = tl.where(keep, p * drop_scale, 0.0)
-        tl.store(p_ptr + row_base[:, None] + offs_n[None, :], p.to(p_ptr.dtype.element_ty),
-                 mask=mask)
+        tl.store(p_ptr + idx, p.to(p_ptr.dtype.element_ty), mask=mask)
     tl.store(lse_ptr + b * Lq + offs_m, lse, mask=mask_r)
 
 
@@ -135,21 +149,14 @@ def _rows_bwd_kernel(s_ptr, dp_ptr, p_ptr, ds_ptr, lse_ptr, delta_ptr, bias_ptr,
                      HAS_BIAS: tl.constexpr, CAUSAL: tl.constexpr, HAS_DROPOUT: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """P after dropout and dS = P (dP_dropped - Delta), elementwise given lse and Delta."""
-    b = tl.program_id(1).to(tl.int64)
-    r = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    mask_r = r < rows
-    offs_m = tl.where(mask_r, i0 + r, Lq)
-    row_base = (b * rows + r.to(tl.int64)) * n
+    b, mask_r, offs_m, row_base = _row_block(i0, rows, n, Lq, BLOCK_M)
     lse = tl.load(lse_ptr + b * Lq + offs_m, mask=mask_r, other=float("-inf"))
     delta = tl.load(delta_ptr + b * Lq + offs_m, mask=mask_r, other=0.0)
     lse_use = tl.where(lse == float("-inf"), float("inf"), lse)
     for n0 in range(0, n, BLOCK_N):
-        offs_n = n0 + tl.arange(0, BLOCK_N)
-        mask = mask_r[:, None] & (offs_n < n)[None, :]
-        idx = row_base[:, None] + offs_n[None, :]
-        qk = tl.load(s_ptr + idx, mask=mask, other=0.0)
-        s = _masked_scores(qk, b, offs_m, offs_n, Lq, Lk, scale, bias_ptr, sbb, sbi, sbj,
-                           HAS_BIAS, CAUSAL)
+        idx, mask, offs_n, s = _key_block(s_ptr, row_base, mask_r, n0, n, b, offs_m, Lq, Lk,
+                                          scale, bias_ptr, sbb, sbi, sbj, HAS_BIAS, CAUSAL,
+                                          BLOCK_N)
         p = tl.exp(s - lse_use[:, None])
         dp = tl.load(dp_ptr + idx, mask=mask, other=0.0)
         if HAS_DROPOUT:
