@@ -45,8 +45,9 @@ __global__ void __launch_bounds__(kThreads)
     attn_rows_fwd_kernel(const float* __restrict__ S, const float* __restrict__ bias,
                          T* __restrict__ P, float* __restrict__ lse, Shape s, Chunk c,
                          Dropout drop) {
-  // Three passes over the row (max, sum, write) with the lanes strided over keys; the row
-  // (n fp32 values) stays in L1/L2 between them.
+  // Two passes over the row with the lanes strided over keys: an online max and sum per lane
+  // (merged across the warp at the end), then P. The row (n fp32 values) is read from memory
+  // by the first pass and mostly from L1/L2 by the second.
   const int lane = threadIdx.x & 31;
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
   const int64_t b = s.b0 + blockIdx.y;
@@ -56,17 +57,17 @@ __global__ void __launch_bounds__(kThreads)
   const float* sr = S + row;
   const int64_t nv = visible_keys(s, i, c.n);
 
-  float m = -INFINITY;
+  // l is rescaled only when a lane meets a new maximum (common/softmax.h keeps -inf safe: a
+  // lane that sees no visible key keeps m = -inf and l = 0, and adds 0 to the warp's sum).
+  float m = -INFINITY, l = 0.f;
   for (int64_t j = lane; j < nv; j += 32) {
-    const float v = attn_detail::masked_score(sr[j], bias, s, b, i, j);
-    m = v > m ? v : m;
+    const float x = attn_detail::masked_score(sr[j], bias, s, b, i, j);
+    if (x > m) l *= softmax::update_max(m, x);
+    l += softmax::prob(x, m);
   }
-  m = hw::warp_max(m);
-  float l = 0.f;
-  for (int64_t j = lane; j < nv; j += 32)
-    l += softmax::prob(attn_detail::masked_score(sr[j], bias, s, b, i, j), m);
-  l = hw::warp_sum(l);
-  const float row_lse = softmax::finish_lse(m, l);
+  const float row_max = hw::warp_max(m);
+  l = hw::warp_sum(l * softmax::prob(m, row_max));
+  const float row_lse = softmax::finish_lse(row_max, l);
 
   T* pr = P + row;
   for (int64_t j = lane; j < c.n; j += 32) {
