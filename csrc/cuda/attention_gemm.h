@@ -16,9 +16,9 @@
 // granularity):  S = q_c k_n^T (fp32)  ->  P = dropout(exp(scale S + bias - lse)) in T, lse
 // ->  out_c = P v_n (T, fp32 accumulation inside the GEMM).
 // Backward, per chunk, after Delta = rowsum(dO O):  S = q_c k_n^T, dP = dO_c v_n^T (fp32)  ->
-// P, dS in T  ->  dV_n += P^T dO_c, dK_n += scale dS^T q_c (fp32 accumulators), dQ_c =
-// scale dS k_n. Fixed chunk order and no atomics: deterministic whenever the GEMMs are (cuBLAS
-// is, on one stream).
+// P, dS in T  ->  dV_n += P^T dO_c, dK_n += scale dS^T q_c (fp32 accumulators; written once in
+// T when one chunk holds every query), dQ_c = scale dS k_n. Fixed chunk order and no atomics:
+// deterministic whenever the GEMMs are (cuBLAS is, on one stream).
 //
 // Memory: the chunk's S (and dP) buffers hold B x rows x Lk fp32 values, rows chosen so that
 // this stays within max(2 B max(Lq, Lk) max(D, Dv), 4 Mi) values: linear in the sequence
@@ -35,11 +35,9 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
-#include <string>
 #include <type_traits>
 
 #include "cuda/attention_kernels.cuh"
