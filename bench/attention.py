@@ -178,7 +178,7 @@ def main(argv=None):
         available = [b for b in ("cuda", "triton") if attnfast.backends()[b] is None]
         backends = available + [f"{b}:flash" for b in available]
     else:
-        backends = ["cpu"]
+        backends = ["cpu"] if attnfast.backends()["cpu"] is None else []
     reps = args.reps or (2 if args.quick else 5)
     warmup = args.warmup if args.warmup is not None else 1
     shapes = [s for s in SHAPES[args.shapes] if (args.batch is None or s[0] in args.batch)
