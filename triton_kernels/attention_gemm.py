@@ -42,7 +42,7 @@ def _warn_once(message: str) -> None:
 
 def use_gemm_strategy(D: int, Dv: int) -> bool:
     """ATTNFAST_ATTN_STRATEGY=gemm|flash forces a strategy; unset or auto: GEMM when
-    max(D, Dv) > 256 (where the flash kernels' Dv slices start recomputing S)."""
+    max(D, Dv) > 256 (beyond which the flash kernels' Dv slices recompute S more than twice)."""
     env = os.environ.get("ATTNFAST_ATTN_STRATEGY", "")
     if env in ("gemm", "flash"):
         return env == "gemm"

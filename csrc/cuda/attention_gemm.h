@@ -49,7 +49,8 @@ namespace attention_gemm {
 
 // ---- strategy choice ----------------------------------------------------------------------------
 // ATTNFAST_ATTN_STRATEGY=gemm|flash forces a strategy; unset (or "auto"): GEMM when max(D, Dv) > 256,
-// where the flash kernels' Dv slices start recomputing S (see above). Read per call.
+// beyond which the flash kernels' Dv slices recompute S more than twice (see above). Read per
+// call.
 inline bool use_gemm_strategy(int64_t D, int64_t Dv) {
   const char* env = std::getenv("ATTNFAST_ATTN_STRATEGY");
   if (env != nullptr && std::strcmp(env, "gemm") == 0) return true;
