@@ -433,9 +433,10 @@ def test_explain_mentions_memory_ops():
 
 @pytest.mark.parametrize("op_name", ["memory_write", "dnc_link_update", "content_addressing"])
 def test_cuda_refuses_batches_past_the_grid_cap(op_name):
-    """The CUDA content, write and link kernels put one grid row per (batch, write head), and CUDA
-    caps a grid's y dimension at 65535: past it the cuda implementation refuses with that reason
-    (so auto falls back), whatever device the tensors are on. Checked on the implementation's own
+    """The CUDA content, write and link kernels (and the Triton link kernels) put one grid row per
+    (batch, write head), and CUDA caps a grid's y dimension at 65535: past it those
+    implementations refuse with that reason (so auto falls back), whatever device the tensors are
+    on. Checked on the implementation's own
     refusal list (the dispatcher asks it only on a machine with a GPU)."""
     b = 65536
     z = torch.zeros
@@ -443,10 +444,12 @@ def test_cuda_refuses_batches_past_the_grid_cap(op_name):
             "dnc_link_update": (z(b, 1, 2, 2), z(b, 1, 2), z(b, 1, 2)),
             "content_addressing": (z(b, 2, 2), z(b, 1, 2), z(b, 1))}[op_name]
     op = memory_ops.OPS[op_name]
-    reasons = op.implementations["cuda"].refuses(op.prepare(*args))
-    assert any("65535" in r and "grid" in r for r in reasons), reasons
-    small = op.prepare(*(t[:2] for t in args))
-    assert not any("65535" in r for r in op.implementations["cuda"].refuses(small))
+    backends = ["cuda"] + (["triton"] if op_name == "dnc_link_update" else [])
+    for backend in backends:  # the Triton link kernels have the same grid
+        reasons = op.implementations[backend].refuses(op.prepare(*args))
+        assert any("65535" in r and "grid" in r for r in reasons), (backend, reasons)
+        small = op.prepare(*(t[:2] for t in args))
+        assert not any("65535" in r for r in op.implementations[backend].refuses(small)), backend
 
 
 # ---- compiled-op contract: opcheck (schemas, fake kernels, autograd registration) -----------------

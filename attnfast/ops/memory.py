@@ -559,13 +559,12 @@ def _cuda_status(inp) -> list[str]:
     return device_reasons(inp, "cuda", KERNEL_DTYPES)
 
 
-def _grid_reasons(inp) -> list[str]:
-    """The grid cap of the CUDA content, write and link kernels."""
+def _grid_reasons(inp, kernels: str = "the CUDA content, write and link kernels") -> list[str]:
+    """The grid cap of kernels that put one grid row per (batch, write head)."""
     blocks = inp.dims.get("B", 1) * max(inp.dims.get("Hw", 1), 1)
     if blocks > CUDA_MAX_GRID_Y:
-        return [f"B x write heads = {blocks} > {CUDA_MAX_GRID_Y}: the CUDA content, write and "
-                "link kernels put one grid row per (batch, head), and CUDA caps a grid's y "
-                "dimension there"]
+        return [f"B x write heads = {blocks} > {CUDA_MAX_GRID_Y}: {kernels} put one grid row "
+                "per (batch, head), and CUDA caps a grid's y dimension there"]
     return []
 
 
@@ -729,8 +728,11 @@ for _name, _fn in (
         ("dnc_link_update", triton_link_update),
         ("dnc_directional_read", triton_directional_read),
         ("dnc_access_step", _triton_access_step)):
-    _add_backend(_name, "triton", _triton_status_extra if _name == "dnc_access_step"
-                 else _triton_status, _fn)
+    status = _triton_status_extra if _name == "dnc_access_step" else _triton_status
+    if _name in ("dnc_link_update", "dnc_directional_read", "dnc_access_step"):
+        status = (lambda base: lambda inp: base(inp) + _grid_reasons(
+            inp, "the Triton link kernels"))(status)
+    _add_backend(_name, "triton", status, _fn)
 # ==== end of the GPU backends ====================================================================
 
 
