@@ -171,7 +171,7 @@ def _rows_bwd_kernel(s_ptr, dp_ptr, p_ptr, ds_ptr, lse_ptr, delta_ptr, bias_ptr,
         tl.store(ds_ptr + idx, ds.to(ds_ptr.dtype.element_ty), mask=mask)
 
 
-def _row_blocks(n: int) -> dict:
+def _rows_config(n: int) -> dict:
     if _interpreting():  # per-program cost: few, wide programs
         return dict(BLOCK_M=16, BLOCK_N=min(_p2(n), 128))
     return dict(BLOCK_M=4, BLOCK_N=min(_p2(n), 1024), num_warps=4)
@@ -229,7 +229,7 @@ def forward(q, k, v, bias_t, bias_strides, has_bias, out, lse, causal, scale, dr
             continue
         S = _bmm_f32(q[:, i0:i0 + c], k[:, :n].transpose(1, 2))
         P = torch.empty((B, c, n), dtype=q.dtype, device=q.device)
-        cfg = _row_blocks(n)
+        cfg = _rows_config(n)
         for b0, b1 in batch_slices(B):
             _rows_fwd_kernel[(triton.cdiv(c, cfg["BLOCK_M"]), b1 - b0)](
                 S[b0:b1], P[b0:b1], lse[b0:b1], bias_t[b0:b1], *bias_strides, i0, c, n, Lq, Lk,
@@ -263,7 +263,7 @@ def backward(grad_out, q, k, v, out, lse, bias_t, bias_strides, has_bias, dq, dk
         dP = _bmm_f32(go_c, v_n.transpose(1, 2))
         P = torch.empty((B, c, n), dtype=q.dtype, device=q.device)
         dS = torch.empty_like(P)
-        cfg = _row_blocks(n)
+        cfg = _rows_config(n)
         for b0, b1 in batch_slices(B):
             sl = slice(b0, b1)
             _rows_bwd_kernel[(triton.cdiv(c, cfg["BLOCK_M"]), b1 - b0)](
