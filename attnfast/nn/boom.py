@@ -12,14 +12,17 @@ class Boom(nn.Module):
     (``shortcut=True``) or a down-projection (``shortcut=False``).
 
     Parameter names and initialisation follow SHA-RNN's ``Boom`` (``linear1``, and ``linear2``
-    when ``shortcut=False``: both ``nn.Linear``), so its state_dict loads either way.
+    when ``shortcut=False``: both ``nn.Linear``), so its state_dict loads either way. SHA-RNN's
+    own argument names and defaults (``dim_feedforward=2048``, ``dropout=0.1``,
+    ``shortcut=False``) are those of :class:`attnfast.nn.sharnn.Boom`.
     """
 
-    def __init__(self, d_model: int, d_ff: int | None = None, dropout: float = 0.0,
+    def __init__(self, d_model: int, d_ff: int | None = None, dropout: float | None = 0.0,
                  shortcut: bool = True, activation: str = "gelu_sigmoid",
                  backend: str | None = None, device=None, dtype=None):
         super().__init__()
         d_ff = 4 * d_model if d_ff is None else d_ff
+        dropout = 0.0 if dropout is None else dropout  # SHA-RNN's "no dropout"
         if shortcut and d_ff < d_model:
             raise ValueError(f"shortcut=True needs d_ff >= d_model, got d_ff={d_ff}, d_model={d_model}")
         if not 0.0 <= dropout < 1.0:
