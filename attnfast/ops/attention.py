@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from attnfast import _extension, dispatch, reference
 from attnfast.reference.attention import weights_and_lse
 from attnfast.dispatch import Implementation, Op, device_reasons
+from attnfast.ops.autocast import lower_precision
 from attnfast.ops import attention_triton  # noqa: F401  (registers attnfast::attention_*_triton)
 
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -301,7 +302,8 @@ def single_head_attention(q, k, v, *, causal=False, attn_mask=None, key_padding_
         backend: ``"auto"`` (default, or ``ATTNFAST_BACKEND``), ``"reference"``, ``"cpu"``,
             ``"cuda"``, ``"triton"``.
 
-    A row whose keys are all masked returns zeros (never NaN). Masks get no gradient on the
+    Under ``torch.autocast`` q, k, v are cast to the autocast dtype and the result has that
+    dtype, as with torch's SDPA. A row whose keys are all masked returns zeros (never NaN). Masks get no gradient on the
     compiled backends. On the GPU backends (``cuda``, ``triton``) heads wider than 256 run
     library GEMMs on chunks of query rows with attnfast's softmax kernels between them instead
     of the flash kernels (``ATTNFAST_ATTN_STRATEGY=flash|gemm|auto``; see the README).
@@ -309,10 +311,14 @@ def single_head_attention(q, k, v, *, causal=False, attn_mask=None, key_padding_
     Returns:
         out (B, Lq, Dv), or (out, weights) with ``return_weights``.
     """
-    inp = prepare(q, k, v, causal=causal, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
-                  dropout_p=dropout_p, training=training, scale=scale,
-                  return_weights=return_weights, seed=seed)
-    return ATTENTION(inp, backend)
+    # Under torch.autocast: computed in the autocast dtype, like torch's SDPA (ops/autocast.py).
+    # A float attn_mask stays as given: it becomes the kernels' fp32 additive bias.
+    (q, k, v), autocast_off = lower_precision(q, k, v)
+    with autocast_off:
+        inp = prepare(q, k, v, causal=causal, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
+                      dropout_p=dropout_p, training=training, scale=scale,
+                      return_weights=return_weights, seed=seed)
+        return ATTENTION(inp, backend)
 
 
 single_head_attention.__attnfast_op__ = "single_head_attention"
@@ -397,6 +403,15 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     semantics. One documented difference: a query row whose keys are all masked gives 0 here
     (torch's math backend gives NaN).
     """
+    if all(isinstance(t, torch.Tensor) for t in (query, key, value)):
+        # torch's SDPA under autocast computes in the autocast dtype, mask included.
+        (query, key, value, attn_mask), autocast_off = lower_precision(query, key, value, attn_mask)
+        with autocast_off:
+            return _sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+    return _sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+
+
+def _sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa):
     route = _sdpa_route(query, key, value, attn_mask, float(dropout_p), is_causal, scale, enable_gqa)
     backend = _sdpa_backend(route[0]) if route is not None else None
     if route is None or backend is None:

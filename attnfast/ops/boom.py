@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from attnfast import _extension, dispatch, reference
 from attnfast.dispatch import Implementation, Op, device_reasons
+from attnfast.ops.autocast import lower_precision
 
 ACTIVATIONS = {"gelu_sigmoid": 0, "gelu": 1, "gelu_tanh": 2, "relu": 3}  # csrc/common/activations.h
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -238,10 +239,16 @@ def boom(x, weight, bias=None, *, shortcut=True, weight2=None, bias2=None,
             mask (the same in every backend); drawn from torch's generator when None.
         backend: ``"auto"`` (default, or ``ATTNFAST_BACKEND``), ``"reference"``, ``"cpu"``,
             ``"cuda"``, ``"triton"``.
+
+    Under ``torch.autocast`` the inputs are cast to the autocast dtype (fp64 excepted) and the
+    result has that dtype, as with ``torch.nn.functional.linear``.
     """
-    inp = prepare(x, weight, bias, shortcut=shortcut, weight2=weight2, bias2=bias2,
-                  activation=activation, dropout_p=dropout_p, training=training, seed=seed)
-    return BOOM(inp, backend)
+    # Under torch.autocast: computed in the autocast dtype, like torch's linear (ops/autocast.py).
+    (x, weight, bias, weight2, bias2), autocast_off = lower_precision(x, weight, bias, weight2, bias2)
+    with autocast_off:
+        inp = prepare(x, weight, bias, shortcut=shortcut, weight2=weight2, bias2=bias2,
+                      activation=activation, dropout_p=dropout_p, training=training, seed=seed)
+        return BOOM(inp, backend)
 
 
 boom.__attnfast_op__ = "boom"
