@@ -11,11 +11,11 @@ from attnfast.dispatch import BackendUnavailable, backends, explain
 from attnfast.ops.attention import scaled_dot_product_attention, single_head_attention
 from attnfast.ops.boom import boom
 from attnfast import memory  # noqa: F401  (NTM/DNC memory addressing, Graves' window)
-from attnfast import nn, reference  # noqa: F401
+from attnfast import models, nn, reference  # noqa: F401  (models: SHA-RNN on these layers)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "single_head_attention", "scaled_dot_product_attention", "boom", "memory", "nn", "reference",
+    "single_head_attention", "scaled_dot_product_attention", "boom", "memory", "nn", "models", "reference",
     "build_info", "backends", "explain", "BackendUnavailable",
 ]
