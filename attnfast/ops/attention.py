@@ -331,10 +331,22 @@ def _sdpa_route(query, key, value, attn_mask, dropout_p, is_causal, scale, enabl
     ts = (query, key, value)
     if not all(isinstance(t, torch.Tensor) for t in ts) or any(t.is_nested for t in ts):
         return None
-    if dropout_p > 0.0:
+    if dropout_p != 0.0:
         # torch's SDPA applies dropout with torch's RNG; attnfast's Philox stream differs, so
-        # dropout goes to torch and torch.manual_seed keeps meaning what it means there.
+        # dropout goes to torch and torch.manual_seed keeps meaning what it means there (and
+        # torch raises for a p outside [0, 1]).
         return None
+    if scale is not None and not (isinstance(scale, (int, float)) and math.isfinite(scale)):
+        return None  # torch computes with a non-finite scale (NaN/0 rows); so does its result here
+    if attn_mask is not None:
+        if type(attn_mask) is not torch.Tensor:
+            # Tensor subclasses, e.g. torch.nn.attention.bias.CausalBias (causal_upper_left /
+            # causal_lower_right), carry their own semantics through __torch_function__.
+            return None
+        if attn_mask.dtype != torch.bool and attn_mask.dtype != query.dtype:
+            return None  # torch raises for a float mask of another dtype (and for int masks)
+        if attn_mask.requires_grad and torch.is_grad_enabled():
+            return None  # torch differentiates a float mask; attnfast's kernels treat it as a mask
     if query.dim() < 3 or key.dim() != query.dim() or value.dim() != query.dim():
         return None
     if query.dtype not in KERNEL_DTYPES or key.dtype != query.dtype or value.dtype != query.dtype:
@@ -343,8 +355,6 @@ def _sdpa_route(query, key, value, attn_mask, dropout_p, is_causal, scale, enabl
         return None
     if is_causal and attn_mask is not None:
         return None  # torch raises its own error for this
-    if attn_mask is not None and not isinstance(attn_mask, torch.Tensor):
-        return None
     lq, lk = query.shape[-2], key.shape[-2]
     if key.shape[-1] != query.shape[-1] or value.shape[-2] != lk:
         return None
@@ -397,15 +407,21 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     semantics: top-left ``is_causal``, any leading batch/head dims, GQA).
 
     Inputs attnfast's compiled kernels take (fp32/bf16/fp16 on a device with attnfast kernels,
-    k/v leading dims equal to q's after GQA expansion) run on them with the heads folded into
-    the batch dim; everything else -- and every call with ``dropout_p > 0``, since attnfast's
-    dropout RNG is not torch's -- goes to torch's own SDPA, so the result is always torch's
-    semantics. One documented difference: a query row whose keys are all masked gives 0 here
-    (torch's math backend gives NaN).
+    k/v leading dims equal to q's after GQA expansion, a plain boolean mask or a float mask of
+    q's dtype that needs no gradient, a finite scale) run on them with the heads folded into
+    the batch dim; everything else goes to torch's own SDPA, so the result, the gradients and
+    the errors are always torch's: every call with ``dropout_p != 0`` (attnfast's dropout RNG is
+    not torch's), torch's mask objects (``torch.nn.attention.bias.CausalBias``), a float mask
+    that requires grad, and the inputs torch rejects. A query row whose keys are all masked gives
+    0, as torch 2.14 does.
     """
     if all(isinstance(t, torch.Tensor) for t in (query, key, value)):
-        # torch's SDPA under autocast computes in the autocast dtype, mask included.
-        (query, key, value, attn_mask), autocast_off = lower_precision(query, key, value, attn_mask)
+        # torch's SDPA under autocast computes in the autocast dtype, a plain float mask included
+        # (torch's mask objects, e.g. CausalBias, go to torch as they are).
+        plain_mask = type(attn_mask) is torch.Tensor
+        (query, key, value, cast_mask), autocast_off = lower_precision(
+            query, key, value, attn_mask if plain_mask else None)
+        attn_mask = cast_mask if plain_mask else attn_mask
         with autocast_off:
             return _sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
     return _sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
