@@ -138,3 +138,39 @@ def test_access_step():
         return fn
 
     _parity(step("triton"), step("reference"), list(s) + list(x), "access step")
+
+
+def _strided(t: torch.Tensor) -> torch.Tensor:
+    """The same values in a non-contiguous layout (a transposed copy, transposed back)."""
+    return t.transpose(0, -1).contiguous().transpose(0, -1) if t.dim() > 1 else t[::1]
+
+
+@pytest.mark.parametrize("op", ["content", "allocation", "write", "link"])
+def test_backward_takes_non_contiguous_inputs(op):
+    """The forward makes its inputs contiguous; the backward gets the *saved* (strided) inputs
+    and must do the same, or the kernels read them with the wrong strides (silently wrong grads)."""
+    g = torch.Generator().manual_seed(3)
+    b, n, w, hw, r = 2, 6, 5, 2, 3
+    cases = {
+        "content": ([torch.randn(b, n, w, generator=g, dtype=F64), torch.randn(b, hw, w, generator=g, dtype=F64),
+                     torch.rand(b, hw, generator=g, dtype=F64) + 0.5],
+                    lambda m, k, s: mt.content_forward(m, k, s, EPS),
+                    lambda m, k, s: ref.content_addressing(m, k, s, EPS)),
+        "allocation": ([torch.rand(b, n, generator=g, dtype=F64), torch.rand(b, hw, generator=g, dtype=F64)],
+                       lambda u, gt: mt.allocation_forward(u, gt, EPS),
+                       lambda u, gt: ref.dnc_allocation(u, gt, EPS)),
+        "write": ([torch.randn(b, n, w, generator=g, dtype=F64), _dist(b, hw, n, g=g, total=0.9),
+                   torch.rand(b, hw, w, generator=g, dtype=F64), torch.randn(b, hw, w, generator=g, dtype=F64)],
+                  mt.write_forward, ref.memory_write),
+        "link": ([torch.rand(b, hw, n, n, generator=g, dtype=F64) * 0.2, _dist(b, hw, n, g=g, total=0.8),
+                  _dist(b, hw, n, g=g, total=0.7), _dist(b, r, n, g=g)],
+                 mt.link_read_forward, _link_ref),
+    }
+    inputs, kernel_fn, ref_fn = cases[op]
+
+    def strided_kernel(*xs):
+        strided = [_strided(x) for x in xs]
+        assert all(not s.is_contiguous() for s in strided if s.dim() > 1 and s.shape[0] > 1 and s.shape[-1] > 1)
+        return kernel_fn(*strided)
+
+    _parity(strided_kernel, ref_fn, inputs, f"{op} (non-contiguous)")

@@ -20,6 +20,8 @@ def _tk():
 
 
 def _c(t: Tensor) -> Tensor:
+    # The kernels index dense row-major tensors. Every op -- backward included: autograd hands it
+    # the forward's *saved* inputs, which keep the caller's strides -- makes its inputs so.
     return t.contiguous()
 
 
@@ -31,7 +33,7 @@ def content_forward(memory: Tensor, keys: Tensor, strengths: Tensor, eps: float)
 @torch.library.custom_op("attnfast::memory_content_backward_triton", mutates_args=())
 def content_backward(grad: Tensor, memory: Tensor, keys: Tensor, strengths: Tensor,
                      weights: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
-    return _tk().content_backward(_c(grad), memory, keys, strengths, weights, eps)
+    return _tk().content_backward(_c(grad), _c(memory), _c(keys), _c(strengths), _c(weights), eps)
 
 
 @torch.library.custom_op("attnfast::dnc_allocation_forward_triton", mutates_args=())
@@ -42,7 +44,7 @@ def allocation_forward(usage: Tensor, write_gates: Tensor, eps: float) -> Tensor
 @torch.library.custom_op("attnfast::dnc_allocation_backward_triton", mutates_args=())
 def allocation_backward(grad: Tensor, usage: Tensor, write_gates: Tensor,
                         eps: float) -> tuple[Tensor, Tensor]:
-    return _tk().allocation_backward(_c(grad), usage, write_gates, eps)
+    return _tk().allocation_backward(_c(grad), _c(usage), _c(write_gates), eps)
 
 
 @torch.library.custom_op("attnfast::memory_write_forward_triton", mutates_args=())
@@ -53,7 +55,7 @@ def write_forward(memory: Tensor, write_weights: Tensor, erase: Tensor, add: Ten
 @torch.library.custom_op("attnfast::memory_write_backward_triton", mutates_args=())
 def write_backward(grad: Tensor, memory: Tensor, write_weights: Tensor, erase: Tensor,
                    add: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    return _tk().write_backward(_c(grad), memory, write_weights, erase, add)
+    return _tk().write_backward(_c(grad), _c(memory), _c(write_weights), _c(erase), _c(add))
 
 
 @torch.library.custom_op("attnfast::dnc_link_read_forward_triton", mutates_args=())
@@ -66,8 +68,8 @@ def link_read_forward(link: Tensor, precedence: Tensor, write_weights: Tensor,
 def link_read_backward(g_link: Tensor, g_prec: Tensor, g_fwd: Tensor, g_bwd: Tensor, link: Tensor,
                        precedence: Tensor, write_weights: Tensor,
                        read_weights: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    return _tk().link_read_backward(_c(g_link), _c(g_prec), _c(g_fwd), _c(g_bwd), link, precedence,
-                                    write_weights, read_weights)
+    return _tk().link_read_backward(_c(g_link), _c(g_prec), _c(g_fwd), _c(g_bwd), _c(link),
+                                    _c(precedence), _c(write_weights), _c(read_weights))
 
 
 # ---- fake kernels ---------------------------------------------------------------------------------
