@@ -11,10 +11,13 @@ dnc_directional_read and dnc_access_step; the others run on the reference.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from attnfast import _extension
 from attnfast.ops import memory as _ops
+from attnfast.ops.autocast import full_precision_call
 from attnfast.reference.memory import EPS, DNCInterface, DNCState  # noqa: F401
 from attnfast.reference.memory import dnc_read_weights as _read_mix
 
@@ -32,9 +35,16 @@ def _run(name, inp, backend):
 
 
 def _named(name):
+    """Names the public op (for ``attnfast.explain``) and gives it torch's "fp32" autocast
+    policy: under autocast, bf16/fp16 inputs are widened and the op computes in fp32
+    (usage products, link sums and sort keys are not safe in bf16; see ops/autocast.py)."""
     def deco(fn):
-        fn.__attnfast_op__ = name
-        return fn
+        @functools.wraps(fn)
+        def op(*args, **kwargs):
+            return full_precision_call(fn, args, kwargs)
+
+        op.__attnfast_op__ = name
+        return op
     return deco
 
 

@@ -96,3 +96,31 @@ def test_compile_fullgraph_under_autocast():
     got, want = compiled(x), step(x)
     assert got.dtype == want.dtype == torch.bfloat16
     torch.testing.assert_close(got.float(), want.float(), atol=1e-2, rtol=1e-2)
+
+
+def test_memory_ops_compute_in_fp32_under_autocast():
+    """The memory ops take torch's "fp32" policy: bf16 inputs are widened, the result is fp32 and
+    equals the fp32 computation on the widened inputs; fp32 inputs are untouched."""
+    from attnfast import memory as M
+    torch.manual_seed(0)
+    b, n, w, hw, r = 2, 8, 5, 2, 3
+    mem = torch.randn(b, n, w).bfloat16()
+    keys, strengths = torch.randn(b, hw, w).bfloat16(), (torch.rand(b, hw) + 0.5).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = M.content_addressing(mem, keys, strengths)
+    assert got.dtype == torch.float32
+    assert torch.equal(got, M.content_addressing(mem.float(), keys.float(), strengths.float()))
+
+    state = M.dnc_initial_state(b, n, w, r, hw)
+    iface = M.DNCInterface(
+        write_vectors=torch.randn(b, hw, w), erase_vectors=torch.rand(b, hw, w),
+        free_gate=torch.rand(b, r), allocation_gate=torch.rand(b, hw), write_gate=torch.rand(b, hw),
+        read_mode=torch.softmax(torch.randn(b, r, 1 + 2 * hw), -1), write_keys=torch.randn(b, hw, w),
+        write_strengths=torch.rand(b, hw) + 1, read_keys=torch.randn(b, r, w),
+        read_strengths=torch.rand(b, r) + 1)
+    low = M.DNCInterface(*(t.bfloat16() for t in iface))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        words, new_state = M.dnc_access_step(state, low)
+    want_words, want_state = M.dnc_access_step(state, M.DNCInterface(*(t.float() for t in low)))
+    assert words.dtype == torch.float32 and all(t.dtype == torch.float32 for t in new_state)
+    torch.testing.assert_close(words, want_words, atol=0, rtol=0)

@@ -58,3 +58,37 @@ def full_precision(*tensors):
     if device_type is None or autocast_dtype(device_type) is None:
         return tensors, contextlib.nullcontext()
     return tuple(_cast(t, torch.float32) for t in tensors), torch.autocast(device_type, enabled=False)
+
+
+def _widen_tree(obj):
+    if isinstance(obj, torch.Tensor):
+        return _cast(obj, torch.float32) if obj.dtype in (torch.float16, torch.bfloat16) else obj
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # NamedTuple (DNCState, DNCInterface)
+        return type(obj)(*(_widen_tree(x) for x in obj))
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_widen_tree(x) for x in obj)
+    return obj
+
+
+def _first_tensor(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj
+    if isinstance(obj, (tuple, list)):
+        for x in obj:
+            t = _first_tensor(x)
+            if t is not None:
+                return t
+    return None
+
+
+def full_precision_call(fn, args, kwargs):
+    """``fn(*args, **kwargs)`` under the "fp32" policy: with autocast on for the arguments'
+    device, bf16/fp16 tensors -- also inside tuples and NamedTuples such as a DNCState -- are
+    widened to fp32 and autocast is off inside ``fn``."""
+    first = _first_tensor(list(args) + list(kwargs.values()))
+    if first is None or autocast_dtype(first.device.type) is None:
+        return fn(*args, **kwargs)
+    args = _widen_tree(tuple(args))
+    kwargs = {k: _widen_tree(v) for k, v in kwargs.items()}
+    with torch.autocast(first.device.type, enabled=False):
+        return fn(*args, **kwargs)
