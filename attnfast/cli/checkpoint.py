@@ -45,13 +45,12 @@ class CheckpointError(CLIError):
 
 
 @contextlib.contextmanager
-def _temporary_beside(final_path: str):
+def temporary_beside(final_path: str):
     """A fresh temporary path in ``final_path``'s directory (same filesystem, so the rename
     is atomic); removed if the block fails."""
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(final_path)}.", suffix=".tmp",
                                dir=os.path.dirname(final_path) or ".")
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it 0600; give the file the usual mode
     try:
         yield tmp
     except BaseException:
@@ -60,11 +59,18 @@ def _temporary_beside(final_path: str):
         raise
 
 
+def commit(tmp: str, final_path: str) -> None:
+    """Move a finished temporary file into place (atomically), with the usual file mode
+    (mkstemp makes it 0600)."""
+    os.chmod(tmp, 0o666 & ~_UMASK)
+    os.replace(tmp, final_path)
+
+
 def atomic_write_text(path: str, text: str) -> None:
-    with _temporary_beside(path) as tmp:
+    with temporary_beside(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
-        os.replace(tmp, path)
+        commit(tmp, path)
 
 
 def save_checkpoint(directory: str, model: SHARNN, meta: dict, trainer_state: dict | None = None) -> None:
@@ -75,18 +81,18 @@ def save_checkpoint(directory: str, model: SHARNN, meta: dict, trainer_state: di
     meta = {**meta, "format": FORMAT, "config": dataclasses.asdict(model.config)}
     paths = {name: os.path.join(directory, name) for name in (WEIGHTS_FILE, TRAINER_FILE, CONFIG_FILE)}
     with contextlib.ExitStack() as stack:
-        tmp = {name: stack.enter_context(_temporary_beside(path)) for name, path in paths.items()}
+        tmp = {name: stack.enter_context(temporary_beside(path)) for name, path in paths.items()}
         _save_weights_file(model, tmp[WEIGHTS_FILE], metadata={"format": FORMAT, "step": str(step)})
         if trainer_state is not None:
             torch.save({**trainer_state, "step": step}, tmp[TRAINER_FILE])
         with open(tmp[CONFIG_FILE], "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=2, sort_keys=True)
-        os.replace(tmp[WEIGHTS_FILE], paths[WEIGHTS_FILE])
+        commit(tmp[WEIGHTS_FILE], paths[WEIGHTS_FILE])
         if trainer_state is not None:
-            os.replace(tmp[TRAINER_FILE], paths[TRAINER_FILE])
+            commit(tmp[TRAINER_FILE], paths[TRAINER_FILE])
         else:
             os.remove(tmp[TRAINER_FILE])
-        os.replace(tmp[CONFIG_FILE], paths[CONFIG_FILE])
+        commit(tmp[CONFIG_FILE], paths[CONFIG_FILE])
 
 
 def read_meta(checkpoint_dir: str) -> dict:
