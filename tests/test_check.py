@@ -1,0 +1,73 @@
+"""`python -m attnfast check` (attnfast/check.py): it passes on correct kernels, and it fails --
+with a non-zero exit -- on a wrong one, on a crashing one and on an op without sample inputs."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from attnfast import check, dispatch
+from conftest import require_backend
+
+
+def _run(tmp_path, *argv):
+    out = tmp_path / "check.json"
+    code = check.main([*argv, "--json", str(out)])
+    return code, json.loads(out.read_text())
+
+
+def test_passes_on_the_cpu_kernels_and_writes_json(tmp_path, capsys):
+    require_backend("cpu")
+    code, data = _run(tmp_path, "--quick", "--op", "boom", "--op", "content_addressing", "--backend", "cpu")
+    assert code == 0
+    rows = data["results"]
+    assert {r["op"] for r in rows} == {"boom", "content_addressing"}
+    assert all(r["ok"] and r["backend"] == "cpu" for r in rows)
+    assert {r["dtype"] for r in rows if r["op"] == "boom"} == {"float32", "bfloat16", "float16"}
+    text = capsys.readouterr().out
+    assert "max err fwd" in text and f"{len(rows)} passed, 0 failed" in text
+    if not torch.cuda.is_available():
+        assert "not checked: no CUDA device" in text
+
+
+def _patched(monkeypatch, op_name, backend, run):
+    op = dispatch._OPS[op_name]
+    impls = dict(op.implementations)
+    impls[backend] = dataclasses.replace(impls[backend], run=run)
+    monkeypatch.setattr(op, "implementations", impls)
+
+
+def test_fails_on_a_wrong_kernel(tmp_path, monkeypatch):
+    require_backend("cpu")
+    good = dispatch._OPS["boom"].implementations["cpu"].run
+    _patched(monkeypatch, "boom", "cpu", lambda inp: good(inp) * (1 + 1e-3))  # 0.1 % off
+    code, data = _run(tmp_path, "--quick", "--op", "boom", "--backend", "cpu")
+    assert code == 1
+    assert not any(r["ok"] for r in data["results"] if r["dtype"] == "float32")
+
+
+def test_a_crash_is_a_failure_with_its_message(tmp_path, monkeypatch):
+    require_backend("cpu")
+
+    def boom_crash(inp):
+        raise RuntimeError("kernel exploded")
+
+    _patched(monkeypatch, "boom", "cpu", boom_crash)
+    code, data = _run(tmp_path, "--quick", "--op", "boom", "--backend", "cpu")
+    assert code == 1 and all("kernel exploded" in r["note"] for r in data["results"])
+
+
+def test_an_op_without_samples_fails(tmp_path, monkeypatch):
+    fake = dispatch.Op("new_op_without_samples", lambda *a: None,
+                       [dispatch.Implementation("reference", lambda inp: [], lambda inp: None)])
+    monkeypatch.setitem(dispatch._OPS, fake.name, fake)
+    code, data = _run(tmp_path, "--quick", "--op", fake.name)
+    assert code == 1
+    assert data["results"][0]["note"] == "no sample inputs declared in attnfast/check.py"
+
+
+def test_unknown_op_is_a_clear_error(tmp_path, capsys):
+    assert check.main(["--op", "nope", "--json", str(tmp_path / "x.json")]) == 2
+    assert "unknown op 'nope'" in capsys.readouterr().err
