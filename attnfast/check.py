@@ -187,14 +187,17 @@ def _flat_outputs(out):
     return [o for o in flat if isinstance(o, torch.Tensor) and o.is_floating_point()]
 
 
-def _run(fn, sample: Sample, dtype, device, backend, cotangent_seed=1):
-    """(outputs, grads) in float64 on the CPU, the call made in ``dtype`` on ``device``."""
+def _run(fn, sample: Sample, dtype, device, backend, cotangent_seed=1, layout=None):
+    """(outputs, grads) in float64 on the CPU, the call made in ``dtype`` on ``device``.
+    ``layout(tensor) -> tensor`` (same shape, other strides, e.g. a transposed copy) is applied
+    to every input after it becomes a leaf, so gradients are those of the leaves."""
     leaves = _leaves(sample.args)
-    mapping = {}
+    mapping, views = {}, {}
     for key, t in leaves:
         x = t.to(dtype=dtype, device=device)
         mapping[key] = x.requires_grad_(key not in _frozen_keys(sample))
-    args = _rebuild(sample.args, mapping)
+        views[key] = layout(mapping[key]) if layout is not None else mapping[key]
+    args = _rebuild(sample.args, views)
     outs = _flat_outputs(fn(*args, backend=backend))
     g = torch.Generator().manual_seed(cotangent_seed)
     cots = [torch.randn(o.shape, generator=g, dtype=F64).to(dtype=o.dtype, device=o.device) for o in outs]
@@ -291,14 +294,14 @@ def check(ops=None, backends=None, quick=False, progress: Callable[[str], None] 
     return results, notes
 
 
-def _check_one(name, fn, sample, backend, dtype) -> Result:
+def _check_one(name, fn, sample, backend, dtype, layout=None) -> Result:
     dt = str(dtype).replace("torch.", "")
     device = _device_for(backend)
     try:
-        want_o, want_g = _run(fn, sample, F64, "cpu", "reference")
-        got_o, got_g = _run(fn, sample, dtype, device, backend)
-        low_o, low_g = (_run(fn, sample, dtype, "cpu", "reference") if dtype in LOW_PRECISION
-                        else (None, None))
+        want_o, want_g = _run(fn, sample, F64, "cpu", "reference", layout=layout)
+        got_o, got_g = _run(fn, sample, dtype, device, backend, layout=layout)
+        low_o, low_g = (_run(fn, sample, dtype, "cpu", "reference", layout=layout)
+                        if dtype in LOW_PRECISION else (None, None))
     except Exception as e:  # a crash is a failure with its message, never a silent skip
         return Result(name, backend, dt, sample.label, math.nan, math.nan, "-", False,
                       f"{type(e).__name__}: {str(e).splitlines()[0][:160]}")

@@ -204,7 +204,10 @@ if _extension.simt_loaded():  # the CUDA kernels under the SIMT harness: the sam
 # ---- backend implementations ---------------------------------------------------------------
 
 def _last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
-    return t if t.stride(-1) == 1 or t.shape[-1] <= 1 else t.contiguous()
+    if t.stride(-1) == 1 or t.shape[-1] <= 1:
+        return t
+    # An empty tensor counts as contiguous whatever its strides, so .contiguous() keeps them.
+    return t.clone(memory_format=torch.contiguous_format) if t.numel() == 0 else t.contiguous()
 
 
 def _run_reference(inp: AttentionInputs):
