@@ -318,13 +318,14 @@ def plot_attention(weights: torch.Tensor, keys: list, queries: list, path: str, 
     from matplotlib.colors import PowerNorm
     w = weights.mean(0)
     t_len, lk = w.shape
+    peak = max(float(w.max()), 1e-12)
     # Keys a query may not see (after it in the passage) are blank, not dark like a weight of 0.
     hidden = torch.arange(lk).unsqueeze(0) > torch.arange(t_len).unsqueeze(1) + (lk - t_len)
     w = w.masked_fill(hidden, float("nan")).numpy()
     fig, ax = plt.subplots(figsize=(2.5 + 0.09 * min(lk, 160), 2.0 + 0.09 * min(t_len, 160)))
     # sqrt colour scale: attention is peaky, and a linear scale hides the broad tail.
     image = ax.imshow(w, aspect="auto", interpolation="nearest", cmap="viridis",
-                      norm=PowerNorm(0.5, vmin=0.0, vmax=max(float(weights.max()), 1e-12)))
+                      norm=PowerNorm(0.5, vmin=0.0, vmax=peak))
     if lk > t_len:
         ax.axvline(lk - t_len - 0.5, color="white", linewidth=0.8)
     _set_byte_ticks(ax.xaxis, keys)
