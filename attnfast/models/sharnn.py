@@ -171,8 +171,8 @@ class SHARNN(nn.Module):
             raise ValueError("tokens must be an integer tensor of shape (T, B) (sequence first), got "
                              + (f"{tuple(tokens.shape)} {tokens.dtype}" if isinstance(tokens, torch.Tensor)
                                 else type(tokens).__name__))
-        if state is not None and (len(state.hidden) != len(self.blocks) or len(state.mems) != len(self.blocks)):
-            raise ValueError(f"state has {len(state.hidden)} blocks, the model {len(self.blocks)}")
+        if state is not None:
+            self._check_state(state, tokens.shape[1])
         h = self.idrop(self.encoder(tokens))
         hidden, mems = [], []
         for i, block in enumerate(self.blocks):
@@ -181,6 +181,32 @@ class SHARNN(nn.Module):
             hidden.append(hc)
             mems.append(mem)
         return self.drop(h), SHARNNState(hidden, mems)
+
+    def _check_state(self, state, batch: int) -> None:
+        """A state from another model (depth, width, attention places) or batch is refused with
+        the reason instead of an LSTM shape error or a memory silently ignored."""
+        if not isinstance(state, SHARNNState):
+            raise ValueError(f"state must be a SHARNNState (as returned by forward) or None, got "
+                             f"{type(state).__name__}")
+        n, d = len(self.blocks), self.config.d_model
+        if len(state.hidden) != n or len(state.mems) != n:
+            raise ValueError(f"state has {len(state.hidden)} LSTM states and {len(state.mems)} memories, "
+                             f"the model {n} blocks")
+        for i, (block, hc, mem) in enumerate(zip(self.blocks, state.hidden, state.mems)):
+            if (not isinstance(hc, (tuple, list)) or len(hc) != 2
+                    or any(not isinstance(t, torch.Tensor) or tuple(t.shape) != (1, batch, d) for t in hc)):
+                got = [tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                       for t in (hc if isinstance(hc, (tuple, list)) else [hc])]
+                raise ValueError(f"state.hidden[{i}] must be the LSTM's (h, c), each (1, {batch}, {d}) "
+                                 f"(batch {batch}, d_model {d}), got {got}")
+            if block.attn is None and mem is not None:
+                raise ValueError(f"state.mems[{i}] must be None: block {i} has no attention here "
+                                 f"(attention={self.config.attention!r}); the state comes from another model")
+            if mem is not None and (not isinstance(mem, torch.Tensor) or mem.dim() != 3
+                                    or tuple(mem.shape[1:]) != (batch, d)):
+                got = tuple(mem.shape) if isinstance(mem, torch.Tensor) else type(mem).__name__
+                raise ValueError(f"state.mems[{i}] must be (M, {batch}, {d}) (batch {batch}, "
+                                 f"d_model {d}) or None, got {got}")
 
     def forward(self, tokens: torch.Tensor, state: SHARNNState | None = None):
         h, state = self.hidden_states(tokens, state)

@@ -179,7 +179,12 @@ class SingleHeadAttention(nn.Module):
         p = self.dropout if self.training else 0.0
         qs, ks, vs = torch.sigmoid(self.qs), torch.sigmoid(self.ks), self.value_gate()
         if self.q is not None:
-            query = self.qln(self.q(query).float())  # fp32 LayerNorm, as SHA-RNN
+            # SHA-RNN runs qln in fp32 (``.float()``) whatever the model's precision; fp64 stays
+            # fp64, and the LayerNorm's parameters follow the input (a bf16 / fp64 module).
+            query = self.q(query)
+            query = query.to(torch.promote_types(query.dtype, torch.float32))
+            query = F.layer_norm(query, self.qln.normalized_shape, self.qln.weight.to(query.dtype),
+                                 self.qln.bias.to(query.dtype), self.qln.eps)
         if self.k is not None:
             key = self.k(key)
         if self.v is not None:
