@@ -98,9 +98,8 @@ def _read_stdlib(max_bytes: int | None) -> tuple[bytes, str]:
     return b"".join(parts), f"Python {version} standard library at {root} ({used} files)"
 
 
-def split_bytes(data: bytes) -> tuple[int, int, int]:
-    """(train, valid, test) sizes of a corpus of ``len(data)`` bytes."""
-    n = len(data)
+def split_sizes(n: int) -> tuple[int, int, int]:
+    """(train, valid, test) sizes of a corpus of ``n`` bytes."""
     held_out = n // _HELD_OUT_DIVISOR  # 5M each for enwik8's 100M
     return n - 2 * held_out, held_out, held_out
 
@@ -124,7 +123,7 @@ def load_corpus(path: str | None = None, max_bytes: int | None = None) -> Corpus
     if len(data) < MIN_CORPUS_BYTES:
         raise CorpusError(f"{what} has {len(data)} bytes; at least {MIN_CORPUS_BYTES} are needed "
                           "to split it 90/5/5 into train/valid/test")
-    n_train, n_valid, _ = split_bytes(data)
+    n_train, n_valid, _ = split_sizes(len(data))
     everything = torch.frombuffer(bytearray(data), dtype=torch.uint8)
     train, valid, test = everything.split([n_train, n_valid, len(data) - n_train - n_valid])
     return Corpus(train, valid, test, f"{source}: {len(data)} bytes "

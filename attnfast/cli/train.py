@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from attnfast.cli import CLIError
 from attnfast.cli import checkpoint as ckpt
 from attnfast.cli import distributed as dp
-from attnfast.cli.data import batchify, load_corpus, segment
+from attnfast.cli.data import MIN_CORPUS_BYTES, batchify, load_corpus, segment
 from attnfast.cli.evaluate import autocast_for, evaluate
 from attnfast.models.sharnn import (ATTENTION_PLACES, PRESETS, SHARNN, SHARNNConfig, SHARNNState,
                                     config_from_preset, count_parameters)
@@ -145,6 +145,8 @@ def _validate(run: dict, args) -> None:
     _check(math.isfinite(run["clip"]) and run["clip"] >= 0, f"--clip must be >= 0, got {run['clip']}")
     _check(math.isfinite(run["weight_decay"]) and run["weight_decay"] >= 0,
            f"--weight-decay must be >= 0, got {run['weight_decay']}")
+    _check(run["max_bytes"] is None or run["max_bytes"] >= MIN_CORPUS_BYTES,
+           f"--max-bytes must be >= {MIN_CORPUS_BYTES} (enough to split 90/5/5), got {run['max_bytes']}")
     _check(run["eval_bytes"] is None or run["eval_bytes"] >= 1,
            f"--eval-bytes must be >= 1, got {run['eval_bytes']}")
 
@@ -332,7 +334,7 @@ class Trainer:
             dp.load_optimizer_state(model, self.optimizer, trainer_state["optimizer"])
             self._restore(trainer_state)
         if args.compile:
-            self.runner = torch.compile(self.runner)
+            self.runner = torch.compile(self.runner, dynamic=True)
         self._export = None
         self.last_saved = self.pos.step if meta else None
 
