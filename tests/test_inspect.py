@@ -278,6 +278,10 @@ def test_run_with_text(tmp_path, capsys):
     (["--checkpoint", "{tmp}/ck", "--text", "abc", "--positions", "3"], r"--positions must be in \[0, 2\]"),
     (["--checkpoint", "{tmp}/ck", "--length", "0"], "--length must be >= 1"),
     (["--checkpoint", "{tmp}/ck", "--warmup", "-1"], "--warmup must be >= 0"),
+    (["--checkpoint", "{tmp}/ck", "--text", "abc", "--offset", "3"],
+     "--offset only apply to a passage from --split, not --text"),
+    (["--checkpoint", "{tmp}/ck", "--text", "abc", "--backend", "fast"], "--backend must be auto or one of"),
+    (["--checkpoint", "{tmp}/ck", "--text", "abc", "--backend", "cuda"], "backend 'cuda' cannot take this input"),
 ])
 def test_run_errors(tmp_path, argv, message):
     save_tiny_checkpoint(tmp_path / "ck")

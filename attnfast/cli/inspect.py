@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from attnfast.cli import CLIError
+from attnfast.dispatch import BACKENDS, BackendUnavailable
 from attnfast.models.sharnn import SHARNN, SHARNNState
 from attnfast.nn.attention import SingleHeadAttention
 from attnfast.nn.boom import Boom
@@ -487,7 +488,7 @@ def write_report(report: Report, out_dir: str) -> list:
         "passage": bytes(passage).decode("utf-8", errors="replace"),
         "source": report.passage.source,
         "state": report.state_note,
-        "bits_per_byte": report.bits_per_byte,
+        "bits_per_byte": None if math.isnan(report.bits_per_byte) else report.bits_per_byte,
         "attention": blocks,
         "attention_seconds": report.attention_seconds,
         "jacobian": {
@@ -578,6 +579,15 @@ def run(args: argparse.Namespace) -> int:
     if args.warmup is not None and args.warmup < 0:
         raise CLIError(f"--warmup must be >= 0, got {args.warmup}")
     if args.text is not None:
+        given = [f"--{n.replace('_', '-')}" for n in ("data", "max_bytes", "offset", "warmup")
+                 if getattr(args, n) is not None]
+        if given:
+            raise CLIError(f"{', '.join(given)} only apply to a passage from --split, not --text")
+    if args.backend is not None and args.backend not in ("auto",) + BACKENDS:
+        raise CLIError(f"--backend must be auto or one of {', '.join(BACKENDS)}, got {args.backend!r}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise CLIError("--device cuda: no CUDA device is available")
+    if args.text is not None:
         text = args.text.encode("utf-8", errors="surrogateescape")
         if not text:
             raise CLIError("--text is empty; give at least one character")
@@ -597,7 +607,10 @@ def run(args: argparse.Namespace) -> int:
         corpus = load_corpus(args.data, args.max_bytes)
         warmup = model.config.max_memory if args.warmup is None else args.warmup
         passage = passage_from_split(corpus.split(split), split, t_len, args.offset, warmup)
-    report = inspect_passage(model, passage, positions, output=args.jacobian_of)
+    try:
+        report = inspect_passage(model, passage, positions, output=args.jacobian_of)
+    except BackendUnavailable as e:
+        raise CLIError(" ".join(str(e).split())) from None
     files = write_report(report, args.out)
     print(summary_text(report, files))
     return 0
