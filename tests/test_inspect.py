@@ -25,6 +25,16 @@ CONFIG = SHARNNConfig(d_model=16, d_ff=32, n_layers=2, attention="all", max_memo
 T = 10
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These models are tiny: intra-op threads add only synchronisation, and on a busy 2-core
+    machine the waiting threads spin (measured: 4x the CPU time of one thread)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
 def make_model(backend="reference", seed=0, **overrides) -> SHARNN:
     torch.manual_seed(seed)
     model = SHARNN(CONFIG, backend=backend, **overrides)
