@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from attnfast.cli import CLIError
-from attnfast.dispatch import BACKENDS, BackendUnavailable
+from attnfast.dispatch import BACKENDS, BackendUnavailable, default_backend
 from attnfast.models.sharnn import SHARNN, SHARNNState
 from attnfast.nn.attention import SingleHeadAttention
 from attnfast.nn.boom import Boom
@@ -176,8 +176,8 @@ def _layers_on_backend(model: SHARNN, backend: str | None):
 def _op_level_rnn(device: torch.device):
     """Make nn.LSTM run as ordinary aten ops, which vmap can batch. oneDNN's fused CPU LSTM
     has a single backward node, and under vmap that node works one cotangent at a time while
-    computing the weight gradients too: measured ~40x slower here. cuDNN's RNN backward refuses
-    eval mode altogether."""
+    computing the weight gradients too (tens of times slower, measured on a CPU). cuDNN's RNN
+    backward refuses eval mode altogether."""
     saved = torch.backends.mkldnn.set_flags(_enabled=False, _fp32_precision=None)
     try:
         if device.type == "cuda":
@@ -248,23 +248,23 @@ def sequential_jacobian(model: SHARNN, tokens: torch.Tensor, positions, state: S
     model.eval()
     start = time.perf_counter()
     try:
-        # Outside no_grad, the parameters would also record a graph; torch.func ignores it.
+        # torch.func's transforms ignore an outer no_grad, so the Jacobian is unchanged by it;
+        # without it the parameters (which require grad) would also record an unused graph.
         with torch.no_grad(), _op_level_rnn(device):
             embedded = model.encoder(tokens).view(t_len, 1, -1)
-            own = model.backend or "auto"
+            own = model.backend or default_backend()
             backend, note = own, None
             norms = torch.zeros(len(positions), t_len)
             for row, t in enumerate(positions):
-                try:
-                    with _layers_on_backend(model, None if backend == "auto" else backend):
+                if backend != "reference":
+                    try:  # the layers as they are
                         values = _jacobian_row(model, tokens, embedded, state, t, output, causal_prefix)
-                except (RuntimeError, NotImplementedError) as e:
-                    if backend == "reference":
-                        raise
-                    reason = " ".join(str(e).split()).split(". ")[0][:200]
-                    note = f"backend {own!r} cannot run under torch.func ({reason}); used 'reference'"
-                    backend = "reference"
-                    with _layers_on_backend(model, backend):
+                    except (RuntimeError, NotImplementedError) as e:
+                        reason = " ".join(str(e).split()).split(". ")[0][:200]
+                        note = f"backend {own!r} cannot run under torch.func ({reason}); used 'reference'"
+                        backend = "reference"
+                if backend == "reference":
+                    with _layers_on_backend(model, "reference"):
                         values = _jacobian_row(model, tokens, embedded, state, t, output, causal_prefix)
                 norms[row, :values.numel()] = values.float().cpu()
     finally:
