@@ -55,7 +55,7 @@ def _gelu_sigmoid(x: torch.Tensor) -> torch.Tensor:
 
 def _is_bool(name: str, value) -> bool:
     if isinstance(value, torch.Tensor):
-        raise ValueError(f"{name} must be a bool, got a tensor; pass masks as attn_mask")
+        raise ValueError(f"{name} must be a bool, got a tensor (a mask passed in its place?)")
     return bool(value)
 
 
@@ -109,7 +109,8 @@ class SingleHeadAttention(nn.Module):
         self.vq = Overparam(d_model, **factory)
         self.vq_collapsed = False
         self.d_model, self.heads, self.dropout, self.max_memory = d_model, heads, float(dropout), max_memory
-        self.causal, self.batch_first, self.backend = bool(causal), bool(batch_first), backend
+        self.causal, self.batch_first = _is_bool("causal", causal), _is_bool("batch_first", batch_first)
+        self.backend = backend
 
     # ---- SHA-RNN compatibility ----------------------------------------------------------------
 
