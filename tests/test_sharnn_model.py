@@ -270,6 +270,53 @@ def test_gradients_match_oracle_through_three_segments(backend, attention_place)
     assert checked == len(sha_rnn_parameter_shapes(cfg)) - cfg.n_layers * 2 - n_attn * 2 - (cfg.n_layers - n_attn) * 4
 
 
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_segments_as_long_as_the_memory(backend):
+    """T >= max_memory: the segment attends to no memory (``max_memory - T <= 0`` positions kept;
+    SHA-RNN's slice ``m[-0:]`` would keep all of it, a quirk attnfast does not copy, see
+    attnfast/nn/attention.py) and the new memory is the segment's last max_memory positions."""
+    require(backend)
+    cfg = small_config("second_to_last", n_layers=2)
+    dtype = torch.float64 if backend == "reference" else torch.float32
+    tol = FP64_TOL if dtype == torch.float64 else FP32_MODEL_TOL
+    sd = sha_rnn_state_dict(cfg, seed=9)
+    model = SHARNN(cfg, backend=backend).to(dtype)
+    model.load_state_dict(sd, strict=True)
+    p = {k: v.to(dtype).double() for k, v in sd.items()}
+    gen = torch.Generator().manual_seed(2)
+    state = ref_state = None
+    with torch.no_grad():
+        for seg, t in enumerate((17, 45, 40, 9)):
+            tokens = torch.randint(0, cfg.vocab_size, (t, 2), generator=gen)
+            logits, state = model.eval()(tokens, state)
+            ref_logits, ref_state = sha_rnn_forward(p, cfg, tokens, ref_state)
+            assert_parity(logits, ref_logits, name=f"segment {seg} (T={t}) logits", **tol)
+            assert_state_matches(state, ref_state, f"segment {seg} (T={t})", tol)
+            assert state.mems[0].shape[0] == min(cfg.max_memory, t + (0 if seg == 0 else max(cfg.max_memory - t, 0)))
+
+
+def test_training_mode_dropout_is_seeded_and_hidden_states_feed_the_decoder():
+    cfg = small_config("all", n_layers=2, dropout=0.2, dropouth=0.2, dropouti=0.2)
+    model = SHARNN(cfg, backend="reference")
+    tokens = segments(cfg)[0]
+    torch.manual_seed(3)
+    a, _ = model.train()(tokens)
+    torch.manual_seed(3)
+    b, _ = model(tokens)
+    c, _ = model(tokens)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    model.eval()
+    logits, _ = model(tokens)
+    hidden, state = model.hidden_states(tokens)
+    assert not torch.equal(logits, a)
+    assert hidden.shape == (*tokens.shape, cfg.d_model)
+    torch.testing.assert_close(model.decoder(hidden), logits, rtol=0, atol=0)
+    detached = detach_state(state)
+    assert all(not t.requires_grad for hc in detached.hidden for t in hc)
+    assert all(not m.requires_grad for m in detached.mems if m is not None)
+    assert detach_state(None) is None
+
+
 # ---- SHA-RNN's state_dict and optimizer state ---------------------------------------------------
 
 def test_sha_rnn_state_dict_loads_strictly_and_gives_the_oracle_output():
