@@ -6,7 +6,7 @@ each.
 import importlib
 import sys
 
-MODULES = ["bench.boom", "bench.attention", "bench.memory"]
+MODULES = ["bench.boom", "bench.attention", "bench.memory", "bench.sharnn"]
 
 
 def main(argv=None) -> int:

@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import logging
 import math
 import sys
 import time
@@ -396,14 +397,28 @@ def round_robin(calls: dict, device, warmup: int, reps: int, log=None) -> dict:
             for name in calls}
 
 
-def dynamo_counts() -> dict:
+class _LimitHits(logging.Handler):
+    """Counts dynamo's "hit config.recompile_limit" warnings (the frame then runs eager)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.hits = 0
+
+    def emit(self, record):
+        if "recompile_limit" in record.getMessage() or "cache_size_limit" in record.getMessage():
+            self.hits += 1
+
+
+def dynamo_counts(limit_hits: _LimitHits | None = None) -> dict:
+    """Dynamo's counters since the last reset: frames compiled (each compile and recompile of a
+    frame), distinct graphs, graph breaks (with the first line of each distinct reason)."""
     from torch._dynamo.utils import counters
 
-    return {"graphs": int(counters["stats"].get("unique_graphs", 0)),
+    return {"frames_compiled": int(counters["frames"].get("total", 0)),
+            "graphs": int(counters["stats"].get("unique_graphs", 0)),
             "graph_breaks": int(sum(counters["graph_break"].values())),
-            "recompiles": int(sum(counters["recompiles"].values())) if "recompiles" in counters else None,
-            "frames_ok": int(counters["frames"].get("ok", 0)),
-            "break_reasons": sorted(counters["graph_break"])[:6]}
+            "recompile_limit_hits": None if limit_hits is None else limit_hits.hits,
+            "break_reasons": sorted({r.splitlines()[0][:80] for r in counters["graph_break"]})}
 
 
 def gemm_roof(dtype, device, n: int) -> float:
@@ -506,24 +521,31 @@ def compile_rows(trainers, label, device, args, tokens_per_step, step_flop, peak
     import torch._dynamo
 
     rows = []
+    hits = _LimitHits()
+    logging.getLogger("torch._dynamo").addHandler(hits)
     torch._dynamo.config.recompile_limit = args.compile_limit
     torch._dynamo.config.accumulated_recompile_limit = max(64, 4 * args.compile_limit)
     for impl, tr in trainers.items():
         torch._dynamo.reset()
         torch._dynamo.utils.counters.clear()
+        hits.hits = 0
         tr.compiled = torch.compile(tr.forward_loss)
         t0 = time.perf_counter()
         try:
             res = round_robin({"compile": functools.partial(tr.step, compiled=True)}, device,
                               args.compile_warmup, 0, log)
-            after_warm = dynamo_counts()
+            after_warm = dynamo_counts(hits)
             res = round_robin({"compile": functools.partial(tr.step, compiled=True),
                                "eager": tr.step}, device, 0, args.compile_reps or
                               (3 if label["size"] != "tiny" else 5), log)
             error = None
         except Exception as exc:  # a compile failure is a result, not a crash of the benchmark
-            res, error, after_warm = None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}", None
-        final = dynamo_counts()
+            lines = str(exc).splitlines() or [""]
+            where = next((x for x in lines if x.startswith("Error in op:")), "")
+            error = f"{type(exc).__name__}: {lines[0][:160]}" + (f" ({where})" if where else "")
+            res, after_warm = None, None
+            log(f"  compile {impl} failed: {error}")
+        final = dynamo_counts(hits)
         wall = time.perf_counter() - t0
         row = dict(**label, mode="compile", impl=impl, error=error, compile_wall_s=wall,
                    dynamo_after_warmup=after_warm, dynamo=final, peak_gflops=peak,
@@ -534,11 +556,12 @@ def compile_rows(trainers, label, device, args, tokens_per_step, step_flop, peak
             row.update(timing=t.as_dict(), tokens_per_s=tokens_per_step / (t.median_ms / 1e3),
                        gflops=harness.gflops(step_flop, t.median_ms),
                        paired_eager_ms=res["eager"][0].median_ms,
-                       recompiled_while_timed=(final["graphs"] > after_warm["graphs"]))
+                       recompiled_while_timed=(final["frames_compiled"] > after_warm["frames_compiled"]))
         log(f"  compile {impl}: {wall:.0f} s for warm-up + timing; dynamo {final}")
         rows.append(row)
         tr.compiled = None
     torch._dynamo.reset()
+    logging.getLogger("torch._dynamo").removeHandler(hits)
     return rows
 
 
@@ -587,11 +610,11 @@ def compile_table(rows):
         d, w = r["dynamo"], r["dynamo_after_warmup"] or {}
         out.append({"size": r["size"], "dtype": r["dtype"], "dropout": f"{r['dropout']:g}",
                     "impl": r["impl"], "warm-up + timing s": f"{r['compile_wall_s']:.0f}",
-                    "graphs (after warm-up)": f"{d['graphs']} ({w.get('graphs', '-')})",
-                    "graph breaks": str(d["graph_breaks"]),
-                    "recompiles": str(d["recompiles"]),
-                    "recompiled while timed": str(r.get("recompiled_while_timed", "-")),
-                    "break reasons": "; ".join(x[:60] for x in d["break_reasons"][:3])})
+                    "frames compiled (after warm-up)": f"{d['frames_compiled']} ({w.get('frames_compiled', '-')})",
+                    "graphs": str(d["graphs"]), "graph breaks": str(d["graph_breaks"]),
+                    "limit hits": str(d["recompile_limit_hits"]),
+                    "compiled while timed": str(r.get("recompiled_while_timed", "-")),
+                    "break reasons": "; ".join(x[:50] for x in d["break_reasons"][:3])})
     return out
 
 
@@ -712,8 +735,8 @@ def main(argv=None) -> int:
           "from the shared weights, equal across models at dropout 0)")
     if any(r["mode"] == "compile" for r in rows):
         harness.print_table(compile_table(rows), ["size", "dtype", "dropout", "impl", "warm-up + timing s",
-                                                  "graphs (after warm-up)", "graph breaks", "recompiles",
-                                                  "recompiled while timed", "break reasons"],
+                                                  "frames compiled (after warm-up)", "graphs", "graph breaks",
+                                                  "limit hits", "compiled while timed", "break reasons"],
                             title=f"torch.compile (recompile limit {args.compile_limit})")
     if bds:
         harness.print_table(breakdown_table(bds), ["size", "dtype", "dropout", "impl", "kind", "fwd ms",
