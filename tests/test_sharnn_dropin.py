@@ -17,7 +17,7 @@ from torch import nn
 import attnfast
 import attnfast.nn.attention as attention_module
 from attnfast.nn.sharnn import Attention, Boom, is_bottom_right_causal
-from conftest import assert_parity
+from conftest import assert_parity, device_for
 from test_attention import require
 
 FP64_TOL = {"atol": 1e-12, "rtol": 1e-12}
@@ -180,8 +180,7 @@ class SHARNNModel(nn.Module):
         if mems is not None:  # SHA-RNN's pre-trim
             mems = [None if m is None else m[max(m.shape[0] - (self.max_memory - t), 0):] for m in mems]
         m_len = max((m.shape[0] for m in mems if m is not None), default=0) if mems else 0
-        attn_mask = torch.cat([torch.zeros(t, m_len, dtype=h.dtype),
-                               torch.triu(torch.full((t, t), float("-inf"), dtype=h.dtype), diagonal=1)], dim=-1)
+        attn_mask = sha_rnn_mask(t, m_len, h.dtype).to(h.device)
         new_hidden, new_mems = [], []
         for i, block in enumerate(self.blocks):
             h, mem, hc = block(h, self.max_memory, attn_mask, None if mems is None else mems[i],
@@ -201,27 +200,29 @@ def randomise(module, seed=0):
     return module
 
 
-def run_segments(model, tokens_list):
+def run_segments_on(model, tokens_list, device):
     hidden = mems = None
     outputs = []
     for tokens in tokens_list:
-        logits, hidden, mems = model(tokens, hidden, mems)
-        outputs.append(logits)
-    return outputs, mems
+        logits, hidden, mems = model(tokens.to(device), hidden, mems)
+        outputs.append(logits.cpu())
+    return outputs, [None if m is None else m.cpu() for m in mems]
 
 
-@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("backend", ["reference", "cpu", "cuda"])
 def test_sha_rnn_model_code_with_attnfast_layers_swapped_in(backend):
     require(backend)
+    dev = device_for(backend)
     plain = randomise(SHARNNModel(PlainAttention, PlainBoom)).double()
     swapped = SHARNNModel(functools.partial(Attention, backend=backend), functools.partial(Boom, backend=backend))
     swapped.load_state_dict(plain.state_dict(), strict=True)
+    swapped.to(dev)
     assert [n for n, _ in swapped.named_parameters()] == [n for n, _ in plain.named_parameters()]
     gen = torch.Generator().manual_seed(1)
     tokens = [torch.randint(0, 19, (t, 3), generator=gen) for t in (11, 23, 8)]  # memory 11 -> 7+23 -> 22+8
     targets = [torch.randint(0, 19, tk.shape, generator=gen) for tk in tokens]
-    outs, mems = run_segments(plain, tokens)
-    swapped_outs, swapped_mems = run_segments(swapped, tokens)
+    outs, mems = run_segments_on(plain, tokens, "cpu")
+    swapped_outs, swapped_mems = run_segments_on(swapped, tokens, dev)
     for seg, (out, ref) in enumerate(zip(swapped_outs, outs)):
         assert_parity(out, ref, name=f"{backend} segment {seg} logits")
     assert mems[1].shape[0] == 30
@@ -393,27 +394,29 @@ def test_detected_explicit_and_additive_masks_agree(backend, attention_calls):
 
 
 @pytest.mark.parametrize("variant", ATTENTION_VARIANTS, ids=lambda v: "-".join(f"{k}{v[k]}" for k in v) or "default")
-@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("backend", ["reference", "cpu", "cuda"])
 def test_attention_variants_match_plain(backend, variant):
     """heads, k/v projections and the r-mix, with SHA-RNN's mask over a memory: output, focus
     (B, heads, T, Lk) and every gradient."""
     require(backend)
+    dev = device_for(backend)
     t, m, b, d = 6, 4, 3, 16
     plain = randomise(PlainAttention(d, **variant), seed=5).double()
     fast = Attention(d, backend=backend, **variant)
     fast.load_state_dict(plain.state_dict(), strict=True)
+    fast.to(dev)
     q, big, mask = sha_rnn_inputs(t, m, b, d)
-    q_fast, big_fast = q.clone().requires_grad_(), big.clone().requires_grad_()
+    q_fast, big_fast = q.to(dev, copy=True).requires_grad_(), big.to(dev, copy=True).requires_grad_()
     q_ref, big_ref = q.double().requires_grad_(), big.double().requires_grad_()
-    out, focus = fast(q_fast, big_fast, big_fast, mask, need_weights=True)
+    out, focus = fast(q_fast, big_fast, big_fast, mask.to(dev), need_weights=True)
     ref, ref_focus = plain(q_ref, big_ref, big_ref, mask.double())
     heads = variant.get("heads", 1)
     assert focus.shape == (b, heads, t, m + t)
     assert_parity(out, ref, name="output")
     assert_parity(focus, ref_focus, name="focus")
-    assert fast(q, big, big, mask)[1] is None  # weights only on request
+    assert fast(q_fast, big_fast, big_fast, mask.to(dev))[1] is None  # weights only on request
     probe = torch.randn(out.shape, dtype=torch.float64)
-    (out * probe.float()).sum().backward()
+    (out * probe.float().to(dev)).sum().backward()
     (ref * probe).sum().backward()
     assert_parity(q_fast.grad, q_ref.grad, name="grad query", atol=5e-5, rtol=5e-5)
     assert_parity(big_fast.grad, big_ref.grad, name="grad key/value", atol=5e-5, rtol=5e-5)

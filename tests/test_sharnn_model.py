@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from attnfast.models.sharnn import PRESETS, SHARNN, SHARNNConfig, SHARNNState, config_from_preset, \
     count_parameters, detach_state
-from conftest import assert_parity
+from conftest import assert_parity, device_for
 from test_attention import require
 
 LN_EPS = 1e-12  # every LayerNorm of SHA-RNN (apex FusedLayerNorm with eps 1e-12)
@@ -206,7 +206,7 @@ def _one_thread():
 
 
 @pytest.mark.parametrize("attention_place", ["second_to_last", "all"])
-@pytest.mark.parametrize("backend", ["reference", "cpu", "simt", "triton"])
+@pytest.mark.parametrize("backend", ["reference", "cpu", "simt", "triton", "cuda"])
 def test_model_matches_oracle_over_three_segments(backend, attention_place):
     require(backend)
     cfg = small_config(attention_place)
@@ -215,12 +215,12 @@ def test_model_matches_oracle_over_three_segments(backend, attention_place):
     sd = sha_rnn_state_dict(cfg)
     model = SHARNN(cfg, backend=backend).to(dtype)
     model.load_state_dict(sd, strict=True)
-    model.eval()  # eval: dropouts (0.1) off, as in the oracle
+    model = model.to(device_for(backend)).eval()  # eval: dropouts (0.1) off, as in the oracle
     p = {k: v.to(dtype).double() for k, v in sd.items()}
     state = ref_state = None
     with torch.no_grad():
         for seg, tokens in enumerate(segments(cfg)):
-            logits, state = model(tokens, state)
+            logits, state = model(tokens.to(device_for(backend)), state)
             ref_logits, ref_state = sha_rnn_forward(p, cfg, tokens, ref_state)
             assert logits.dtype == dtype
             assert_parity(logits, ref_logits, name=f"{backend} segment {seg} logits", **tol)
@@ -231,7 +231,7 @@ def test_model_matches_oracle_over_three_segments(backend, attention_place):
 
 
 @pytest.mark.parametrize("attention_place", ["second_to_last", "all"])
-@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("backend", ["reference", "cpu", "cuda"])
 def test_gradients_match_oracle_through_three_segments(backend, attention_place):
     """One backward through the summed loss of three segments whose state is carried (not
     detached), so the third segment's loss reaches the first segment's parameters."""
@@ -241,16 +241,16 @@ def test_gradients_match_oracle_through_three_segments(backend, attention_place)
     sd = sha_rnn_state_dict(cfg)
     model = SHARNN(cfg, backend=backend).to(dtype)
     model.load_state_dict(sd, strict=True)
-    model.train()
+    model = model.to(device_for(backend)).train()
     p = {k: v.to(dtype).double().requires_grad_(True) for k, v in sd.items() if k != "decoder.weight"}
     p["decoder.weight"] = p["encoder.weight"]
     targets = segments(cfg, seed=7)
     loss = ref_loss = 0.0
     state = ref_state = None
     for tokens, target in zip(segments(cfg), targets):
-        logits, state = model(tokens, state)
+        logits, state = model(tokens.to(device_for(backend)), state)
         ref_logits, ref_state = sha_rnn_forward(p, cfg, tokens, ref_state)
-        loss = loss + F.cross_entropy(logits.reshape(-1, cfg.vocab_size), target.reshape(-1))
+        loss = loss + F.cross_entropy(logits.cpu().reshape(-1, cfg.vocab_size), target.reshape(-1))
         ref_loss = ref_loss + F.cross_entropy(ref_logits.reshape(-1, cfg.vocab_size), target.reshape(-1))
     loss.backward()
     ref_loss.backward()
