@@ -170,6 +170,16 @@ def test_resume_continues_the_same_run_bitwise(corpus_file, tmp_path, optimizer)
         assert torch.equal(p, q), name
 
 
+def test_bf16_autocast_trains_close_to_fp32(corpus_file, tmp_path, trained):
+    assert main(["train", "--data", corpus_file, "--steps", "2", "--out", str(tmp_path / "bf16"), "--bf16",
+                 "--eval-every", "2", *SMALL]) == 0
+    bf16, fp32 = step_losses(str(tmp_path / "bf16")), step_losses(trained)[:2]
+    assert all(math.isfinite(x) for _, x in bf16) and bf16 != fp32
+    for (_, low), (_, full) in zip(bf16, fp32):  # same init, data and dropout draws
+        assert low == pytest.approx(full, rel=2e-2)
+    assert ckpt.read_meta(str(tmp_path / "bf16"))["train_args"]["bf16"] is True
+
+
 def test_train_on_the_default_corpus_then_eval_and_sample_end_to_end(tmp_path):
     out = str(tmp_path / "run")
     small = [a for a in SMALL if a != "--no-progress"]
@@ -309,6 +319,7 @@ def _fails(argv, capsys, *phrases):
     (["--dropout", "1.5"], "dropout must be in [0, 1)"),
     (["--batch-size", "6000"], "too short for 6000 streams"),
     (["--eval-batch-size", "500"], "too short for --eval-batch-size 500"),
+    (["--backend", "foo"], "--backend must be auto or one of reference, cpu"),
 ])
 def test_train_rejects_bad_arguments(corpus_file, tmp_path, capsys, extra, phrase):
     argv = ["train", "--data", corpus_file, "--steps", "2", "--out", str(tmp_path / "o"), *SMALL, *extra]
@@ -380,6 +391,15 @@ def test_resume_errors(trained, corpus_file, tmp_path, capsys):
     (tmp_path / "other.txt").write_bytes(b"x" * 5000)
     _fails(["train", "--steps", "9", "--out", other_data, "--resume", "--data", str(tmp_path / "other.txt")],
            capsys, "--data", "differs from the checkpoint's")
+
+
+def test_unavailable_backend(trained, capsys):
+    from attnfast import dispatch
+    missing = [name for name, reason in dispatch.backend_status().items() if reason is not None]
+    if not missing:
+        pytest.skip("every attnfast backend is available on this machine")
+    _fails(["eval", "--checkpoint", trained, "--backend", missing[0]], capsys,
+           f"--backend {missing[0]} is unavailable here")
 
 
 def test_sample_and_eval_argument_errors(trained, capsys):

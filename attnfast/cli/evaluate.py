@@ -16,7 +16,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from attnfast.cli import CLIError
+from attnfast.cli import BACKEND_HELP, CLIError, check_backend
 from attnfast.cli.checkpoint import load_model
 from attnfast.cli.data import SPLITS, batchify, load_corpus, segment
 from attnfast.cli.distributed import Distributed, sum_over_ranks
@@ -101,12 +101,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: the checkpoint's, so the split is the one trained with)")
     parser.add_argument("--max-bytes", type=int, metavar="N",
                         help="evaluate only the first N bytes of the split (quick checks)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="B",
                         help=f"contiguous streams (default: {DEFAULT_BATCH_SIZE}; SHA-RNN's test used 1)")
-    parser.add_argument("--bptt", type=int, help="segment length (default: the training --bptt)")
+    parser.add_argument("--bptt", type=int, metavar="T", help="segment length (default: the training --bptt)")
     parser.add_argument("--no-carry", action="store_true",
                         help="start every segment with empty memory and hidden state (ablation)")
-    parser.add_argument("--backend", help="attnfast backend of the attention and Boom layers")
+    parser.add_argument("--backend", help=BACKEND_HELP)
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     parser.add_argument("--bf16", action="store_true", help="run under bfloat16 autocast")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     for name in ("max_bytes", "corpus_max_bytes", "batch_size", "bptt"):
         _positive("--" + name.replace("_", "-"), getattr(args, name))
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, meta = load_model(args.checkpoint, backend=args.backend, map_location=device)
+    model, meta = load_model(args.checkpoint, backend=check_backend(args.backend), map_location=device)
     trained = meta.get("train_args", {})
     data_path = args.data if args.data is not None else trained.get("data")
     corpus_max = args.corpus_max_bytes if args.corpus_max_bytes is not None else trained.get("max_bytes")

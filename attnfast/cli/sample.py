@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-from attnfast.cli import CLIError
+from attnfast.cli import BACKEND_HELP, CLIError, check_backend
 from attnfast.cli.checkpoint import load_model
 from attnfast.cli.evaluate import autocast_for
 
@@ -70,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, metavar="K", help="sample among the K most likely bytes")
     parser.add_argument("--seed", type=int, help="seed of the sampling (default: random)")
     parser.add_argument("--echo-prompt", action="store_true", help="print the prompt before the continuation")
-    parser.add_argument("--backend", help="attnfast backend of the attention and Boom layers")
+    parser.add_argument("--backend", help=BACKEND_HELP)
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     parser.add_argument("--bf16", action="store_true", help="run under bfloat16 autocast")
 
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if not (math.isfinite(args.temperature) and args.temperature >= 0):
         raise CLIError(f"--temperature must be a number >= 0, got {args.temperature}")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, _ = load_model(args.checkpoint, backend=args.backend, map_location=device)
+    model, _ = load_model(args.checkpoint, backend=check_backend(args.backend), map_location=device)
     prompt = args.prompt.encode("utf-8", errors="surrogateescape")
     if args.top_k is not None and not 1 <= args.top_k <= model.config.vocab_size:
         raise CLIError(f"--top-k must be in [1, {model.config.vocab_size}], got {args.top_k}")

@@ -29,7 +29,7 @@ import zlib
 import torch
 import torch.nn.functional as F
 
-from attnfast.cli import CLIError
+from attnfast.cli import BACKEND_HELP, CLIError, check_backend
 from attnfast.cli import checkpoint as ckpt
 from attnfast.cli import distributed as dp
 from attnfast.cli.data import MIN_CORPUS_BYTES, batchify, load_corpus, segment
@@ -94,7 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     session.add_argument("--eval-batch-size", type=int, metavar="B", help="default: 10 (SHA-RNN's)")
     session.add_argument("--eval-bytes", type=int, metavar="N",
                          help="evaluate on the first N bytes of the valid split (default: all of it)")
-    session.add_argument("--backend", help="attnfast backend of the attention and Boom layers")
+    session.add_argument("--backend", help=BACKEND_HELP)
     session.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     session.add_argument("--compile", action="store_true", help="torch.compile the training forward")
     session.add_argument("--fsdp", action="store_true",
@@ -319,7 +319,7 @@ class Trainer:
                f"{run['eval_batch_size']}; lower it or give a larger corpus")
 
         torch.manual_seed(run["seed"])  # the same on every rank: same init, same dropout draws
-        model = SHARNN(self.config, backend=args.backend).to(device)
+        model = SHARNN(self.config, backend=check_backend(args.backend)).to(device)
         if meta:
             ckpt.load_weights(model, self.out, meta, device=device)
             trainer_state = ckpt.load_trainer_state(self.out, meta)
