@@ -151,6 +151,22 @@ def test_train_writes_log_plot_and_checkpoint(trained, capsys):
     assert not [f for f in os.listdir(trained) if f.endswith(".tmp")]
 
 
+def test_a_new_epoch_starts_over_at_the_first_row(corpus_file, tmp_path):
+    """900 training bytes in 4 streams = 225 rows: the walk wraps to row 0 (and drops the
+    carried state) once fewer than two rows are left, as SHA-RNN's epoch loop does."""
+    out = str(tmp_path / "epochs")
+    assert main(["train", "--data", corpus_file, "--max-bytes", "1000", "--steps", "20", "--out", out,
+                 "--eval-every", "0", *SMALL]) == 0
+    steps = [r for r in read_log(out) if "loss" in r]
+    epochs = [r["epoch"] for r in steps]
+    assert epochs[0] == 0 and epochs[-1] == 1 and epochs == sorted(epochs)
+    first = sum(r["seq_len"] for r in steps if r["epoch"] == 0)
+    assert 225 - 2 <= first <= 225 - 1  # the first epoch ended with fewer than 2 rows left
+    rows = sum(r["seq_len"] for r in steps if r["epoch"] == 1)
+    trainer = ckpt.load_trainer_state(out, ckpt.read_meta(out))
+    assert (trainer["epoch"], trainer["row"]) == (1, rows)
+
+
 @pytest.mark.parametrize("optimizer", ["adamw", "lamb"])
 def test_resume_continues_the_same_run_bitwise(corpus_file, tmp_path, optimizer):
     """N + M steps in one go == N steps, then --resume for M more: every per-step loss equal

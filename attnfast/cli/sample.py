@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import secrets
 import sys
 
 import torch
@@ -35,7 +36,7 @@ def generate(model: torch.nn.Module, prompt: bytes, length: int, *, temperature:
         raise CLIError(f"the prompt has byte values >= the model's vocabulary of {vocab}")
     device = next(model.parameters()).device
     gen = torch.Generator(device=device)
-    gen.manual_seed(seed if seed is not None else torch.seed())
+    gen.manual_seed(seed if seed is not None else secrets.randbits(63))
     was_training = model.training
     model.eval()
     out = bytearray()
