@@ -1,4 +1,5 @@
-"""``python -m attnfast {train,eval,sample,inspect} ...``: the SHA-RNN language model's command line.
+"""``python -m attnfast {train,eval,sample,inspect,check} ...``: the SHA-RNN language model's command
+line, and ``check``, the kernels' parity suite on the user's own machine.
 
 A user error (bad argument, missing or corrupt file) prints one line, ``attnfast <command>:
 error: ...``, and exits with status 2; ``--help`` on each command lists its options.
@@ -17,16 +18,19 @@ COMMANDS = {
     "train": ("attnfast.cli.train", "train the SHA-RNN byte-level language model (DDP/FSDP2 under torchrun)"),
     "eval": ("attnfast.cli.evaluate", "bits per character of a checkpoint on the valid or test split"),
     "sample": ("attnfast.cli.sample", "generate text from a checkpoint"),
-    "inspect": ("attnfast.cli.inspect", "look inside a checkpoint"),
+    "inspect": ("attnfast.cli.inspect", "attention maps and the sequential Jacobian of a passage, as pictures"),
+    "check": ("attnfast.check", "every op on every available backend against the reference (parity table)"),
 }
 USAGE_ERROR = 2
-DESCRIPTION = """SHA-RNN byte-level language model: train, evaluate, sample, inspect.
+DESCRIPTION = """SHA-RNN byte-level language model: train, evaluate, sample, inspect; and check the kernels.
 
 examples:
   python -m attnfast train --preset tiny --steps 2000 --out runs/tiny
   torchrun --nproc_per_node=2 -m attnfast train --preset tiny --steps 2000 --out runs/ddp
   python -m attnfast eval --checkpoint runs/tiny --split test
-  python -m attnfast sample --checkpoint runs/tiny --prompt "def " --length 200"""
+  python -m attnfast sample --checkpoint runs/tiny --prompt "def " --length 200
+  python -m attnfast inspect --checkpoint runs/tiny --out runs/tiny/inspect
+  python -m attnfast check --quick"""
 
 
 def _command_module(name: str):

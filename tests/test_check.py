@@ -71,3 +71,19 @@ def test_an_op_without_samples_fails(tmp_path, monkeypatch):
 def test_unknown_op_is_a_clear_error(tmp_path, capsys):
     assert check.main(["--op", "nope", "--json", str(tmp_path / "x.json")]) == 2
     assert "unknown op 'nope'" in capsys.readouterr().err
+
+
+def test_the_command_line(tmp_path):
+    import subprocess
+    import sys
+
+    require_backend("cpu")
+    out = tmp_path / "check.json"
+    proc = subprocess.run([sys.executable, "-m", "attnfast", "check", "--quick", "--op", "memory_read",
+                           "--backend", "cpu", "--json", str(out)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 passed, 0 failed" in proc.stdout and json.loads(out.read_text())["results"]
+    bad = subprocess.run([sys.executable, "-m", "attnfast", "check", "--op", "nope"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert bad.returncode == 2 and "unknown op 'nope'" in bad.stderr
