@@ -342,8 +342,9 @@ class Breakdown:
         self._sync()
         self.bwd[kind] += time.perf_counter() - self._node_t0
 
-    def run(self, steps: int) -> list[dict]:
-        """``steps`` hooked training steps; per step: seconds per kind and phase."""
+    def run(self, steps: int, good_s: float | None = None) -> list[dict]:
+        """Up to ``steps`` hooked training steps, stopping at the first one that takes at most
+        ``good_s`` (one not slowed by other processes); per step: seconds per kind and phase."""
         out = []
         try:
             for _ in range(steps):
@@ -358,6 +359,8 @@ class Breakdown:
                 kinds["other"] = step - sum(v for k, v in kinds.items() if k != "other")
                 out.append({"step_s": step, "phases_s": phases, "kinds_s": kinds,
                             "fwd_s": dict(self.fwd), "bwd_s": dict(self.bwd)})
+                if good_s is not None and step <= good_s:
+                    break
         finally:
             for h in self._handles:
                 h.remove()
@@ -366,9 +369,9 @@ class Breakdown:
 
 
 def summarize_breakdown(steps: list[dict], flops: dict) -> dict:
-    """The hooked step of median length (the lower middle one for an even count), whole: its
-    parts add up to its total."""
-    step = sorted(steps, key=lambda s: s["step_s"])[(len(steps) - 1) // 2]
+    """The shortest hooked step (the one least disturbed by other processes on a shared
+    machine), whole: its parts add up to its total."""
+    step = min(steps, key=lambda s: s["step_s"])
     kinds = {}
     for k in KINDS:
         total = step["kinds_s"][k]
@@ -471,7 +474,9 @@ def run_case(size: Size, dtype_name: str, dropout: float, impls: list[str], devi
                 log(f"WARNING: {impl}'s first loss {loss:.6f} differs from {want:.6f} (rel tol {tol})")
 
     rows = []
-    warmup = args.warmup if args.warmup is not None else 1
+    # The first step above warms every model up (AdamW state, allocations); at tiny size one more
+    # untimed round, at the larger sizes (seconds a step) none.
+    warmup = args.warmup if args.warmup is not None else (1 if size.name == "tiny" else 0)
     reps = args.reps or (3 if args.quick else 5)
     if size.name != "tiny" and args.reps is None:
         reps = 3
@@ -506,8 +511,9 @@ def run_case(size: Size, dtype_name: str, dropout: float, impls: list[str], devi
             if eager_by[impl]["timing"]["median_ms"] > args.extra_step_max_s * 1e3:
                 log(f"  breakdown of {impl} skipped: step > {args.extra_step_max_s:.0f} s")
                 continue
-            steps = Breakdown(tr).run(args.breakdown_steps
-                                      or (3 if size.name == "tiny" and not args.quick else 1))
+            # Hooked steps until one is within 25% of the timed median (at most 3; 1 under --quick).
+            steps = Breakdown(tr).run(args.breakdown_steps or (1 if args.quick else 3),
+                                      good_s=1.25 * eager_by[impl]["timing"]["median_ms"] / 1e3)
             bd = summarize_breakdown(steps, flops)
             bd.update(label, impl=impl, timed_step_ms=eager_by[impl]["timing"]["median_ms"])
             breakdowns.append(bd)
@@ -682,6 +688,9 @@ def main(argv=None) -> int:
     p.add_argument("--d-model", type=int, default=None)
     p.add_argument("--d-ff", type=int, default=None)
     p.add_argument("--layers", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads (default: torch's, every core); %% peak is then "
+                        "against that many cores' share of the peak")
     p.add_argument("--no-compile", action="store_true", help="leave out torch.compile (off under --quick)")
     p.add_argument("--compile", action="store_true", help="time torch.compile under --quick too")
     p.add_argument("--compile-limit", type=int, default=4,
@@ -689,7 +698,8 @@ def main(argv=None) -> int:
     p.add_argument("--compile-warmup", type=int, default=2, help="untimed compiled steps")
     p.add_argument("--compile-reps", type=int, default=None, help="timed compiled (and eager) steps")
     p.add_argument("--no-breakdown", action="store_true", help="leave out the per-layer breakdown")
-    p.add_argument("--breakdown-steps", type=int, default=None)
+    p.add_argument("--breakdown-steps", type=int, default=None,
+                   help="most hooked steps per breakdown (default 3, --quick 1)")
     p.add_argument("--no-memory", action="store_true", help="leave out the peak-memory step")
     p.add_argument("--extra-step-max-s", type=float, default=60.0,
                    help="skip the memory and breakdown steps of rows slower than this")
@@ -700,13 +710,22 @@ def main(argv=None) -> int:
         args.no_compile = True
 
     device = harness.resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dtypes = args.dtype or ["fp32", "bf16"]
     dropouts = args.dropout if args.dropout is not None else [0.1, 0.0]
     impls = args.impl or list(IMPLS)
     sizes = parse_sizes(args)
     t0 = time.perf_counter()
-    peak_record = _peak.peak(device, refresh=args.refresh_peak, quick=args.quick)
+    peak_record = dict(_peak.peak(device, refresh=args.refresh_peak, quick=args.quick))
     env = harness.environment(device)
+    if device.type == "cpu" and env["torch_threads"] < env["cpu_cores"]:
+        # The FMA loop ran on every core: the peak of the threads used is their share.
+        share = env["torch_threads"] / env["cpu_cores"]
+        for k in ("fp32_gflops", "bf16_gflops", "fp16_gflops"):
+            if peak_record.get(k):
+                peak_record[k] *= share
+        peak_record["scaled_to_threads"] = env["torch_threads"]
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
 
     roofs = {d: gemm_roof(harness.DTYPES[d], device, 1024 if args.quick else 2048) for d in dtypes}
@@ -725,7 +744,8 @@ def main(argv=None) -> int:
                        f"layers, T {s.seq_len}, B {s.batch}, memory {s.max_memory}" for s in sizes)
     gemms = ", ".join(f"{d} {v:.0f}" for d, v in roofs.items())
     title = (f"SHA-RNN training step (fwd + bwd + AdamW) on {env['gpu'] or env['cpu']} "
-             f"({env['cpu_cores']} cores); {shapes}; physical peak GFLOP/s: {peaks}; torch.mm "
+             f"({env['cpu_cores']} cores, {env['torch_threads']} threads); {shapes}; physical peak "
+             f"GFLOP/s: {peaks}; torch.mm "
              f"GFLOP/s (the % gemm roof): {gemms}; torch "
              f"{env['torch']}, commit {str(env['git']['commit'])[:10]}"
              f"{' (dirty)' if env['git']['dirty'] else ''}, load avg {env['load_avg_1min']}")
@@ -741,8 +761,8 @@ def main(argv=None) -> int:
     if bds:
         harness.print_table(breakdown_table(bds), ["size", "dtype", "dropout", "impl", "kind", "fwd ms",
                                                    "bwd ms", "total ms", "% step", "GFLOP/s"],
-                            title="Where the step's time goes (one hooked eager step per row; median of "
-                                  "the hooked steps)")
+                            title="Where the step's time goes (eager; the shortest of up to 3 hooked steps, "
+                                  "stopping at one within 25% of the timed median)")
         for line in lstm_summary(bds):
             print(line)
     load = _peak._load_avg()
