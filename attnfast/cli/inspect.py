@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from attnfast.cli import CLIError
 from attnfast.dispatch import BACKENDS, BackendUnavailable, default_backend
 from attnfast.models.sharnn import SHARNN, SHARNNState
-from attnfast.nn.attention import SingleHeadAttention
+from attnfast.nn.attention import SingleHeadAttention, memory_kept
 from attnfast.nn.boom import Boom
 
 DEFAULT_LENGTH = 128
@@ -109,8 +109,10 @@ def trim_memory(state: SHARNNState | None, length: int, max_memory: int) -> SHAR
     first means every prefix of the passage sees the same memory as the whole passage does."""
     if state is None:
         return None
-    keep = max(max_memory - length, 0)
-    mems = [None if m is None or keep == 0 else m[max(m.shape[0] - keep, 0):] for m in state.mems]
+    mems = []
+    for m in state.mems:
+        keep = 0 if m is None else memory_kept(m.shape[0], length, max_memory)
+        mems.append(None if keep == 0 else m[m.shape[0] - keep:])
     return SHARNNState(list(state.hidden), mems)
 
 

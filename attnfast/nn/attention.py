@@ -49,6 +49,13 @@ class Overparam(nn.Module):
         return torch.sigmoid(f) * torch.tanh(c)
 
 
+def memory_kept(memory_len: int, t: int, max_memory: int) -> int:
+    """How many of the latest ``memory_len`` memory positions a segment of ``t`` queries
+    attends: SHA-RNN's model-level trim ``mems[-(max_memory - T):]`` (none when
+    T >= max_memory), so memory plus segment never exceed ``max_memory`` keys."""
+    return min(max(max_memory - t, 0), memory_len)
+
+
 def _gelu_sigmoid(x: torch.Tensor) -> torch.Tensor:
     return x * torch.sigmoid(1.702 * x)
 
@@ -159,9 +166,8 @@ class SingleHeadAttention(nn.Module):
         t = x.shape[1 - bd]
         if memory is not None:
             self._check("memory", memory, x.shape[bd], bd)
-            keep = max(self.max_memory - t, 0)  # SHA-RNN's model-level trim: mems[-(max - T):]
-            memory = memory.narrow(1 - bd, memory.shape[1 - bd] - min(keep, memory.shape[1 - bd]),
-                                   min(keep, memory.shape[1 - bd]))
+            keep = memory_kept(memory.shape[1 - bd], t, self.max_memory)
+            memory = memory.narrow(1 - bd, memory.shape[1 - bd] - keep, keep)
             big = torch.cat([memory.to(kv.dtype), kv], dim=1 - bd)
         else:
             big = kv
