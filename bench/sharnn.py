@@ -39,6 +39,8 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import os
+import statistics
 import math
 import sys
 import time
@@ -342,24 +344,29 @@ class Breakdown:
         self._sync()
         self.bwd[kind] += time.perf_counter() - self._node_t0
 
-    def run(self, steps: int, good_s: float | None = None) -> list[dict]:
-        """Up to ``steps`` hooked training steps, stopping at the first one that takes at most
-        ``good_s`` (one not slowed by other processes); per step: seconds per kind and phase."""
+    def run(self, steps: int, good_s: float | None = None, max_others: float = 0.2,
+            wait_s: float = 0.0) -> list[dict]:
+        """Up to ``steps`` hooked training steps, stopping at the first one that is quiet
+        (:class:`OthersCPU`) or takes at most ``good_s``; per step: seconds per kind and phase."""
         out = []
         try:
             for _ in range(steps):
                 self.fwd.clear()
                 self.bwd.clear()
                 phases = {}
-                self.trainer.step(timer=phases)
+                if wait_s > 0:
+                    wait_quiet(max_others, wait_s)
+                with OthersCPU() as oc:
+                    self.trainer.step(timer=phases)
                 self._tagged.clear()
                 kinds = {k: self.fwd.get(k, 0.0) + self.bwd.get(k, 0.0) for k in KINDS}
                 kinds["optimizer"] = phases["opt"]
                 step = phases["fwd"] + phases["bwd"] + phases["opt"]
                 kinds["other"] = step - sum(v for k, v in kinds.items() if k != "other")
                 out.append({"step_s": step, "phases_s": phases, "kinds_s": kinds,
-                            "fwd_s": dict(self.fwd), "bwd_s": dict(self.bwd)})
-                if good_s is not None and step <= good_s:
+                            "fwd_s": dict(self.fwd), "bwd_s": dict(self.bwd),
+                            "others_cores": oc.cores()})
+                if (good_s is not None and step <= good_s) or oc.disturbed(max_others) is False:
                     break
         finally:
             for h in self._handles:
@@ -379,25 +386,119 @@ def summarize_breakdown(steps: list[dict], flops: dict) -> dict:
                     "total_s": total, "share": total / step["step_s"] if step["step_s"] else None,
                     "gflops": harness.gflops(flops.get(k), total * 1e3) if k in flops else None}
     return {"steps": len(steps), "step_s": step["step_s"], "phases_s": step["phases_s"],
+            "others_cores": step["others_cores"],
             "all_steps_s": [s["step_s"] for s in steps], "kinds": kinds}
 
 
 # ---- timing --------------------------------------------------------------------------------
 
-def round_robin(calls: dict, device, warmup: int, reps: int, log=None) -> dict:
-    """Median timings of callables timed in turns (one call of each per round), so that load
-    from other processes on a shared machine hits every contender alike. Warm-up wall times are
-    returned too (compilation shows there)."""
-    times = {name: [] for name in calls}
+class OthersCPU:
+    """CPU time used by *other* processes while a call ran, in cores (Linux /proc; None
+    elsewhere): busy jiffies of the whole machine minus this process's. On this shared 2-core
+    machine a step that another process cut into can take 10x longer (the OpenMP threads of the
+    LSTM's 2 x T time steps wait for a descheduled partner at every barrier), so each timed step
+    is labelled quiet or disturbed and the medians are of the quiet steps."""
+
+    HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    @staticmethod
+    def _busy() -> int:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+        return sum(v) - v[3] - v[4]  # all but idle and iowait
+
+    @staticmethod
+    def _own() -> int:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime of every thread
+
+    def __enter__(self):
+        try:
+            self.b0, self.s0 = self._busy(), self._own()
+        except OSError:
+            self.b0 = None
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self.t0
+        self.jiffies = None
+        if self.b0 is not None:
+            self.jiffies = max(0, (self._busy() - self.b0) - (self._own() - self.s0))
+        return False
+
+    def disturbed(self, max_cores: float) -> bool | None:
+        """Whether the others used more than ``max_cores`` on average (2 ticks of slack for the
+        10 ms resolution)."""
+        if self.jiffies is None:
+            return None
+        return self.jiffies > max(2, max_cores * self.wall * self.HZ)
+
+    def cores(self) -> float | None:
+        return None if self.jiffies is None else self.jiffies / self.HZ / max(self.wall, 1e-9)
+
+
+def wait_quiet(max_others: float, max_wait_s: float, probe_s: float = 1.0) -> float:
+    """Sleep until other processes use at most ``max_others`` cores over a ``probe_s`` probe, or
+    ``max_wait_s`` have passed; returns the seconds waited. Starting a step while another
+    process holds a core mostly buys a disturbed step ten times longer than a quiet one."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < max_wait_s:
+        with OthersCPU() as oc:
+            time.sleep(probe_s)
+        if oc.jiffies is None or oc.cores() <= max_others:
+            break
+    return time.perf_counter() - t0
+
+
+def round_robin(calls: dict, device, warmup: int, reps: int, log=None, *,
+                max_others: float = 0.2, max_rounds: int | None = None,
+                wait_s: float = 0.0) -> dict:
+    """Timings of callables timed in turns (one call of each per round), so that load from other
+    processes on a shared machine hits every contender alike. Each timed call is quiet or
+    disturbed (:class:`OthersCPU`: others used more than ``max_others`` cores); rounds go on
+    until every contender has ``reps`` quiet calls or ``max_rounds`` (default 2 x reps) timed
+    rounds were run. The reported timing is the median of the quiet calls (of all calls when
+    a contender got none). Before each timed call, :func:`wait_quiet` waits up to ``wait_s``.
+    Warm-up wall times are returned too (compilation shows there)."""
+    max_rounds = max(reps, max_rounds if max_rounds is not None else 2 * reps)
+    every = {name: [] for name in calls}
+    quiet = {name: [] for name in calls}
     warm = {name: [] for name in calls}
-    for rnd in range(warmup + reps):
+    rnd = 0
+    while rnd < warmup + max_rounds:
+        if rnd >= warmup + reps and all(len(q) >= reps for q in quiet.values()):
+            break
         for name, call in calls.items():
-            t = harness.time_fn(call, device, warmup=0, reps=1).median_ms
-            (warm if rnd < warmup else times)[name].append(t)
+            if wait_s > 0 and rnd >= warmup:
+                wait_quiet(max_others, wait_s)
+            harness.synchronize(device)
+            with OthersCPU() as oc:
+                call()
+                harness.synchronize(device)
+            ms = oc.wall * 1e3
+            if rnd < warmup:
+                warm[name].append(ms)
+            else:
+                every[name].append(ms)
+                if not oc.disturbed(max_others):
+                    quiet[name].append(ms)
             if log:
-                log(f"  {'warm' if rnd < warmup else 'rep'} {rnd}: {name} {t:.0f} ms")
-    return {name: (harness.summarize(times[name]) if times[name] else None, warm[name])
-            for name in calls}
+                others = oc.cores()
+                log(f"  {'warm' if rnd < warmup else 'rep'} {rnd}: {name} {ms:.0f} ms"
+                    + ("" if others is None else f" (others {others:.2f} cores)"))
+        rnd += 1
+    out = {}
+    for name in calls:
+        if not every[name]:
+            out[name] = (None, warm[name], None)
+            continue
+        t = harness.summarize(quiet[name] or every[name])
+        out[name] = (t, warm[name], {"quiet": len(quiet[name]), "all": len(every[name]),
+                                     "all_median_ms": statistics.median(every[name]),
+                                     "all_ms": every[name]})
+    return out
 
 
 class _LimitHits(logging.Handler):
@@ -480,9 +581,10 @@ def run_case(size: Size, dtype_name: str, dropout: float, impls: list[str], devi
     reps = args.reps or (3 if args.quick else 5)
     if size.name != "tiny" and args.reps is None:
         reps = 3
-    res = round_robin({impl: tr.step for impl, tr in trainers.items()}, device, warmup, reps, log)
-    for impl, (t, _) in res.items():
-        rows.append(dict(**label, mode="eager", impl=impl, timing=t.as_dict(),
+    res = round_robin({impl: tr.step for impl, tr in trainers.items()}, device, warmup, reps, log,
+                      max_others=args.max_others, max_rounds=args.max_rounds, wait_s=args.wait_quiet)
+    for impl, (t, _, q) in res.items():
+        rows.append(dict(**label, mode="eager", impl=impl, timing=t.as_dict(), quiet=q,
                          tokens_per_s=tokens_per_step / (t.median_ms / 1e3),
                          gflops=harness.gflops(step_flop, t.median_ms), peak_gflops=peak,
                          first_loss=first_loss[impl], loss_ok=loss_ok[impl], step_flop=step_flop,
@@ -513,7 +615,8 @@ def run_case(size: Size, dtype_name: str, dropout: float, impls: list[str], devi
                 continue
             # Hooked steps until one is within 25% of the timed median (at most 3; 1 under --quick).
             steps = Breakdown(tr).run(args.breakdown_steps or (1 if args.quick else 3),
-                                      good_s=1.25 * eager_by[impl]["timing"]["median_ms"] / 1e3)
+                                      good_s=1.25 * eager_by[impl]["timing"]["median_ms"] / 1e3,
+                                      max_others=args.max_others, wait_s=args.wait_quiet)
             bd = summarize_breakdown(steps, flops)
             bd.update(label, impl=impl, timed_step_ms=eager_by[impl]["timing"]["median_ms"])
             breakdowns.append(bd)
@@ -543,7 +646,9 @@ def compile_rows(trainers, label, device, args, tokens_per_step, step_flop, peak
             after_warm = dynamo_counts(hits)
             res = round_robin({"compile": functools.partial(tr.step, compiled=True),
                                "eager": tr.step}, device, 0, args.compile_reps or
-                              (3 if label["size"] != "tiny" else 5), log)
+                              (3 if label["size"] != "tiny" else 5), log,
+                              max_others=args.max_others, max_rounds=args.max_rounds,
+                              wait_s=args.wait_quiet)
             error = None
         except Exception as exc:  # a compile failure is a result, not a crash of the benchmark
             lines = str(exc).splitlines() or [""]
@@ -558,8 +663,8 @@ def compile_rows(trainers, label, device, args, tokens_per_step, step_flop, peak
                    step_flop=step_flop, keys=keys, timing=None, tokens_per_s=None, gflops=None,
                    paired_eager_ms=None, first_loss=None)
         if res is not None:
-            t, _ = res["compile"]
-            row.update(timing=t.as_dict(), tokens_per_s=tokens_per_step / (t.median_ms / 1e3),
+            t, _, q = res["compile"]
+            row.update(timing=t.as_dict(), quiet=q, tokens_per_s=tokens_per_step / (t.median_ms / 1e3),
                        gflops=harness.gflops(step_flop, t.median_ms),
                        paired_eager_ms=res["eager"][0].median_ms,
                        recompiled_while_timed=(final["frames_compiled"] > after_warm["frames_compiled"]))
@@ -584,7 +689,7 @@ def add_ratios(rows: list[dict]) -> None:
         r["pct_of_gemm"] = 100.0 * r["gflops"] / roof if r["gflops"] and roof else None
 
 
-COLUMNS = ["size", "dtype", "dropout", "mode", "impl", "step ms (p10-p90)", "tokens/s",
+COLUMNS = ["size", "dtype", "dropout", "mode", "impl", "step ms (p10-p90)", "quiet/all", "tokens/s",
            "x reference", "x original", "x eager", "GFLOP/s", "% peak", "% gemm", "step mem MiB", "loss@1"]
 
 
@@ -598,6 +703,7 @@ def table_rows(rows):
             "impl": r["impl"],
             "step ms (p10-p90)": (f"{t['median_ms']:.0f} ({t['p10_ms']:.0f}-{t['p90_ms']:.0f})" if t
                                   else f"failed: {r.get('error')}"),
+            "quiet/all": f"{r['quiet']['quiet']}/{r['quiet']['all']}" if r.get("quiet") else "-",
             "tokens/s": f(r["tokens_per_s"], ".0f"),
             "x reference": f(r["vs_reference"]), "x original": f(r["vs_original"]),
             "x eager": f(r["vs_eager"]), "GFLOP/s": f(r["gflops"], ".1f"),
@@ -637,6 +743,8 @@ def breakdown_table(bds):
         out.append({"size": bd["size"], "dtype": bd["dtype"], "dropout": f"{bd['dropout']:g}",
                     "impl": bd["impl"], "kind": "= step (hooked)",
                     "total ms": f"{bd['step_s'] * 1e3:.0f}",
+                    "GFLOP/s": ("" if bd.get("others_cores") is None
+                                else f"others {bd['others_cores']:.2f} cores"),
                     "% step": f"timed {bd['timed_step_ms']:.0f} ms"})
     return out
 
@@ -697,6 +805,14 @@ def main(argv=None) -> int:
                    help="dynamo recompile limit per function (past it torch runs that frame eager)")
     p.add_argument("--compile-warmup", type=int, default=2, help="untimed compiled steps")
     p.add_argument("--compile-reps", type=int, default=None, help="timed compiled (and eager) steps")
+    p.add_argument("--max-others", type=float, default=0.2,
+                   help="a timed step is disturbed when other processes used more than this many "
+                        "cores meanwhile (medians are of the quiet steps)")
+    p.add_argument("--max-rounds", type=int, default=None,
+                   help="most timed rounds while waiting for quiet steps (default 2 x reps)")
+    p.add_argument("--wait-quiet", type=float, default=None,
+                   help="before each timed step, wait up to this many seconds for the other "
+                        "processes to use <= --max-others cores (default 60; --quick: 0)")
     p.add_argument("--no-breakdown", action="store_true", help="leave out the per-layer breakdown")
     p.add_argument("--breakdown-steps", type=int, default=None,
                    help="most hooked steps per breakdown (default 3, --quick 1)")
@@ -708,6 +824,10 @@ def main(argv=None) -> int:
         print(f"bench.sharnn: ignoring {' '.join(unknown)}", file=sys.stderr)
     if args.quick and not args.compile:
         args.no_compile = True
+    if args.wait_quiet is None:
+        args.wait_quiet = 0.0 if args.quick else 60.0
+    if args.quick and args.max_rounds is None:
+        args.max_rounds = args.reps or 3  # a smoke run: no extra rounds waiting for quiet steps
 
     device = harness.resolve_device(args.device)
     if args.threads:
@@ -750,9 +870,14 @@ def main(argv=None) -> int:
              f"{env['torch']}, commit {str(env['git']['commit'])[:10]}"
              f"{' (dirty)' if env['git']['dirty'] else ''}, load avg {env['load_avg_1min']}")
     harness.print_table(table_rows(rows), COLUMNS, title=title)
+    print(f"(step ms: median of the quiet steps -- other processes used <= {args.max_others} cores "
+          "meanwhile -- or of all when none was quiet; quiet/all: their count)")
     print("(x reference / x original: tokens/s against that model in the same case and mode; x eager: "
           "compiled against the same model's eager steps timed in turns with it; loss@1: first step "
           "from the shared weights, equal across models at dropout 0)")
+    if device.type == "cpu" and "amx_bf16" in _peak.cpu_flags() and "bf16" in dtypes:
+        print("(this CPU has AMX: torch's bf16 GEMMs (oneDNN) run on it, above the bf16 'physical "
+              "peak' of bench/peak, which is the AVX-512 vdpbf16ps loop; for bf16 read % gemm)")
     if any(r["mode"] == "compile" for r in rows):
         harness.print_table(compile_table(rows), ["size", "dtype", "dropout", "impl", "warm-up + timing s",
                                                   "frames compiled (after warm-up)", "graphs", "graph breaks",
