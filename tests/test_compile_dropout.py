@@ -315,3 +315,17 @@ def test_seed_saved_for_backward_as_tensor():
     assert_parity(y, yr)
     assert_parity(x.grad, xr.grad, atol=1e-4, rtol=1e-4)
     assert_parity(w.grad, wr.grad, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "simt", "triton"])
+def test_opcheck_transposed_inputs_with_dropout(backend):
+    """Fake kernels against the real ops for (T, B, D) views seen as (B, T, D) -- SHA-RNN's
+    layout: the backward's gradients are contiguous in every backend, so the fake's must be."""
+    _require(backend)
+    fwd, bwd = _attention_op(backend)
+    q, k, v = (torch.randn(7, 2, 8).transpose(0, 1) for _ in range(3))
+    seed = seed_ops.seed_tensor(2**64 - 3)
+    torch.library.opcheck(fwd, (q, k, v, None, True, 0.3, 0.2, seed))
+    out, lse = fwd(q, k, v, None, True, 0.3, 0.2, seed)
+    torch.library.opcheck(bwd, (torch.randn_like(out), q, k, v, out, lse, None, True, 0.3, 0.2,
+                                seed, True))

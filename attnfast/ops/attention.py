@@ -145,7 +145,9 @@ def _fake_forward(q, k, v, bias, causal, scale, dropout_p, seed):
 
 def _fake_backward(grad_out, q, k, v, out, lse, bias, causal, scale, dropout_p, seed, deterministic):
     seed_ops.check_seed_tensor(seed, "attention_backward: seed")
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    # Contiguous, as every backend returns them (empty_like would copy the strides of a
+    # transposed q, and inductor checks the real strides against these).
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
 def _deterministic_default() -> bool:
