@@ -14,6 +14,7 @@ The bias gets no gradient from the compiled backends (it is a mask).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import torch
@@ -244,6 +245,7 @@ def _compiled_refuses(backend: str, key: str):
     return refuses
 
 
+@functools.cache
 def _triton_attention_import_error() -> str | None:
     try:
         import triton_kernels.attention  # noqa: F401
@@ -252,14 +254,16 @@ def _triton_attention_import_error() -> str | None:
     return None
 
 
-_TRITON_IMPORT_ERROR: list = []  # memo of _triton_attention_import_error (filled on first use)
+# Fixed for the process. Called as a constant under torch.compile: a memo filled while dynamo
+# traces the first call would be a guarded mutation, and the second call would recompile.
+@torch.compiler.assume_constant_result
+def _triton_import_error() -> str | None:
+    return _triton_attention_import_error()
 
 
 def _triton_refuses(inp: AttentionInputs) -> list[str]:
     reasons = device_reasons(inp, "triton", KERNEL_DTYPES)
-    if not _TRITON_IMPORT_ERROR:
-        _TRITON_IMPORT_ERROR.append(_triton_attention_import_error())
-    err = _TRITON_IMPORT_ERROR[0]
+    err = _triton_import_error()
     if err:
         reasons.append(err)
     return reasons
