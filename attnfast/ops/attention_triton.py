@@ -20,7 +20,8 @@ BACKWARD_TRITON = "attnfast::attention_backward_triton"
 @torch.library.custom_op(FORWARD_TRITON, mutates_args=())
 def attention_forward_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                              bias: torch.Tensor | None, causal: bool, scale: float,
-                             dropout_p: float, seed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                             dropout_p: float, seed: torch.Tensor
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
     from triton_kernels import attention as tk
 
     # Custom ops run eagerly: reading the seed here is no graph break.

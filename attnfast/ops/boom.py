@@ -2,8 +2,9 @@
 
 All compiled backends share one contract (csrc/schemas.cpp): ``boom_forward(x2d, weight, bias,
 activation, chunk_width, dropout_p, seed, save_preact) -> (out, preact)``, the seed a 0-dim
-int64 CPU tensor (attnfast/ops/seed.py). With shortcut the chunk width is d_model; without it the chunk width is d_ff (one chunk: a fused
-linear + activation + dropout) and the down projection runs in torch.
+int64 CPU tensor (attnfast/ops/seed.py). With shortcut the chunk width is d_model; without it
+the chunk width is d_ff (one chunk: a fused linear + activation + dropout) and the down
+projection runs in torch.
 """
 from __future__ import annotations
 

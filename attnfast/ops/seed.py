@@ -52,13 +52,17 @@ def check_seed_tensor(seed, where: str = "seed") -> None:
     """Raises ValueError unless ``seed`` is a one-element int64 CPU tensor (metadata only, so
     it traces without a graph break)."""
     if not isinstance(seed, torch.Tensor):
-        raise ValueError(f"{where} must be a one-element int64 CPU tensor, got {type(seed).__name__}")
+        raise ValueError(f"{where} must be a one-element int64 CPU tensor, "
+                         f"got {type(seed).__name__}")
     if seed.dtype != torch.int64:
-        raise ValueError(f"{where} must be an int64 tensor (the 64-bit Philox key), got {seed.dtype}")
+        raise ValueError(f"{where} must be an int64 tensor (the 64-bit Philox key), "
+                         f"got {seed.dtype}")
     if seed.numel() != 1:
-        raise ValueError(f"{where} must have one element (a 0-dim tensor), got shape {tuple(seed.shape)}")
+        raise ValueError(f"{where} must have one element (a 0-dim tensor), "
+                         f"got shape {tuple(seed.shape)}")
     if seed.device.type != "cpu":
-        raise ValueError(f"{where} must be a CPU tensor (it is read on the host), got device {seed.device}")
+        raise ValueError(f"{where} must be a CPU tensor (it is read on the host), "
+                         f"got device {seed.device}")
 
 
 def seed_tensor(seed) -> torch.Tensor:

@@ -15,7 +15,8 @@ namespace checks {
 
 // Checks `seed` (op names the op in the error) and returns the Philox key.
 inline uint64_t dropout_seed(const at::Tensor& seed, const char* op) {
-  TORCH_CHECK(seed.defined(), op, ": seed must be a one-element int64 CPU tensor, got an undefined tensor");
+  TORCH_CHECK(seed.defined(), op,
+              ": seed must be a one-element int64 CPU tensor, got an undefined tensor");
   TORCH_CHECK(seed.scalar_type() == at::kLong, op,
               ": seed must be an int64 tensor (the 64-bit Philox key), got ", seed.scalar_type());
   TORCH_CHECK(seed.numel() == 1, op, ": seed must have one element (a 0-dim tensor), got shape ",
