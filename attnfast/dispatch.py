@@ -80,6 +80,15 @@ def _compute_status() -> dict[str, str | None]:
     return status
 
 
+# What dispatch reads under torch.compile: a constant per backend. Dynamo evaluates it instead of
+# tracing backend_status(), whose first call fills _STATUS -- traced, that is a mutation dynamo
+# guards on (`_STATUS is None`), and the second call of a compiled function would recompile.
+@torch.compiler.assume_constant_result
+def unavailable_reason(backend: str) -> str | None:
+    """None if ``backend`` can run in this process, else why not (``backend_status()[backend]``)."""
+    return backend_status()[backend]
+
+
 def backends() -> dict[str, str | None]:
     """Which backends can run in this process: name -> None if available, else why not."""
     return dict(backend_status())
@@ -132,7 +141,7 @@ class Op:
     def reasons(self, backend: str, inp) -> list[str]:
         if backend not in self.implementations:
             return [f"{self.name} has no {backend} implementation"]
-        status = backend_status()[backend]
+        status = unavailable_reason(backend)
         if status is not None:
             return [status]
         return self.implementations[backend].refuses(inp)

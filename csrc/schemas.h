@@ -4,6 +4,9 @@
 // TORCH_LIBRARY_IMPL(attnfast, CPU|CUDA, m) next to their code; Python registers the fake (meta)
 // kernels and autograd formulas in attnfast/ops/. Integer enums in the schemas:
 //   activation: 0 gelu_sigmoid, 1 gelu (erf), 2 gelu_tanh, 3 relu   (csrc/common/activations.h)
+// Dropout seeds are tensors: `Tensor seed` is a one-element int64 CPU tensor holding the 64-bit
+// Philox key's bit pattern (csrc/checks/seed.h, attnfast/ops/seed.py), so torch.compile traces
+// it as a value rather than guarding on it; ignored when dropout_p is 0.
 #pragma once
 #include <cstddef>
 
@@ -16,11 +19,11 @@ inline constexpr const char* kBoom[] = {
   // out (N, C) = sum over j < F // C of dropout(act(x W^T + b))[:, j C : (j + 1) C].
   // preact (N, (F // C) * C) = x W^T + b when save_preact, else an empty (0,) tensor.
   "boom_forward(Tensor x, Tensor weight, Tensor? bias, int activation, int chunk_width, "
-      "float dropout_p, int seed, bool save_preact) -> (Tensor out, Tensor preact)",
+      "float dropout_p, Tensor seed, bool save_preact) -> (Tensor out, Tensor preact)",
   // Gradients of boom_forward from the saved pre-activation: (grad_x, grad_weight, grad_bias);
   // grad_bias is an empty (0,) tensor when has_bias is false.
   "boom_backward(Tensor grad_out, Tensor x, Tensor weight, Tensor preact, bool has_bias, "
-      "int activation, int chunk_width, float dropout_p, int seed) "
+      "int activation, int chunk_width, float dropout_p, Tensor seed) "
       "-> (Tensor grad_x, Tensor grad_weight, Tensor grad_bias)",
 };
 
@@ -35,12 +38,12 @@ inline constexpr const char* kAttention[] = {
   // and gradients are 0). Dropout: Philox (csrc/common/philox.h) at counter index
   // (b * Lq + i) * Lk + j of the (B, Lq, Lk) weight matrix.
   "attention_forward(Tensor q, Tensor k, Tensor v, Tensor? bias, bool causal, float scale, "
-      "float dropout_p, int seed) -> (Tensor out, Tensor lse)",
+      "float dropout_p, Tensor seed) -> (Tensor out, Tensor lse)",
   // Flash-style backward: P recomputed from q, k, lse; D_i = rowsum(dO * O) in fp32. No
   // gradient for bias. deterministic=True: bitwise repeatable (no atomics); the CPU kernels are
   // always deterministic.
   "attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
-      "Tensor? bias, bool causal, float scale, float dropout_p, int seed, bool deterministic) "
+      "Tensor? bias, bool causal, float scale, float dropout_p, Tensor seed, bool deterministic) "
       "-> (Tensor grad_q, Tensor grad_k, Tensor grad_v)",
 };
 

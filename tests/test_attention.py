@@ -16,6 +16,7 @@ import torch.nn.functional as F
 import attnfast
 from attnfast import reference
 from attnfast.ops import attention as attn_ops
+from attnfast.ops.seed import NO_SEED, seed_tensor
 from conftest import assert_parity, device_for, require_backend
 
 # "simt": the CUDA kernels run on the CPU by the SIMT host harness (csrc/simt/).
@@ -27,7 +28,7 @@ def require(backend):
     """Skip (with the dispatcher's reasons) when ``backend`` cannot run attention here."""
     require_backend(backend)
     q = torch.zeros(1, 1, 8, device=device_for(backend))
-    probe = attn_ops.AttentionInputs(q, q, q, None, False, 1.0, 0.0, 0, False)
+    probe = attn_ops.AttentionInputs(q, q, q, None, False, 1.0, 0.0, NO_SEED, False)
     reasons = attn_ops.ATTENTION.reasons(backend, probe)
     if reasons:
         pytest.skip(f"backend {backend!r} cannot run attention: {'; '.join(reasons)}")
@@ -441,13 +442,15 @@ def test_opcheck(backend, strategy, monkeypatch):
     dev = device_for(backend)
     q, k, v = (t.requires_grad_(True) for t in make_qkv(2, 9, 13, 8, device=dev))
     pad = torch.zeros(2, 1, 13, device=dev).masked_fill(torch.rand(2, 1, 13, device=dev) > 0.7, float("-inf"))
-    for args in [(q, k, v, None, False, 0.3, 0.0, 0),
-                 (q, k, v, pad.expand(2, 9, 13), True, 0.25, 0.2, 11)]:
+    for args in [(q, k, v, None, False, 0.3, 0.0, NO_SEED),
+                 (q, k, v, pad.expand(2, 9, 13), True, 0.25, 0.2, seed_tensor(11)),
+                 (q, k, v, None, True, 0.25, 0.2, seed_tensor(2**64 - 1))]:
         torch.library.opcheck(torch.ops.attnfast.attention_forward, args)
-    out, lse = torch.ops.attnfast.attention_forward(q, k, v, None, True, 0.3, 0.0, 0)
-    bwd_args = (torch.randn_like(out), q.detach(), k.detach(), v.detach(), out.detach(), lse.detach(),
-                None, True, 0.3, 0.0, 0, True)
-    torch.library.opcheck(torch.ops.attnfast.attention_backward, bwd_args)
+    for p, seed in ((0.0, NO_SEED), (0.2, seed_tensor(11))):
+        out, lse = torch.ops.attnfast.attention_forward(q, k, v, None, True, 0.3, p, seed)
+        bwd_args = (torch.randn_like(out), q.detach(), k.detach(), v.detach(), out.detach(),
+                    lse.detach(), None, True, 0.3, p, seed, True)
+        torch.library.opcheck(torch.ops.attnfast.attention_backward, bwd_args)
 
 
 def test_gradcheck_reference_fp64():
@@ -464,7 +467,7 @@ def test_lse_matches_reference():
     mask = torch.ones(2, 10, 17, dtype=torch.bool)
     mask[1, 4] = False
     bias = attn_ops.build_bias(mask, None, (2, 10, 17), q.device)
-    _, lse = torch.ops.attnfast.attention_forward(q, k, v, bias, True, 0.5, 0.0, 0)
+    _, lse = torch.ops.attnfast.attention_forward(q, k, v, bias, True, 0.5, 0.0, NO_SEED)
     _, ref = reference.attention(q.double(), k.double(), v.double(), bias, True, 0.5)
     assert lse.dtype == torch.float32 and torch.isneginf(lse[1, 4])
     assert_parity(lse, ref.float())
@@ -499,9 +502,9 @@ def test_kernel_checks_name_the_argument():
     require("cpu")
     q, k, v = make_qkv(2, 4, 5, 8)
     with pytest.raises(RuntimeError, match="v must have shape"):
-        torch.ops.attnfast.attention_forward(q, k, v[:, :3], None, False, 1.0, 0.0, 0)
+        torch.ops.attnfast.attention_forward(q, k, v[:, :3], None, False, 1.0, 0.0, NO_SEED)
     with pytest.raises(RuntimeError, match="bias"):
-        torch.ops.attnfast.attention_forward(q, k, v, torch.zeros(2, 4, 4), False, 1.0, 0.0, 0)
+        torch.ops.attnfast.attention_forward(q, k, v, torch.zeros(2, 4, 4), False, 1.0, 0.0, NO_SEED)
 
 
 def test_explain_names_every_backend():

@@ -11,6 +11,7 @@ import torch
 import attnfast
 from attnfast import reference
 from attnfast.ops.boom import ACTIVATIONS
+from attnfast.ops.seed import NO_SEED, seed_tensor
 from conftest import assert_parity, device_for, require_backend
 
 # "simt": the CUDA kernels run on the CPU by the SIMT host harness (csrc/simt/), through the
@@ -192,12 +193,13 @@ def test_opcheck(backend):
     fwd = torch.ops.attnfast.boom_forward if backend == "cpu" else torch.ops.attnfast.boom_forward_triton
     bwd = torch.ops.attnfast.boom_backward if backend == "cpu" else torch.ops.attnfast.boom_backward_triton
     x, w, b, _ = make_inputs((6, 16), 40, torch.float32, dev, requires_grad=True)
-    for args in [(x, w, b, 0, 16, 0.0, 0, True), (x, w, None, 3, 40, 0.2, 7, True),
-                 (x.detach(), w.detach(), b.detach(), 1, 8, 0.0, 0, False)]:
+    for args in [(x, w, b, 0, 16, 0.0, NO_SEED, True), (x, w, None, 3, 40, 0.2, seed_tensor(7), True),
+                 (x, w, b, 0, 16, 0.2, seed_tensor(2**64 - 1), True),
+                 (x.detach(), w.detach(), b.detach(), 1, 8, 0.0, NO_SEED, False)]:
         torch.library.opcheck(fwd, args)
-    out, pre = fwd(x.detach(), w.detach(), b.detach(), 2, 16, 0.1, 3, True)
+    out, pre = fwd(x.detach(), w.detach(), b.detach(), 2, 16, 0.1, seed_tensor(3), True)
     g = torch.randn_like(out)
-    torch.library.opcheck(bwd, (g, x.detach(), w.detach(), pre, True, 2, 16, 0.1, 3))
+    torch.library.opcheck(bwd, (g, x.detach(), w.detach(), pre, True, 2, 16, 0.1, seed_tensor(3)))
 
 
 def test_compile_fullgraph_module():
@@ -281,13 +283,16 @@ def test_op_level_checks():
     require_backend("cpu")
     x, w, b, _ = make_inputs((4, 8), 32, torch.float32, "cpu")
     with pytest.raises(RuntimeError, match="chunk_width"):
-        torch.ops.attnfast.boom_forward(x, w, b, 0, 33, 0.0, 0, False)
+        torch.ops.attnfast.boom_forward(x, w, b, 0, 33, 0.0, NO_SEED, False)
     with pytest.raises(RuntimeError, match="activation"):
-        torch.ops.attnfast.boom_forward(x, w, b, 9, 8, 0.0, 0, False)
+        torch.ops.attnfast.boom_forward(x, w, b, 9, 8, 0.0, NO_SEED, False)
     with pytest.raises(RuntimeError, match="weight must have shape"):
-        torch.ops.attnfast.boom_forward(x, w[:, :5].contiguous(), b, 0, 8, 0.0, 0, False)
+        torch.ops.attnfast.boom_forward(x, w[:, :5].contiguous(), b, 0, 8, 0.0, NO_SEED, False)
     with pytest.raises(RuntimeError, match="preact"):
-        torch.ops.attnfast.boom_backward(torch.zeros(4, 8), x, w, torch.zeros(4, 3), True, 0, 8, 0.0, 0)
+        torch.ops.attnfast.boom_backward(torch.zeros(4, 8), x, w, torch.zeros(4, 3), True, 0, 8, 0.0,
+                                         NO_SEED)
+    with pytest.raises(RuntimeError, match="seed must be an int64 tensor"):
+        torch.ops.attnfast.boom_forward(x, w, b, 0, 8, 0.1, torch.tensor(1.0), False)
 
 
 # ---- dispatch ----------------------------------------------------------------------------------

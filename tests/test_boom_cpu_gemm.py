@@ -10,6 +10,7 @@ import torch
 
 import attnfast
 from attnfast.ops.boom import ACTIVATIONS
+from attnfast.ops.seed import seed_tensor
 from attnfast.reference.boom import activation as ref_activation
 from attnfast.reference.dropout import dropout_keep_mask, dropout_scale
 from conftest import assert_parity, require_backend
@@ -50,8 +51,8 @@ def oracle(x, w, b, act, chunk_width, p, seed, dtype=torch.float64):
 
 
 def run_op(x, w, b, act, chunk_width, p, seed, save_preact):
-    return torch.ops.attnfast.boom_forward(x, w, b, ACTIVATIONS[act], chunk_width, p, seed,
-                                           save_preact)
+    return torch.ops.attnfast.boom_forward(x, w, b, ACTIVATIONS[act], chunk_width, p,
+                                           seed_tensor(seed), save_preact)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
@@ -117,7 +118,7 @@ def test_attnfast_gemm_backward(shape, dtype, gemm_path):
     for path in ("fused", "aten"):
         gemm_path(path)
         got[path] = torch.ops.attnfast.boom_backward(gs, xs, ws, preact, True, ACTIVATIONS[act],
-                                                     C, p, seed)
+                                                     C, p, seed_tensor(seed))
     names = ("grad_x", "grad_weight", "grad_bias")
     tol = dict(rtol=2e-5, atol=2e-5) if dtype == torch.float32 else dict(rtol=0.02, atol=0.03)
     for name, fused, aten in zip(names, got["fused"], got["aten"]):

@@ -10,6 +10,7 @@ import time
 import pytest
 import torch
 
+from attnfast.ops.seed import seed_tensor
 from attnfast.testing import simt
 
 _ok, _reason = simt.simt_available()
@@ -181,14 +182,14 @@ def test_boom_kernels_under_harness(monkeypatch, strategy, dtype, N, K, F, C, ac
     w = (torch.randn(F, K, generator=g) / K ** 0.5).to(dtype)
     b = torch.randn(F, generator=g).to(dtype) if bias else None
     seed = 1234
-    out, preact = ops().boom_forward(x, w, b, act, C, p, seed, True)
+    out, preact = ops().boom_forward(x, w, b, act, C, p, seed_tensor(seed), True)
     ref_out, ref_z = _boom_reference(x, w, b, act, C, p, seed)
     torch.testing.assert_close(preact.double(), ref_z, **TOL[dtype])
     torch.testing.assert_close(out.double(), ref_out, **TOL[dtype])
 
     # Backward from the kernel's saved preact, against autograd of the float64 semantics.
     gout = torch.randn(N, C, generator=g).to(dtype)
-    gx, gw, gb = ops().boom_backward(gout, x, w, preact, bias, act, C, p, seed)
+    gx, gw, gb = ops().boom_backward(gout, x, w, preact, bias, act, C, p, seed_tensor(seed))
     xd, wd = x.double().requires_grad_(), w.double().requires_grad_()
     bd = b.double().requires_grad_() if bias else None
     ref, _ = _boom_reference(xd, wd, bd, act, C, p, seed)

@@ -4,7 +4,8 @@ autograd, and the torch SDPA drop-in.
 Compiled backends share one contract (csrc/schemas.cpp, attention section):
 ``attention_forward(q, k, v, bias, causal, scale, dropout_p, seed) -> (out, lse)`` and
 ``attention_backward(grad_out, q, k, v, out, lse, bias, causal, scale, dropout_p, seed,
-deterministic) -> (grad_q, grad_k, grad_v)``. This module turns boolean masks and
+deterministic) -> (grad_q, grad_k, grad_v)``, the seed a 0-dim int64 CPU tensor
+(attnfast/ops/seed.py). This module turns boolean masks and
 ``key_padding_mask`` into the additive fp32 ``bias`` (an expanded view: key padding alone is a
 (B, 1, Lk) tensor seen as (B, Lq, Lk) through a 0 stride, so it costs nothing), makes the last
 dim of q/k/v contiguous (the kernels accept any other strides), and draws the dropout seed.
@@ -13,6 +14,7 @@ The bias gets no gradient from the compiled backends (it is a mask).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import torch
@@ -21,6 +23,7 @@ import torch.nn.functional as F
 from attnfast import _extension, dispatch, reference
 from attnfast.reference.attention import weights_and_lse
 from attnfast.dispatch import Implementation, Op, device_reasons
+from attnfast.ops import seed as seed_ops
 from attnfast.ops.autocast import lower_precision
 from attnfast.ops import attention_triton  # noqa: F401  (registers attnfast::attention_*_triton)
 
@@ -38,7 +41,7 @@ class AttentionInputs:
     causal: bool
     scale: float
     dropout_p: float  # effective: 0 unless training
-    seed: int
+    seed: torch.Tensor  # 0-dim int64 CPU tensor: the Philox key (attnfast/ops/seed.py)
     return_weights: bool
 
     @property
@@ -126,23 +129,26 @@ def prepare(q, k, v, *, causal=False, attn_mask=None, key_padding_mask=None, dro
         raise ValueError(f"scale must be a finite float or None, got {scale!r}")
     bias = build_bias(attn_mask, key_padding_mask, (b, lq, k.shape[1]), q.device)
     p = float(dropout_p) if training else 0.0
-    if p > 0.0 and seed is None:
-        # One draw from torch's generator, so torch.manual_seed makes runs repeatable.
-        seed = int(torch.randint(0, 2**62, (), dtype=torch.int64).item())
-    return AttentionInputs(q, k, v, bias, bool(causal), float(scale), p, int(seed or 0),
+    # A tensor (drawn from torch's generator when None, so torch.manual_seed makes runs
+    # repeatable): nothing data-dependent for torch.compile to guard on.
+    return AttentionInputs(q, k, v, bias, bool(causal), float(scale), p, seed_ops.resolve(seed, p),
                            bool(return_weights))
 
 
 # ---- compiled ops: fake kernels and autograd ------------------------------------------------
 
 def _fake_forward(q, k, v, bias, causal, scale, dropout_p, seed):
+    seed_ops.check_seed_tensor(seed, "attention_forward: seed")
     out = q.new_empty((q.shape[0], q.shape[1], v.shape[2]))
     lse = q.new_empty((q.shape[0], q.shape[1]), dtype=torch.float32)
     return out, lse
 
 
 def _fake_backward(grad_out, q, k, v, out, lse, bias, causal, scale, dropout_p, seed, deterministic):
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    seed_ops.check_seed_tensor(seed, "attention_backward: seed")
+    # Contiguous, as every backend returns them (empty_like would copy the strides of a
+    # transposed q, and inductor checks the real strides against these).
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
 def _deterministic_default() -> bool:
@@ -155,14 +161,14 @@ def _register_autograd(forward_name: str, backward_op):
     def setup_context(ctx, inputs, output):
         q, k, v, bias, causal, scale, dropout_p, seed = inputs
         out, lse = output
-        ctx.save_for_backward(q, k, v, out, lse, bias)
-        ctx.args = (causal, scale, dropout_p, seed)
+        ctx.save_for_backward(q, k, v, out, lse, bias, seed)
+        ctx.args = (causal, scale, dropout_p)
 
     def backward(ctx, grad_out, _grad_lse):
         # lse is an auxiliary output for the backward; its gradient is not propagated (the
         # public API never returns it with a graph).
-        q, k, v, out, lse, bias = ctx.saved_tensors
-        causal, scale, dropout_p, seed = ctx.args
+        q, k, v, out, lse, bias, seed = ctx.saved_tensors
+        causal, scale, dropout_p = ctx.args
         gq, gk, gv = backward_op(grad_out.contiguous(), q, k, v, out, lse, bias, causal, scale,
                                  dropout_p, seed, _deterministic_default())
         return gq, gk, gv, None, None, None, None, None
@@ -211,6 +217,7 @@ def _last_dim_contiguous(t: torch.Tensor) -> torch.Tensor:
 
 
 def _run_reference(inp: AttentionInputs):
+    # The reference's Philox works from the seed tensor too (reference/dropout.py): traceable.
     res = reference.attention(inp.q, inp.k, inp.v, inp.bias, inp.causal, inp.scale,
                               inp.dropout_p, inp.seed, return_weights=inp.return_weights)
     return (res[0], res[2]) if inp.return_weights else res[0]
@@ -241,6 +248,7 @@ def _compiled_refuses(backend: str, key: str):
     return refuses
 
 
+@functools.cache
 def _triton_attention_import_error() -> str | None:
     try:
         import triton_kernels.attention  # noqa: F401
@@ -249,14 +257,16 @@ def _triton_attention_import_error() -> str | None:
     return None
 
 
-_TRITON_IMPORT_ERROR: list = []  # memo of _triton_attention_import_error (filled on first use)
+# Fixed for the process. Called as a constant under torch.compile: a memo filled while dynamo
+# traces the first call would be a guarded mutation, and the second call would recompile.
+@torch.compiler.assume_constant_result
+def _triton_import_error() -> str | None:
+    return _triton_attention_import_error()
 
 
 def _triton_refuses(inp: AttentionInputs) -> list[str]:
     reasons = device_reasons(inp, "triton", KERNEL_DTYPES)
-    if not _TRITON_IMPORT_ERROR:
-        _TRITON_IMPORT_ERROR.append(_triton_attention_import_error())
-    err = _TRITON_IMPORT_ERROR[0]
+    err = _triton_import_error()
     if err:
         reasons.append(err)
     return reasons
@@ -298,7 +308,9 @@ def single_head_attention(q, k, v, *, causal=False, attn_mask=None, key_padding_
         key_padding_mask: (B, Lk) boolean, True = padding (ignored key).
         dropout_p, training, seed: dropout on the attention weights (only when ``training``),
             with attnfast's counter-based Philox mask (the same in every backend for a seed);
-            the seed is drawn from torch's generator when None.
+            ``seed`` is an int in [0, 2**64) or a one-element int64 CPU tensor, drawn from
+            torch's generator when None. A tensor seed (or None) keeps a compiled step free of
+            recompiles.
         scale: default 1 / sqrt(D).
         return_weights: also return the (B, Lq, Lk) weights after dropout (a slower path that
             materialises them).
@@ -398,7 +410,7 @@ def _sdpa_backend(q3) -> str | None:
     for name in ATTENTION.candidates(q3):
         if name == "reference":
             continue
-        probe = AttentionInputs(q3, q3, q3, None, False, 1.0, 0.0, 0, False)
+        probe = AttentionInputs(q3, q3, q3, None, False, 1.0, 0.0, seed_ops.NO_SEED, False)
         if not ATTENTION.reasons(name, probe):
             return name
     return None

@@ -1,9 +1,10 @@
 """The Boom op: validation, the four backend implementations, fake kernels, autograd.
 
 All compiled backends share one contract (csrc/schemas.cpp): ``boom_forward(x2d, weight, bias,
-activation, chunk_width, dropout_p, seed, save_preact) -> (out, preact)``. With shortcut the
-chunk width is d_model; without it the chunk width is d_ff (one chunk: a fused
-linear + activation + dropout) and the down projection runs in torch.
+activation, chunk_width, dropout_p, seed, save_preact) -> (out, preact)``, the seed a 0-dim
+int64 CPU tensor (attnfast/ops/seed.py). With shortcut the chunk width is d_model; without it
+the chunk width is d_ff (one chunk: a fused linear + activation + dropout) and the down
+projection runs in torch.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 
 from attnfast import _extension, dispatch, reference
 from attnfast.dispatch import Implementation, Op, device_reasons
+from attnfast.ops import seed as seed_ops
 from attnfast.ops.autocast import lower_precision
 
 ACTIVATIONS = {"gelu_sigmoid": 0, "gelu": 1, "gelu_tanh": 2, "relu": 3}  # csrc/common/activations.h
@@ -30,7 +32,7 @@ class BoomInputs:
     bias2: torch.Tensor | None
     activation: str
     dropout_p: float  # effective: 0 unless training
-    seed: int
+    seed: torch.Tensor  # 0-dim int64 CPU tensor: the Philox key (attnfast/ops/seed.py)
 
     @property
     def device(self):
@@ -98,15 +100,16 @@ def prepare(x, weight, bias=None, *, shortcut=True, weight2=None, bias2=None,
         if t.device != x.device:
             raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
     p = float(dropout_p) if training else 0.0
-    if p > 0.0 and seed is None:
-        # One draw from torch's generator, so torch.manual_seed makes runs repeatable.
-        seed = int(torch.randint(0, 2**62, (), dtype=torch.int64).item())
-    return BoomInputs(x, weight, bias, shortcut, weight2, bias2, activation, p, int(seed or 0))
+    # A tensor (drawn from torch's generator when None, so torch.manual_seed makes runs
+    # repeatable): nothing data-dependent for torch.compile to guard on.
+    return BoomInputs(x, weight, bias, shortcut, weight2, bias2, activation, p,
+                      seed_ops.resolve(seed, p))
 
 
 # ---- compiled ops: fake kernels and autograd (shared by the C++/CUDA op and the Triton op) ---
 
 def _fake_forward(x, weight, bias, activation, chunk_width, dropout_p, seed, save_preact):
+    seed_ops.check_seed_tensor(seed, "boom_forward: seed")
     f_used = weight.shape[0] // chunk_width * chunk_width
     out = x.new_empty((x.shape[0], chunk_width))
     preact = x.new_empty((x.shape[0], f_used)) if save_preact else x.new_empty((0,))
@@ -114,6 +117,7 @@ def _fake_forward(x, weight, bias, activation, chunk_width, dropout_p, seed, sav
 
 
 def _fake_backward(grad_out, x, weight, preact, has_bias, activation, chunk_width, dropout_p, seed):
+    seed_ops.check_seed_tensor(seed, "boom_backward: seed")
     grad_bias = weight.new_empty((weight.shape[0],)) if has_bias else weight.new_empty((0,))
     return torch.empty_like(x), torch.empty_like(weight), grad_bias
 
@@ -121,15 +125,15 @@ def _fake_backward(grad_out, x, weight, preact, has_bias, activation, chunk_widt
 def _register_autograd(forward_name: str, backward_op):
     def setup_context(ctx, inputs, output):
         x, weight, bias, activation, chunk_width, dropout_p, seed, save_preact = inputs
-        ctx.save_for_backward(x, weight, output[1])
-        ctx.args = (bias is not None, activation, chunk_width, dropout_p, seed)
+        ctx.save_for_backward(x, weight, output[1], seed)
+        ctx.args = (bias is not None, activation, chunk_width, dropout_p)
         ctx.save_preact = save_preact
 
     def backward(ctx, grad_out, _grad_preact):
         if not ctx.save_preact:
             raise RuntimeError("attnfast boom: backward needs boom_forward(..., save_preact=True)")
-        x, weight, preact = ctx.saved_tensors
-        has_bias, activation, chunk_width, dropout_p, seed = ctx.args
+        x, weight, preact, seed = ctx.saved_tensors
+        has_bias, activation, chunk_width, dropout_p = ctx.args
         gx, gw, gb = backward_op(grad_out.contiguous(), x, weight, preact, has_bias, activation,
                                  chunk_width, dropout_p, seed)
         return gx, gw, (gb if has_bias else None), None, None, None, None, None
@@ -151,21 +155,23 @@ if _extension.simt_loaded():  # the CUDA kernels under the SIMT harness: the sam
 # csrc/schemas.cpp (which only holds the ops that have C++ implementations).
 @torch.library.custom_op("attnfast::boom_forward_triton", mutates_args=())
 def _boom_forward_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                         activation: int, chunk_width: int, dropout_p: float, seed: int,
+                         activation: int, chunk_width: int, dropout_p: float, seed: torch.Tensor,
                          save_preact: bool) -> tuple[torch.Tensor, torch.Tensor]:
     from triton_kernels import boom as tk
 
-    return tk.boom_forward(x, weight, bias, activation, chunk_width, dropout_p, seed, save_preact)
+    return tk.boom_forward(x, weight, bias, activation, chunk_width, dropout_p,
+                           seed_ops.seed_int(seed, "boom_forward_triton: seed"), save_preact)
 
 
 @torch.library.custom_op("attnfast::boom_backward_triton", mutates_args=())
 def _boom_backward_triton(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
                           preact: torch.Tensor, has_bias: bool, activation: int, chunk_width: int,
-                          dropout_p: float, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                          dropout_p: float, seed: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     from triton_kernels import boom as tk
 
     return tk.boom_backward(grad_out, x, weight, preact, has_bias, activation, chunk_width,
-                            dropout_p, seed)
+                            dropout_p, seed_ops.seed_int(seed, "boom_backward_triton: seed"))
 
 
 _boom_forward_triton.register_fake(_fake_forward)
@@ -199,6 +205,7 @@ def _run_fused(forward_op):
 
 
 def _run_reference(inp: BoomInputs) -> torch.Tensor:
+    # The reference's Philox works from the seed tensor too (reference/dropout.py): traceable.
     return reference.boom(inp.x, inp.weight, inp.bias, shortcut=inp.shortcut, weight2=inp.weight2,
                           bias2=inp.bias2, activation_name=inp.activation,
                           dropout_p=inp.dropout_p, seed=inp.seed)
@@ -235,8 +242,10 @@ def boom(x, weight, bias=None, *, shortcut=True, weight2=None, bias2=None,
         weight: (d_ff, d_model); bias: (d_ff,) or None.
         activation: ``gelu_sigmoid`` (x * sigmoid(1.702 x), SHA-RNN's), ``gelu``, ``gelu_tanh``,
             ``relu``.
-        dropout_p, training, seed: dropout on the activation; ``seed`` fixes the counter-based
-            mask (the same in every backend); drawn from torch's generator when None.
+        dropout_p, training, seed: dropout on the activation; ``seed`` (an int in [0, 2**64)
+            or a one-element int64 CPU tensor) fixes the counter-based mask (the same in every
+            backend); drawn from torch's generator when None. A tensor seed (or None) keeps a
+            compiled step free of recompiles.
         backend: ``"auto"`` (default, or ``ATTNFAST_BACKEND``), ``"reference"``, ``"cpu"``,
             ``"cuda"``, ``"triton"``.
 

@@ -31,7 +31,7 @@ def boom(
     bias2: torch.Tensor | None = None,
     activation_name: str = "gelu_sigmoid",
     dropout_p: float = 0.0,
-    seed: int = 0,
+    seed: int | torch.Tensor = 0,  # an int, or the ops' seed tensor (reference/dropout.py)
 ) -> torch.Tensor:
     """y = chunk_sum(dropout(act(x W^T + b))) with shortcut, else linear2(dropout(act(...))).
 

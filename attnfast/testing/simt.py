@@ -16,7 +16,7 @@ Typical test use::
     from attnfast.testing import simt
     ok, reason = simt.simt_available()
     pytestmark = pytest.mark.skipif(not ok, reason=reason)
-    out, preact = simt.ops().boom_forward(x, w, b, 0, 16, 0.0, 0, True)
+    out, preact = simt.ops().boom_forward(x, w, b, 0, 16, 0.0, attnfast.ops.seed.NO_SEED, True)
 """
 from __future__ import annotations
 

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "checks/attention.h"
+#include "checks/seed.h"
 #include "cpu/block_cache.h"
 #include "cpu/isa.h"
 #include "cpu/kernels/attention.h"
@@ -188,8 +189,9 @@ std::tuple<at::Tensor, at::Tensor> attention_forward(const at::Tensor& q_in, con
                                                      const at::Tensor& v_in,
                                                      const std::optional<at::Tensor>& bias,
                                                      bool causal, double scale, double dropout_p,
-                                                     int64_t seed) {
+                                                     const at::Tensor& seed) {
   checks::attention_common(q_in, k_in, v_in, bias, dropout_p);
+  const uint64_t key = checks::dropout_seed(seed, "attention_forward");
   const bool half = q_in.scalar_type() == at::kHalf;
   const at::Tensor q = half ? q_in.to(at::kFloat) : q_in;
   const at::Tensor k = half ? k_in.to(at::kFloat) : k_in;
@@ -220,7 +222,7 @@ std::tuple<at::Tensor, at::Tensor> attention_forward(const at::Tensor& q_in, con
   a.causal = causal;
   a.scale = static_cast<float>(scale);
   a.dropout_p = dropout_p;
-  a.seed = static_cast<uint64_t>(seed);
+  a.seed = key;
   block_sizes(&a.bq, &a.bk, /*backward=*/false, std::max(a.D, a.Dv));
   const AttentionKernels& kern = kernels();
 
@@ -244,9 +246,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
     const at::Tensor& grad_out_in, const at::Tensor& q_in, const at::Tensor& k_in,
     const at::Tensor& v_in, const at::Tensor& out_in, const at::Tensor& lse_in,
     const std::optional<at::Tensor>& bias, bool causal, double scale, double dropout_p,
-    int64_t seed, bool deterministic) {
+    const at::Tensor& seed, bool deterministic) {
   (void)deterministic;  // always deterministic on the CPU (see the top of this file)
   checks::attention_backward(grad_out_in, q_in, k_in, v_in, out_in, lse_in, bias, dropout_p);
+  const uint64_t key = checks::dropout_seed(seed, "attention_backward");
   const bool half = q_in.scalar_type() == at::kHalf;
   auto prep = [&](const at::Tensor& t) {
     at::Tensor r = half ? t.to(at::kFloat) : t;
@@ -291,7 +294,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
   a.causal = causal;
   a.scale = static_cast<float>(scale);
   a.dropout_p = dropout_p;
-  a.seed = static_cast<uint64_t>(seed);
+  a.seed = key;
   block_sizes(&a.bq, &a.bk, /*backward=*/true, std::max(a.D, a.Dv));
   const AttentionKernels& kern = kernels();
   const int64_t nkb = (Lk + a.bk - 1) / a.bk;

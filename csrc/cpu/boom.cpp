@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "checks/boom.h"
+#include "checks/seed.h"
 #include "cpu/isa.h"
 #include "cpu/kernels/boom.h"
 
@@ -121,7 +122,7 @@ void attnfast_mm_out(const GemmKernels& mm, const at::Tensor& a, const at::Tenso
 // The fused forward: x W^T through the Boom epilogue (kernels/gemm_boom_impl.h).
 void fused_forward(const BoomKernels& k, const at::Tensor& x, const at::Tensor& w_used,
                    const at::Tensor& bias_f32, int64_t activation, int64_t C, int64_t F,
-                   double dropout_p, int64_t seed, at::Tensor& out, at::Tensor* preact) {
+                   double dropout_p, uint64_t seed, at::Tensor& out, at::Tensor* preact) {
   BoomGemmArgs a{};
   a.gemm = gemm_args(x, w_used.t());
   a.activation = static_cast<int>(activation);
@@ -131,7 +132,7 @@ void fused_forward(const BoomKernels& k, const at::Tensor& x, const at::Tensor& 
   a.F = F;
   a.preact = preact ? preact->data_ptr() : nullptr;
   a.dropout_p = dropout_p;
-  a.seed = static_cast<uint64_t>(seed);
+  a.seed = seed;
   run_gemm(*k.mm, a.gemm, k.gemm->plan(a), [&](int64_t r0, int64_t r1, void* s) {
     k.gemm->forward_rows(a, r0, r1, s);
   });
@@ -140,9 +141,10 @@ void fused_forward(const BoomKernels& k, const at::Tensor& x, const at::Tensor& 
 std::tuple<at::Tensor, at::Tensor> boom_forward(const at::Tensor& x, const at::Tensor& weight,
                                                 const std::optional<at::Tensor>& bias,
                                                 int64_t activation, int64_t chunk_width,
-                                                double dropout_p, int64_t seed,
+                                                double dropout_p, const at::Tensor& seed_t,
                                                 bool save_preact) {
   checks::boom_forward(x, weight, bias, activation, chunk_width, dropout_p);
+  const uint64_t seed = checks::dropout_seed(seed_t, "boom_forward");
   const int64_t N = x.size(0), F = weight.size(0), C = chunk_width;
   const int64_t nchunks = F / C, f_used = nchunks * C;
   at::Tensor out = at::empty({N, C}, x.options());
@@ -173,7 +175,7 @@ std::tuple<at::Tensor, at::Tensor> boom_forward(const at::Tensor& x, const at::T
   args.C = C;
   args.write_preact = save_preact;
   args.dropout_p = dropout_p;
-  args.seed = static_cast<uint64_t>(seed);
+  args.seed = seed;
 
   for (int64_t r0 = 0; r0 < N; r0 += rows_per_tile) {
     const int64_t rows = std::min(rows_per_tile, N - r0);
@@ -195,9 +197,10 @@ std::tuple<at::Tensor, at::Tensor> boom_forward(const at::Tensor& x, const at::T
 std::tuple<at::Tensor, at::Tensor, at::Tensor> boom_backward(
     const at::Tensor& grad_out_in, const at::Tensor& x, const at::Tensor& weight,
     const at::Tensor& preact, bool has_bias, int64_t activation, int64_t chunk_width,
-    double dropout_p, int64_t seed) {
+    double dropout_p, const at::Tensor& seed_t) {
   const at::Tensor grad_out = grad_out_in.contiguous();
   checks::boom_backward(grad_out, x, weight, preact, activation, chunk_width, dropout_p);
+  const uint64_t seed = checks::dropout_seed(seed_t, "boom_backward");
   TORCH_CHECK(preact.is_contiguous(), "boom_backward: preact must be contiguous");
   const int64_t N = x.size(0), F = weight.size(0), C = chunk_width;
   const int64_t nchunks = F / C, f_used = nchunks * C;
@@ -219,7 +222,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> boom_backward(
   args.C = C;
   args.row0 = 0;
   args.dropout_p = dropout_p;
-  args.seed = static_cast<uint64_t>(seed);
+  args.seed = seed;
   const BoomKernels& k = kernels();
   // One task per thread, each with its own fp32 partial column sums of dz (grad_bias), summed
   // below: the bias gradient costs no extra pass over the N x d_ff dz.

@@ -28,7 +28,7 @@ void check_cuda(const at::Tensor& t, const char* name) {
 std::tuple<at::Tensor, at::Tensor> attention_forward_cuda(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     const std::optional<at::Tensor>& bias, bool causal, double scale, double dropout_p,
-    int64_t seed) {
+    const at::Tensor& seed) {
   check_cuda(q, "q");
   const c10::cuda::CUDAGuard guard(q.device());
   auto res = attention_glue::forward(q, k, v, bias, causal, scale, dropout_p, seed,
@@ -40,7 +40,8 @@ std::tuple<at::Tensor, at::Tensor> attention_forward_cuda(
 std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward_cuda(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     const at::Tensor& out, const at::Tensor& lse, const std::optional<at::Tensor>& bias,
-    bool causal, double scale, double dropout_p, int64_t seed, bool /*deterministic*/) {
+    bool causal, double scale, double dropout_p, const at::Tensor& seed,
+    bool /*deterministic*/) {
   check_cuda(q, "q");
   const c10::cuda::CUDAGuard guard(q.device());
   auto res = attention_glue::backward(grad_out, q, k, v, out, lse, bias, causal, scale,

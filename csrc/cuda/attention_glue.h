@@ -19,6 +19,7 @@
 #include <type_traits>
 
 #include "checks/attention.h"
+#include "checks/seed.h"
 #include "cuda/attention_gemm.h"
 #include "cuda/attention_kernels.cuh"
 #include "cuda/glue_common.h"
@@ -81,8 +82,9 @@ inline std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& q_in, const 
                                                   const at::Tensor& v_in,
                                                   const std::optional<at::Tensor>& bias_in,
                                                   bool causal, double scale, double dropout_p,
-                                                  int64_t seed, cudaStream_t stream) {
+                                                  const at::Tensor& seed_t, cudaStream_t stream) {
   checks::attention_common(q_in, k_in, v_in, bias_in, dropout_p);
+  const uint64_t seed = checks::dropout_seed(seed_t, "attention_forward");
   const Dims d = dims(q_in, k_in, v_in);
   const at::Tensor q = last_dim_contiguous(q_in), k = last_dim_contiguous(k_in),
                    v = last_dim_contiguous(v_in);
@@ -96,12 +98,12 @@ inline std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& q_in, const 
     using T = std::remove_pointer_t<decltype(tag)>;
     if (gemm) {
       attention_gemm::forward<T>(q, k, v, bias, out, lse, s, dropout_p,
-                                 static_cast<uint64_t>(seed), stream);
+                                 seed, stream);
       return;
     }
     cuda::attention_forward<T>(ptr<T>(q), ptr<T>(k), ptr<T>(v),
                                bias.defined() ? ptr<float>(bias) : nullptr, ptr<T>(out),
-                               ptr<float>(lse), s, dropout_p, static_cast<uint64_t>(seed), stream);
+                               ptr<float>(lse), s, dropout_p, seed, stream);
   });
   return {out, lse};
 }
@@ -110,8 +112,9 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
     const at::Tensor& grad_out_in, const at::Tensor& q_in, const at::Tensor& k_in,
     const at::Tensor& v_in, const at::Tensor& out_in, const at::Tensor& lse_in,
     const std::optional<at::Tensor>& bias_in, bool causal, double scale, double dropout_p,
-    int64_t seed, cudaStream_t stream) {
+    const at::Tensor& seed_t, cudaStream_t stream) {
   checks::attention_backward(grad_out_in, q_in, k_in, v_in, out_in, lse_in, bias_in, dropout_p);
+  const uint64_t seed = checks::dropout_seed(seed_t, "attention_backward");
   const Dims d = dims(q_in, k_in, v_in);
   const at::Tensor q = last_dim_contiguous(q_in), k = last_dim_contiguous(k_in),
                    v = last_dim_contiguous(v_in);
@@ -132,7 +135,7 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
     dispatch_dtype(q.scalar_type(), [&](auto* tag) {
       using T = std::remove_pointer_t<decltype(tag)>;
       attention_gemm::backward<T>(grad_out, q, k, v, out, lse, bias, dq, dk, dv, s, dropout_p,
-                                  static_cast<uint64_t>(seed), stream);
+                                  seed, stream);
     });
     return {dq, dk, dv};
   }
@@ -148,7 +151,7 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
     run(ptr<T>(grad_out), ptr<T>(q), ptr<T>(k), ptr<T>(v), ptr<T>(out), out.stride(0),
         out.stride(1), ptr<float>(lse), bias.defined() ? ptr<float>(bias) : nullptr,
         ptr<float>(delta), ptr<T>(dq), ptr<T>(dk), ptr<T>(dv), s, dropout_p,
-        static_cast<uint64_t>(seed), stream);
+        seed, stream);
   });
   return {dq, dk, dv};
 }

@@ -24,7 +24,7 @@ std::tuple<at::Tensor, at::Tensor> boom_forward_cuda(const at::Tensor& x,
                                                      const at::Tensor& weight,
                                                      const std::optional<at::Tensor>& bias,
                                                      int64_t activation, int64_t chunk_width,
-                                                     double dropout_p, int64_t seed,
+                                                     double dropout_p, const at::Tensor& seed,
                                                      bool save_preact) {
   check_cuda(x, "x");
   check_cuda(weight, "weight");
@@ -39,7 +39,7 @@ std::tuple<at::Tensor, at::Tensor> boom_forward_cuda(const at::Tensor& x,
 std::tuple<at::Tensor, at::Tensor, at::Tensor> boom_backward_cuda(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
     const at::Tensor& preact, bool has_bias, int64_t activation, int64_t chunk_width,
-    double dropout_p, int64_t seed) {
+    double dropout_p, const at::Tensor& seed) {
   check_cuda(x, "x");
   check_cuda(weight, "weight");
   check_cuda(grad_out, "grad_out");

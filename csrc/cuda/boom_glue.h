@@ -32,6 +32,7 @@
 #include <type_traits>
 
 #include "checks/boom.h"
+#include "checks/seed.h"
 #include "cuda/boom_kernels.cuh"
 #include "cuda/glue_common.h"
 
@@ -55,9 +56,10 @@ inline int64_t gemm_tile_rows(int64_t f_used, int64_t elem_size, int64_t N) {
 inline std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, const at::Tensor& weight,
                                                   const std::optional<at::Tensor>& bias_in,
                                                   int64_t activation, int64_t chunk_width,
-                                                  double dropout_p, int64_t seed, bool save_preact,
-                                                  cudaStream_t stream) {
+                                                  double dropout_p, const at::Tensor& seed_t,
+                                                  bool save_preact, cudaStream_t stream) {
   checks::boom_forward(x, weight, bias_in, activation, chunk_width, dropout_p);
+  const uint64_t seed = checks::dropout_seed(seed_t, "boom_forward");
   const std::optional<at::Tensor> bias =
       bias_in.has_value() ? std::optional<at::Tensor>(bias_in->contiguous()) : std::nullopt;
   const int64_t N = x.size(0), K = x.size(1), F = weight.size(0), C = chunk_width;
@@ -74,7 +76,7 @@ inline std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, const at:
       const T* bias_ptr = bias.has_value() ? glue::ptr<T>(*bias) : nullptr;
       cuda::boom_forward<T>(glue::ptr<T>(x), glue::ptr<T>(weight), bias_ptr, glue::ptr<T>(out),
                             save_preact ? glue::ptr<T>(preact) : nullptr, N, K, F, C, act,
-                            dropout_p, static_cast<uint64_t>(seed), stream);
+                            dropout_p, seed, stream);
     });
     return {out, preact};
   }
@@ -90,7 +92,7 @@ inline std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, const at:
       using T = std::remove_pointer_t<decltype(tag)>;
       const T* bias_ptr = bias.has_value() ? glue::ptr<T>(*bias) : nullptr;
       cuda::boom_epilogue<T>(glue::ptr<T>(z), f_used, bias_ptr, glue::ptr<T>(out) + r0 * C, rows,
-                             r0, F, C, save_preact, act, dropout_p, static_cast<uint64_t>(seed),
+                             r0, F, C, save_preact, act, dropout_p, seed,
                              stream);
     });
   }
@@ -100,11 +102,12 @@ inline std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, const at:
 inline std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
     const at::Tensor& grad_out_in, const at::Tensor& x, const at::Tensor& weight,
     const at::Tensor& preact_in, bool has_bias, int64_t activation, int64_t chunk_width,
-    double dropout_p, int64_t seed, cudaStream_t stream) {
+    double dropout_p, const at::Tensor& seed_t, cudaStream_t stream) {
   // Autograd may hand over non-contiguous (e.g. expanded) gradients: make them dense here.
   const at::Tensor grad_out = grad_out_in.contiguous();
   const at::Tensor preact = preact_in.contiguous();
   checks::boom_backward(grad_out, x, weight, preact, activation, chunk_width, dropout_p);
+  const uint64_t seed = checks::dropout_seed(seed_t, "boom_backward");
   const int64_t N = x.size(0), F = weight.size(0), C = chunk_width;
   const int64_t f_used = (F / C) * C;
 
@@ -124,7 +127,7 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
                               glue::ptr_or_null<float>(grad_bias_f32),
                               glue::ptr_or_null<float>(workspace), N, F, C,
                               static_cast<Activation>(activation), dropout_p,
-                              static_cast<uint64_t>(seed), stream);
+                              seed, stream);
   });
 
   // Rows of grad_W beyond F_used (the dropped remainder columns) get zero gradient.

@@ -24,7 +24,7 @@ std::tuple<at::Tensor, at::Tensor> attention_forward(const at::Tensor& q, const 
                                                      const at::Tensor& v,
                                                      const std::optional<at::Tensor>& bias,
                                                      bool causal, double scale, double dropout_p,
-                                                     int64_t seed) {
+                                                     const at::Tensor& seed) {
   check_cpu(q, "q");
   return attention_glue::forward(q, k, v, bias, causal, scale, dropout_p, seed, nullptr);
 }
@@ -32,7 +32,8 @@ std::tuple<at::Tensor, at::Tensor> attention_forward(const at::Tensor& q, const 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
     const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
     const at::Tensor& out, const at::Tensor& lse, const std::optional<at::Tensor>& bias,
-    bool causal, double scale, double dropout_p, int64_t seed, bool /*deterministic*/) {
+    bool causal, double scale, double dropout_p, const at::Tensor& seed,
+    bool /*deterministic*/) {
   check_cpu(q, "q");
   return attention_glue::backward(grad_out, q, k, v, out, lse, bias, causal, scale, dropout_p,
                                   seed, nullptr);

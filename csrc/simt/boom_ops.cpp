@@ -25,7 +25,7 @@ void check_cpu(const at::Tensor& t, const char* name) {
 std::tuple<at::Tensor, at::Tensor> boom_forward(const at::Tensor& x, const at::Tensor& weight,
                                                 const std::optional<at::Tensor>& bias,
                                                 int64_t activation, int64_t chunk_width,
-                                                double dropout_p, int64_t seed,
+                                                double dropout_p, const at::Tensor& seed,
                                                 bool save_preact) {
   check_cpu(x, "x");
   return boom_glue::forward(x, weight, bias, activation, chunk_width, dropout_p, seed,
@@ -35,7 +35,7 @@ std::tuple<at::Tensor, at::Tensor> boom_forward(const at::Tensor& x, const at::T
 std::tuple<at::Tensor, at::Tensor, at::Tensor> boom_backward(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& weight,
     const at::Tensor& preact, bool has_bias, int64_t activation, int64_t chunk_width,
-    double dropout_p, int64_t seed) {
+    double dropout_p, const at::Tensor& seed) {
   check_cpu(x, "x");
   return boom_glue::backward(grad_out, x, weight, preact, has_bias, activation, chunk_width,
                              dropout_p, seed, nullptr);
