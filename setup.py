@@ -130,7 +130,14 @@ def simt_extension():
 
 class Build(BuildExtension):
     """torch's BuildExtension, minus the -g that Python's own compile flags carry (it makes the
-    shipped library 30x larger) unless DEBUG=1."""
+    shipped library 30x larger) unless DEBUG=1, with its objects kept in build/temp.<platform>
+    of the source tree: pip builds in a fresh temporary folder each time, so without this every
+    `pip install` recompiled everything; with it ninja recompiles only what changed."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        # ninja also rebuilds an object whose compile command changed (DEBUG, another torch).
+        self.build_temp = os.path.join(ROOT, "build", f"temp.{sys.platform}-{sys.implementation.cache_tag}")
 
     def build_extensions(self):
         if not DEBUG:
@@ -146,14 +153,12 @@ simt = simt_extension()
 if simt is not None:
     extensions.append(simt)
 
+# Metadata lives in pyproject.toml. The repository's triton_kernels/ folder ships as
+# attnfast.triton_kernels (attnfast/triton_kernels is a link to it): a top-level
+# ``triton_kernels`` package would collide with other projects of that name.
 setup(
-    name="attnfast",
-    version="0.1.0",
-    description="Fused kernels for single-head attention, the Boom layer and NTM/DNC memory",
-    packages=find_packages(include=["attnfast", "attnfast.*", "triton_kernels", "triton_kernels.*"]),
+    packages=find_packages(include=["attnfast", "attnfast.*"]),
     ext_modules=extensions,
     cmdclass={"build_ext": Build.with_options(use_ninja=True)},
-    python_requires=">=3.10",
-    install_requires=["torch>=2.6"],
     zip_safe=False,
 )

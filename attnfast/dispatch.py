@@ -37,7 +37,7 @@ def triton_interpreter_on() -> bool:
 
 
 def _triton_missing() -> str | None:
-    for module in ("triton", "triton_kernels"):
+    for module in ("triton", "attnfast.triton_kernels"):
         if importlib.util.find_spec(module) is None:
             return f"the {module} package is not installed"
     return None

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 # The Triton interpreter must be switched on before any @triton.jit function is defined, i.e.
-# before attnfast / triton_kernels are imported. Only on machines without a GPU.
+# before attnfast / attnfast.triton_kernels are imported. Only on machines without a GPU.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 

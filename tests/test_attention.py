@@ -233,7 +233,7 @@ def test_gemm_chunk_rows_bound_the_scores(b, lq, lk, d, causal, monkeypatch):
     attention takes >= 4 chunks."""
     require("triton")
     monkeypatch.delenv("ATTNFAST_ATTN_GEMM_ROWS", raising=False)
-    from triton_kernels import attention_gemm
+    from attnfast.triton_kernels import attention_gemm
     rows = attention_gemm.chunk_rows(b, lq, lk, d, d, causal)
     assert 1 <= rows <= lq
     assert rows == lq or rows % 64 == 0
@@ -253,7 +253,7 @@ def test_batch_slices(backend, path, monkeypatch):
     forward and backward against the reference."""
     require(backend)
     if backend == "triton":
-        import triton_kernels.attention as triton_attention
+        import attnfast.triton_kernels.attention as triton_attention
         monkeypatch.setattr(triton_attention, "MAX_GRID_BATCH", 3)
     dtype = {"flash_fp32": torch.float32, "flash_tc_bf16": torch.bfloat16,
              "gemm_fp16": torch.float16}[path]

@@ -251,7 +251,7 @@ def _compiled_refuses(backend: str, key: str):
 @functools.cache
 def _triton_attention_import_error() -> str | None:
     try:
-        import triton_kernels.attention  # noqa: F401
+        import attnfast.triton_kernels.attention  # noqa: F401
     except ImportError as exc:
         return f"triton_kernels/attention.py cannot be imported ({exc})"
     return None

@@ -3,7 +3,7 @@
 
 Same contract as the compiled ``attention_forward`` / ``attention_backward`` schemas
 (csrc/schemas.cpp); the Triton kernels are Python functions, so their ops are defined here
-rather than in C++. triton_kernels.attention is imported lazily, inside the op bodies, so
+rather than in C++. attnfast.triton_kernels.attention is imported lazily, inside the op bodies, so
 importing attnfast never needs triton. attnfast/ops/attention.py imports this module; its
 ``_run_triton`` then finds ``torch.ops.attnfast.attention_forward_triton``.
 """
@@ -22,7 +22,7 @@ def attention_forward_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                              bias: torch.Tensor | None, causal: bool, scale: float,
                              dropout_p: float, seed: torch.Tensor
                              ) -> tuple[torch.Tensor, torch.Tensor]:
-    from triton_kernels import attention as tk
+    from attnfast.triton_kernels import attention as tk
 
     # Custom ops run eagerly: reading the seed here is no graph break.
     return tk.attention_forward(q, k, v, bias, causal, scale, dropout_p,
@@ -35,7 +35,7 @@ def attention_backward_triton(grad_out: torch.Tensor, q: torch.Tensor, k: torch.
                               bias: torch.Tensor | None, causal: bool, scale: float,
                               dropout_p: float, seed: torch.Tensor, deterministic: bool
                               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    from triton_kernels import attention as tk
+    from attnfast.triton_kernels import attention as tk
 
     return tk.attention_backward(grad_out, q, k, v, out, lse, bias, causal, scale, dropout_p,
                                  seed_ops.seed_int(seed, "attention_backward_triton: seed"),

@@ -157,7 +157,7 @@ if _extension.simt_loaded():  # the CUDA kernels under the SIMT harness: the sam
 def _boom_forward_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                          activation: int, chunk_width: int, dropout_p: float, seed: torch.Tensor,
                          save_preact: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    from triton_kernels import boom as tk
+    from attnfast.triton_kernels import boom as tk
 
     return tk.boom_forward(x, weight, bias, activation, chunk_width, dropout_p,
                            seed_ops.seed_int(seed, "boom_forward_triton: seed"), save_preact)
@@ -168,7 +168,7 @@ def _boom_backward_triton(grad_out: torch.Tensor, x: torch.Tensor, weight: torch
                           preact: torch.Tensor, has_bias: bool, activation: int, chunk_width: int,
                           dropout_p: float, seed: torch.Tensor
                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    from triton_kernels import boom as tk
+    from attnfast.triton_kernels import boom as tk
 
     return tk.boom_backward(grad_out, x, weight, preact, has_bias, activation, chunk_width,
                             dropout_p, seed_ops.seed_int(seed, "boom_backward_triton: seed"))

@@ -644,7 +644,7 @@ for _name, _status, _fn in (
 from attnfast.ops import memory_extra_triton as _mx  # noqa: E402
 from attnfast.ops import memory_triton as _mt  # noqa: E402
 
-_TRITON_IMPORT_ERROR: list = []  # memo: why triton_kernels.memory cannot be imported (or None)
+_TRITON_IMPORT_ERROR: list = []  # memo: why attnfast.triton_kernels.memory cannot be imported (or None)
 
 
 def _triton_status(inp) -> list[str]:
@@ -657,7 +657,7 @@ def _triton_status(inp) -> list[str]:
                        "precision)")
     if not _TRITON_IMPORT_ERROR:
         try:
-            import triton_kernels.memory  # noqa: F401
+            import attnfast.triton_kernels.memory  # noqa: F401
             _TRITON_IMPORT_ERROR.append(None)
         except Exception as exc:  # noqa: BLE001  (any import failure is a reason to refuse)
             _TRITON_IMPORT_ERROR.append(f"triton_kernels/memory.py cannot be imported ({exc})")
@@ -666,7 +666,7 @@ def _triton_status(inp) -> list[str]:
     return reasons
 
 
-_TRITON_EXTRA_IMPORT_ERROR: list = []  # memo: why triton_kernels.memory_extra cannot be imported
+_TRITON_EXTRA_IMPORT_ERROR: list = []  # memo: why attnfast.triton_kernels.memory_extra cannot be imported
 
 
 def _triton_status_extra(inp) -> list[str]:
@@ -674,7 +674,7 @@ def _triton_status_extra(inp) -> list[str]:
     reasons = _triton_status(inp)
     if not _TRITON_EXTRA_IMPORT_ERROR:
         try:
-            import triton_kernels.memory_extra  # noqa: F401
+            import attnfast.triton_kernels.memory_extra  # noqa: F401
             _TRITON_EXTRA_IMPORT_ERROR.append(None)
         except Exception as exc:  # noqa: BLE001  (any import failure is a reason to refuse)
             _TRITON_EXTRA_IMPORT_ERROR.append(
