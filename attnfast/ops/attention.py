@@ -25,6 +25,7 @@ from attnfast.reference.attention import weights_and_lse
 from attnfast.dispatch import Implementation, Op, device_reasons
 from attnfast.ops import seed as seed_ops
 from attnfast.ops.autocast import lower_precision
+from attnfast.ops.first_order import first_order
 from attnfast.ops import attention_triton  # noqa: F401  (registers attnfast::attention_*_triton)
 
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -164,6 +165,7 @@ def _register_autograd(forward_name: str, backward_op):
         ctx.save_for_backward(q, k, v, out, lse, bias, seed)
         ctx.args = (causal, scale, dropout_p)
 
+    @first_order("single_head_attention")
     def backward(ctx, grad_out, _grad_lse):
         # lse is an auxiliary output for the backward; its gradient is not propagated (the
         # public API never returns it with a graph).

@@ -17,6 +17,7 @@ from attnfast import _extension, dispatch, reference
 from attnfast.dispatch import Implementation, Op, device_reasons
 from attnfast.ops import seed as seed_ops
 from attnfast.ops.autocast import lower_precision
+from attnfast.ops.first_order import first_order
 
 ACTIVATIONS = {"gelu_sigmoid": 0, "gelu": 1, "gelu_tanh": 2, "relu": 3}  # csrc/common/activations.h
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -75,6 +76,9 @@ def prepare(x, weight, bias=None, *, shortcut=True, weight2=None, bias2=None,
     if not (isinstance(dropout_p, (int, float)) and 0.0 <= dropout_p < 1.0):
         raise ValueError(f"dropout_p must be a float in [0, 1), got {dropout_p!r}")
     if shortcut:
+        if d_model == 0:
+            raise ValueError("shortcut=True needs d_model >= 1 (the activation is cut into "
+                             "d_model-wide chunks), got x and weight with d_model=0")
         if d_ff < d_model:
             raise ValueError(
                 f"shortcut=True needs d_ff >= d_model (the d_ff-wide activation is cut into "
@@ -129,6 +133,7 @@ def _register_autograd(forward_name: str, backward_op):
         ctx.args = (bias is not None, activation, chunk_width, dropout_p)
         ctx.save_preact = save_preact
 
+    @first_order("boom")
     def backward(ctx, grad_out, _grad_preact):
         if not ctx.save_preact:
             raise RuntimeError("attnfast boom: backward needs boom_forward(..., save_preact=True)")
@@ -211,8 +216,16 @@ def _run_reference(inp: BoomInputs) -> torch.Tensor:
                           dropout_p=inp.dropout_p, seed=inp.seed)
 
 
+def _zero_width_reasons(inp: BoomInputs) -> list[str]:
+    d_ff, d_model = inp.weight.shape
+    if d_model == 0 or d_ff == 0:
+        return [f"a zero-width layer (d_model={d_model}, d_ff={d_ff}) has nothing to fuse; "
+                "the reference computes it"]
+    return []
+
+
 def _compiled_refuses(backend):
-    return lambda inp: device_reasons(inp, backend, KERNEL_DTYPES)
+    return lambda inp: device_reasons(inp, backend, KERNEL_DTYPES) + _zero_width_reasons(inp)
 
 
 BOOM = dispatch.register(Op("boom", prepare, [

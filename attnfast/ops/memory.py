@@ -22,6 +22,7 @@ import torch
 from attnfast import _extension, dispatch
 from attnfast import reference as _ref_pkg  # noqa: F401  (keeps the import order of boom)
 from attnfast.dispatch import Implementation, Op, device_reasons
+from attnfast.ops.first_order import first_order
 from attnfast.reference import memory as ref
 
 KERNEL_DTYPES = (torch.float32, torch.float64)
@@ -140,6 +141,7 @@ def _register_compiled():
         ctx.save_for_backward(memory, keys, strengths, output)
         ctx.eps = eps
 
+    @first_order("content_addressing")
     def content_bwd(ctx, grad):
         memory, keys, strengths, weights = ctx.saved_tensors
         gm, gk, gs = ops.memory_content_backward(_c(grad), memory, keys, strengths, weights, ctx.eps)
@@ -154,6 +156,7 @@ def _register_compiled():
         ctx.save_for_backward(usage, write_gates)
         ctx.eps = eps
 
+    @first_order("dnc_allocation")
     def alloc_bwd(ctx, grad):
         usage, write_gates = ctx.saved_tensors
         gu, gg = ops.dnc_allocation_backward(_c(grad), usage, write_gates, ctx.eps)
@@ -165,6 +168,7 @@ def _register_compiled():
     def write_ctx(ctx, inputs, output):
         ctx.save_for_backward(*inputs)
 
+    @first_order("memory_write")
     def write_bwd(ctx, grad):
         return ops.memory_write_backward(_c(grad), *ctx.saved_tensors)
 
@@ -176,6 +180,7 @@ def _register_compiled():
     def link_ctx(ctx, inputs, output):
         ctx.save_for_backward(*inputs)
 
+    @first_order("dnc_link_update")
     def link_bwd(ctx, g_link, g_prec, g_fwd, g_bwd):
         return ops.dnc_link_read_backward(_c(g_link), _c(g_prec), _c(g_fwd), _c(g_bwd),
                                           *ctx.saved_tensors)
@@ -290,18 +295,22 @@ def _register_compiled_extra():
 
     # Every backward recomputes what it needs from the saved inputs (all small: (B, H, N) or
     # (B, T, K)-sized), so no intermediate of the forward is kept.
+    @first_order("ntm_address")
     def ntm_bwd(ctx, grad):
         return ops.ntm_location_backward(_c(grad), *ctx.saved_tensors)
 
+    @first_order("graves_window")
     def graves_bwd(ctx, g_w, g_kappa, g_phi):
         *grads, g_mask = ops.graves_window_backward(_c(g_w), _c(g_kappa), _c(g_phi),
                                                     *ctx.saved_tensors)
         return (*grads, g_mask if ctx.saved_tensors[-1] is not None else None)
 
+    @first_order("dnc_usage")
     def usage_bwd(ctx, grad):
         gu, gf, gr = ops.dnc_usage_backward(_c(grad), *ctx.saved_tensors)
         return gu, None, gf, gr  # write_weights: stop_gradient, as in DeepMind's DNC
 
+    @first_order("memory_read")
     def read_bwd(ctx, grad):
         return ops.memory_read_backward(_c(grad), *ctx.saved_tensors)
 

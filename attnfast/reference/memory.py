@@ -111,6 +111,8 @@ def dnc_allocation(usage: torch.Tensor, write_gates: torch.Tensor | None = None,
         a = _allocation_one(usage, eps)
         out.append(a)
         usage = usage + (1 - usage) * write_gates[:, h:h + 1] * a
+    if not out:  # no write heads: an empty (B, 0, N), as the kernels return
+        return usage.new_zeros((usage.shape[0], 0, usage.shape[1]))
     return torch.stack(out, dim=1)
 
 
