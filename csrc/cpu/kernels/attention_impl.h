@@ -182,6 +182,10 @@ void attn_forward_typed(const AttnFwdArgs& a, int64_t b, int64_t qb, float* scra
       const float m_new = mrow[r] > mx ? mrow[r] : mx;
       T* prow = P + r * lds;
       if (m_new == -INFINITY) {  // nothing visible yet in this row: P = 0, state unchanged
+        // ... unless a visible score is NaN (the max above skips NaN): then the row is NaN, as
+        // torch's softmax gives, through l (NaN propagates through every later block).
+        for (int64_t c = 0; c < nvis; ++c)
+          if (s[c] != s[c]) lrow[r] = s[c];
         for (int64_t c = 0; c < nk; ++c) {
           s[c] = 0.f;  // the fp32 path multiplies S itself by V
           prow[c] = from_f32<T>(0.f);
@@ -225,12 +229,14 @@ void attn_forward_typed(const AttnFwdArgs& a, int64_t b, int64_t qb, float* scra
   float* lse = a.lse + b * a.Lq + i0;
   for (int64_t r = 0; r < mq; ++r) {
     const float l = lrow[r];
-    const float inv = l > 0.f ? 1.f / l : 0.f;
+    // l > 0: a softmax row; l == 0: a fully masked row (output 0, lse -inf); l NaN: a NaN score
+    // somewhere in the row, which the output and lse carry, as torch's softmax does.
+    const float inv = l > 0.f ? 1.f / l : (l != l ? l : 0.f);
     const float* o = O + r * ldo;
     T* dst = out + r * a.sor;
 #pragma omp simd
     for (int64_t c = 0; c < a.Dv; ++c) dst[c] = from_f32<T>(o[c] * inv);
-    lse[r] = l > 0.f ? mrow[r] + std::log(l) : -INFINITY;
+    lse[r] = l > 0.f ? mrow[r] + std::log(l) : (l != l ? l : -INFINITY);
   }
 }
 
