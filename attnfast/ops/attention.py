@@ -83,6 +83,14 @@ def build_bias(attn_mask, key_padding_mask, shape, device) -> torch.Tensor | Non
             m = m.masked_fill(~attn_mask, float("-inf"))
         elif attn_mask.is_floating_point():
             m = attn_mask.float()
+            # Softmax is unchanged by a constant per row, so each row's largest finite bias is
+            # subtracted. A row whose keys all carry a huge finite negative bias (-1e9,
+            # finfo.min: masking the additive way) then keeps its scale: left at -1e9, where
+            # fp32's spacing is 64, the saved logsumexp lost the row's log-sum and the backward's
+            # exp(s - lse) was off by a factor of up to the number of keys.
+            if m.numel() and m.shape[-1]:
+                row_max = m.amax(dim=-1, keepdim=True)
+                m = m - torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
         else:
             raise ValueError(f"attn_mask must be boolean (True = keep) or floating (additive), "
                              f"got {attn_mask.dtype}")
