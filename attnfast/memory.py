@@ -185,7 +185,8 @@ def empty_cpu_cache() -> None:
 
 def set_cpu_cache_limit(megabytes: int) -> None:
     """Bound the CPU block cache to ``megabytes`` (0 turns it off) and trim it to that bound."""
-    if not isinstance(megabytes, int) or isinstance(megabytes, bool) or megabytes < 0:
-        raise ValueError(f"megabytes must be a non-negative int, got {megabytes!r}")
+    max_mb = (2**63 - 1) >> 20  # the limit is kept in bytes, as an int64
+    if not isinstance(megabytes, int) or isinstance(megabytes, bool) or not 0 <= megabytes <= max_mb:
+        raise ValueError(f"megabytes must be an int in [0, {max_mb}], got {megabytes!r}")
     if _extension.loaded():
         _extension._C.set_cpu_cache_limit(megabytes << 20)

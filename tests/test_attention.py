@@ -607,12 +607,14 @@ def test_cpu_block_size_override_rejects_bad_values():
             "a = attnfast.single_head_attention(q, k, v, causal=True, backend='cpu'); "
             "b = attnfast.single_head_attention(q, k, v, causal=True, backend='reference'); "
             "print(float((a - b).abs().max()))")
-    env = dict(os.environ, ATTNFAST_ATTN_CPU_BLOCKS="64,100")  # bk not a multiple of 64
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stderr
-    assert "ignoring ATTNFAST_ATTN_CPU_BLOCKS=\"64,100\"" in r.stderr, r.stderr
-    assert float(r.stdout.strip().splitlines()[-1]) < 1e-5
+    # bk not a multiple of 64; blocks past the bounds (a huge value corrupted the heap)
+    for blocks in ("64,100", "2000000000,2000000000", "64,99999999999999999999"):
+        env = dict(os.environ, ATTNFAST_ATTN_CPU_BLOCKS=blocks)
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert f"ignoring ATTNFAST_ATTN_CPU_BLOCKS=\"{blocks}\"" in r.stderr, r.stderr
+        assert float(r.stdout.strip().splitlines()[-1]) < 1e-5
 
 
 @pytest.mark.parametrize("isa", ["base", "avx2"])

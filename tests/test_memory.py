@@ -614,6 +614,22 @@ def test_cpu_block_cache_env_limit():
     env = dict(os.environ, ATTNFAST_CPU_CACHE_MB="3")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == str(3 << 20), out.stderr
-    env["ATTNFAST_CPU_CACHE_MB"] = "lots"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert out.returncode != 0 and "ATTNFAST_CPU_CACHE_MB must be a non-negative integer" in out.stderr
+    # Not a number, negative, past the int64 byte count, past long long: a clear error each.
+    for bad in ("lots", "-1", str(2**43), str(2**70)):
+        env["ATTNFAST_CPU_CACHE_MB"] = bad
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert out.returncode != 0, (bad, out.stdout)
+        assert "ATTNFAST_CPU_CACHE_MB must be an integer in [0, 8796093022207]" in out.stderr, out.stderr
+
+
+def test_set_cpu_cache_limit_range():
+    before = M.cpu_cache_info()["limit_bytes"] >> 20
+    try:
+        M.set_cpu_cache_limit((2**63 - 1) >> 20)  # the largest: accepted, reported as it is
+        if memory_ops._HAS_OPS:
+            assert M.cpu_cache_info()["limit_bytes"] == ((2**63 - 1) >> 20) << 20
+        for bad in (-1, 2**43, 2**80, 1.5, True):
+            with pytest.raises(ValueError, match="megabytes must be an int in"):
+                M.set_cpu_cache_limit(bad)
+    finally:
+        M.set_cpu_cache_limit(before)

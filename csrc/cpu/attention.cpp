@@ -57,14 +57,17 @@ void block_sizes(int64_t* bq, int64_t* bk, bool backward, int64_t head_dim) {
     long q = 0, k = 0;
     // bq even (bf16 pair rows), bk a whole number of B-operand panels (the tile GEMMs start
     // K^T / V^T at key j0 = a multiple of bk, which must be a panel's first column).
-    if (std::sscanf(env, "%ld,%ld", &q, &k) == 2 && q >= 2 && q % 2 == 0 && k >= kAttnPanel &&
-        k % kAttnPanel == 0) {
+    // Upper bounds keep the per-thread scratch (a few bq x bk fp32 tiles) to tens of MB.
+    constexpr long kMaxQ = 1024, kMaxK = 4096;
+    if (std::sscanf(env, "%ld,%ld", &q, &k) == 2 && q >= 2 && q <= kMaxQ && q % 2 == 0 &&
+        k >= kAttnPanel && k <= kMaxK && k % kAttnPanel == 0) {
       *bq = q;
       *bk = k;
     } else {
       TORCH_WARN_ONCE("attnfast: ignoring ATTNFAST_ATTN_CPU_BLOCKS=\"", env,
-                      "\": expected \"bq,bk\" with bq even and >= 2 and bk a multiple of ",
-                      kAttnPanel, "; using the default blocks");
+                      "\": expected \"bq,bk\" with bq even in [2, ", kMaxQ,
+                      "] and bk a multiple of ", kAttnPanel, " in [", kAttnPanel, ", ", kMaxK,
+                      "]; using the default blocks");
     }
   }
 }

@@ -8,7 +8,9 @@
 #include <c10/util/Exception.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdlib>
+#include <limits>
 #include <list>
 #include <map>
 #include <mutex>
@@ -25,9 +27,12 @@ int64_t limit_from_env() {
   const char* env = std::getenv("ATTNFAST_CPU_CACHE_MB");
   if (env == nullptr || *env == '\0') return int64_t(512) << 20;
   char* end = nullptr;
+  errno = 0;
   const long long mb = std::strtoll(env, &end, 10);
-  TORCH_CHECK(end != env && *end == '\0' && mb >= 0,
-              "ATTNFAST_CPU_CACHE_MB must be a non-negative integer (megabytes), got '", env, "'");
+  constexpr long long kMaxMb = std::numeric_limits<int64_t>::max() >> 20;  // bytes fit int64
+  TORCH_CHECK(end != env && *end == '\0' && errno == 0 && mb >= 0 && mb <= kMaxMb,
+              "ATTNFAST_CPU_CACHE_MB must be an integer in [0, ", kMaxMb, "] (megabytes), got '",
+              env, "'");
   return static_cast<int64_t>(mb) << 20;
 }
 
