@@ -1,7 +1,7 @@
 """Triton kernels of fused single-head attention (flash-style), forward and backward.
 
 Semantics are those of the ``attnfast::attention_forward`` / ``attention_backward`` schemas
-(csrc/schemas.cpp): q (B, Lq, D), k (B, Lk, D), v (B, Lk, Dv), one dtype (fp32/bf16/fp16), last
+(csrc/schemas.h): q (B, Lq, D), k (B, Lk, D), v (B, Lk, Dv), one dtype (fp32/bf16/fp16), last
 dim contiguous (other strides arbitrary); bias an optional additive fp32 (B, Lq, Lk) view (0
 strides allowed, -inf = masked); causal bottom-right aligned (query i sees key j iff
 j <= i + Lk - Lq); s = scale * q k^T + bias; out = dropout(softmax(s)) v in q's dtype;

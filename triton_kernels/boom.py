@@ -5,7 +5,7 @@
     out = sum_{j < F // C} h[:, j C : (j + 1) C]        (N, C); columns >= (F // C) C dropped
 
 Semantics are those of the ``attnfast::boom_forward`` / ``boom_backward`` schemas
-(csrc/schemas.cpp): activations mirror csrc/common/activations.h, dropout is the counter-based
+(csrc/schemas.h): activations mirror csrc/common/activations.h, dropout is the counter-based
 Philox4x32-10 contract of csrc/common/philox.h with element index i = n * F + f (the FULL F is
 the row stride, also for the dropped remainder columns).
 

@@ -1,7 +1,7 @@
 """Triton kernels of the memory addressing ops (NTM / DNC), forward and backward, float32.
 
 Semantics: the ``attnfast::memory_content_*``, ``dnc_allocation_*``, ``memory_write_*`` and
-``dnc_link_read_*`` schemas (csrc/schemas.cpp, "memory"); formulas in the order of
+``dnc_link_read_*`` schemas (csrc/schemas.h, "memory"); formulas in the order of
 csrc/common/memory_math.h. All accumulation in fp32; no atomics (every sum has a fixed order).
 
 Kernels

@@ -2,7 +2,7 @@
 DNC usage, memory read), forward and backward, float32.
 
 Semantics: the ``attnfast::ntm_location_*``, ``graves_window_*``, ``dnc_usage_*`` and
-``memory_read_*`` schemas (csrc/schemas.cpp, "memory, second group"); formulas in the order of
+``memory_read_*`` schemas (csrc/schemas.h, "memory, second group"); formulas in the order of
 csrc/common/memory_math.h and the CPU loops. All accumulation in fp32; no atomics (every sum has
 a fixed order: in-program tile reductions, loops in index order).
 

@@ -1,7 +1,7 @@
 """Single-head attention: validation, mask building, backend implementations, fake kernels,
 autograd, and the torch SDPA drop-in.
 
-Compiled backends share one contract (csrc/schemas.cpp, attention section):
+Compiled backends share one contract (csrc/schemas.h, attention section):
 ``attention_forward(q, k, v, bias, causal, scale, dropout_p, seed) -> (out, lse)`` and
 ``attention_backward(grad_out, q, k, v, out, lse, bias, causal, scale, dropout_p, seed,
 deterministic) -> (grad_q, grad_k, grad_v)``, the seed a 0-dim int64 CPU tensor

@@ -2,7 +2,7 @@
 ``attnfast::attention_backward_triton``, with fake kernels and autograd.
 
 Same contract as the compiled ``attention_forward`` / ``attention_backward`` schemas
-(csrc/schemas.cpp); the Triton kernels are Python functions, so their ops are defined here
+(csrc/schemas.h); the Triton kernels are Python functions, so their ops are defined here
 rather than in C++. attnfast.triton_kernels.attention is imported lazily, inside the op bodies, so
 importing attnfast never needs triton. attnfast/ops/attention.py imports this module; its
 ``_run_triton`` then finds ``torch.ops.attnfast.attention_forward_triton``.

@@ -1,6 +1,6 @@
 """The Boom op: validation, the four backend implementations, fake kernels, autograd.
 
-All compiled backends share one contract (csrc/schemas.cpp): ``boom_forward(x2d, weight, bias,
+All compiled backends share one contract (csrc/schemas.h): ``boom_forward(x2d, weight, bias,
 activation, chunk_width, dropout_p, seed, save_preact) -> (out, preact)``, the seed a 0-dim
 int64 CPU tensor (attnfast/ops/seed.py). With shortcut the chunk width is d_model; without it
 the chunk width is d_ff (one chunk: a fused linear + activation + dropout) and the down
@@ -157,7 +157,7 @@ if _extension.simt_loaded():  # the CUDA kernels under the SIMT harness: the sam
 
 
 # The Triton kernels are Python functions, so their ops are defined here rather than in
-# csrc/schemas.cpp (which only holds the ops that have C++ implementations).
+# csrc/schemas.h (which only holds the ops that have C++ implementations).
 @torch.library.custom_op("attnfast::boom_forward_triton", mutates_args=())
 def _boom_forward_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                          activation: int, chunk_width: int, dropout_p: float, seed: torch.Tensor,

@@ -1,7 +1,7 @@
 """Memory addressing ops (NTM, DNC, Graves' window): argument checks, backend implementations,
 fake kernels and autograd of the compiled ops.
 
-Compiled-op contract (csrc/schemas.cpp, "memory" section): a few fused ops, each with an explicit
+Compiled-op contract (csrc/schemas.h, "memory" section): a few fused ops, each with an explicit
 backward op, float32/float64, contiguous inputs, explicit shapes:
 
   memory_content_forward(memory (B,N,W), keys (B,H,W), strengths (B,H), eps) -> weights (B,H,N)
@@ -241,7 +241,7 @@ def cpu_access_step(state: ref.DNCState, x: ref.DNCInterface, eps=EPS):
 
 
 # ---- second group of compiled ops: NTM location, Graves' window, usage, read ------------------
-# (csrc/cpu/memory_extra.cpp; schemas in csrc/schemas.cpp, "memory, second group")
+# (csrc/cpu/memory_extra.cpp; schemas in csrc/schemas.h, "memory, second group")
 
 def _fake_ntm(content, gate, prev_weights, shift, gamma):
     return torch.empty_like(content)

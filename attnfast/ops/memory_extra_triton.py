@@ -2,7 +2,7 @@
 NTM location addressing, Graves' window, DNC usage and the memory read, each forward with an
 explicit backward op, fake kernels and autograd.
 
-Same contract as the compiled schemas (csrc/schemas.cpp, "memory, second group"), float32 only.
+Same contract as the compiled schemas (csrc/schemas.h, "memory, second group"), float32 only.
 The kernels (triton_kernels/memory_extra.py) are imported lazily inside the op bodies, so
 importing attnfast never needs triton. attnfast/ops/memory.py adds the "triton" implementations
 that call these ops. Every backward recomputes what it needs from the saved inputs (all

@@ -2,7 +2,7 @@
 four fused ops (content addressing, DNC allocation, erase/add write, link update + directional
 reads), each forward with an explicit backward op, fake kernels and autograd.
 
-Same contract as the compiled schemas (csrc/schemas.cpp, "memory"), float32 only. The kernels
+Same contract as the compiled schemas (csrc/schemas.h, "memory"), float32 only. The kernels
 (triton_kernels/memory.py) are imported lazily inside the op bodies, so importing attnfast never
 needs triton. attnfast/ops/memory.py adds the "triton" implementations that call these ops.
 """

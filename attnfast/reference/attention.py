@@ -1,6 +1,6 @@
 """Single-head scaled dot-product attention in plain PyTorch: the oracle and the fallback.
 
-Conventions shared with every backend (csrc/schemas.cpp, attention section):
+Conventions shared with every backend (csrc/schemas.h, attention section):
   q (B, Lq, D), k (B, Lk, D), v (B, Lk, Dv); scores s = scale * q k^T + bias, bias an additive
   fp32 mask broadcastable to (B, Lq, Lk) (-inf = masked); ``causal`` is aligned bottom-right:
   query i sees key j iff j <= i + (Lk - Lq) (the memory case: the Lk - Lq memory positions come
