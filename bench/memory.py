@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import collections
 import resource
+import sys
 
 import torch
 
@@ -184,7 +185,9 @@ def main(argv=None) -> int:
             steps = a.steps if n < 2048 else (a.big_steps if mode == "fwd" else a.big_steps // 2)
             rows.append(bench_case(n, steps, mode, fns, a.reps, device))
             rows[-1] = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in rows[-1].items()}
-            print(rows[-1], flush=True)
+            times = ", ".join(f"{k[:-3]} {v} ms" for k, v in rows[-1].items()
+                              if k.endswith("_ms"))
+            print(f"bench.memory: N {n} T {steps} {mode}: {times}", file=sys.stderr, flush=True)
     cols = ["N", "T", "mode"] + [k for k in rows[0] if k.endswith("_ms")] + \
         [k for k in rows[0] if "vs_" in k] + [k for k in rows[0] if k.endswith("_kfaults")]
     env = harness.environment(device)

@@ -225,7 +225,13 @@ def main(argv=None):
     p.add_argument("--refresh", action="store_true", help="measure again (the cache keeps the best)")
     p.add_argument("--reset", action="store_true", help="measure again and forget the cached figure")
     args = p.parse_args(argv)
-    print(json.dumps(peak(args.device, refresh=args.refresh, reset=args.reset), indent=1))
+    from bench import harness
+
+    rec = peak(args.device, refresh=args.refresh, reset=args.reset)
+    rows = [{"field": k, "value": json.dumps(v) if isinstance(v, dict) else v}
+            for k, v in rec.items()]
+    harness.print_table(rows, ["field", "value"],
+                        title=f"physical peak (cached in {cache_dir() / 'peak.json'})")
 
 
 if __name__ == "__main__":
