@@ -597,6 +597,8 @@ def run_case(size: Size, dtype_name: str, dropout: float, impls: list[str], devi
 
     eager_by = {r["impl"]: r for r in rows if r["mode"] == "eager"}
     for r in rows:
+        if r["mode"] == "compile":
+            continue  # measured in compile_rows, while the compiled function exists
         r["mem_bytes"] = None
         if args.no_memory or r["timing"] is None:
             continue
@@ -668,6 +670,12 @@ def compile_rows(trainers, label, device, args, tokens_per_step, step_flop, peak
                        gflops=harness.gflops(step_flop, t.median_ms),
                        paired_eager_ms=res["eager"][0].median_ms,
                        recompiled_while_timed=(final["frames_compiled"] > after_warm["frames_compiled"]))
+        row["mem_bytes"] = None
+        if res is not None and not args.no_memory:
+            if row["timing"]["median_ms"] > args.extra_step_max_s * 1e3:
+                row["mem_note"] = f"skipped: step > {args.extra_step_max_s:.0f} s"
+            else:
+                row["mem_bytes"] = harness.peak_memory(functools.partial(tr.step, compiled=True), device)
         log(f"  compile {impl}: {wall:.0f} s for warm-up + timing; dynamo {final}")
         rows.append(row)
         tr.compiled = None
