@@ -324,10 +324,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where to write the results (default: %(default)s)")
 
 
+def _interpret_triton_on_cpu() -> None:
+    """Without a GPU the Triton kernels run under the Triton interpreter, which Triton reads
+    from TRITON_INTERPRET when it is imported -- and importing attnfast imports it (through
+    torch.compiler). If it was imported without the variable, run this command again with it."""
+    if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1":
+        return
+    os.environ["TRITON_INTERPRET"] = "1"
+    if "triton" in sys.modules and getattr(sys, "orig_argv", None):
+        sys.stdout.flush()
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
 def run(args) -> int:
-    if not torch.cuda.is_available():
-        # Before any Triton kernel is defined (they are imported lazily on first use).
-        os.environ.setdefault("TRITON_INTERPRET", "1")
+    _interpret_triton_on_cpu()
     from tabulate import tabulate
 
     start = time.perf_counter()

@@ -87,3 +87,21 @@ def test_the_command_line(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "attnfast", "check", "--op", "nope"],
                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert bad.returncode == 2 and "unknown op 'nope'" in bad.stderr
+
+
+def test_the_command_line_runs_triton_without_the_interpreter_variable(tmp_path):
+    """A user on a CPU machine does not set TRITON_INTERPRET: the command must (Triton reads it
+    at import, which importing attnfast already did), or every Triton check fails."""
+    import os
+    import subprocess
+    import sys
+
+    require_backend("triton")
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU the Triton kernels run natively")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-m", "attnfast", "check", "--quick", "--op", "boom",
+                           "--backend", "triton", "--json", str(tmp_path / "c.json")],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "6 passed, 0 failed" in proc.stdout
