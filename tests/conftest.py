@@ -97,3 +97,24 @@ def assert_parity(actual: torch.Tensor, oracle: torch.Tensor, low_ref: torch.Ten
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one intra-op thread for the test, restored after. For tests of tiny models: a
+    second thread only adds synchronisation, and on a busy 2-core machine the waiting threads
+    spin (measured: steps 30x slower). Use with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory):
+    """~12 KB of text (this repository's model source): enough for 4 streams of 16 bytes."""
+    path = tmp_path_factory.mktemp("corpus") / "text.txt"
+    source = os.path.join(os.path.dirname(attnfast.__file__), "models", "sharnn.py")
+    with open(source, "rb") as f:
+        path.write_bytes((f.read() * 2)[:12000])
+    return str(path)

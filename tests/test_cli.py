@@ -28,27 +28,10 @@ from attnfast.cli.sample import generate
 from attnfast.cli.train import draw_seq_len, lr_at
 from attnfast.models.sharnn import SHARNNState
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--d-model", "32", "--d-ff", "64", "--max-memory", "40", "--batch-size", "4", "--bptt", "16",
          "--warmup", "2", "--eval-batch-size", "2", "--backend", "cpu", "--no-progress"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def corpus_file(tmp_path_factory):
-    """~12 KB of text (this repository's model source), enough for 4 streams of 16 bytes."""
-    path = tmp_path_factory.mktemp("corpus") / "text.txt"
-    with open(os.path.join(REPO, "attnfast", "models", "sharnn.py"), "rb") as f:
-        text = f.read()
-    path.write_bytes((text * 2)[:12000])
-    return str(path)
 
 
 @pytest.fixture(scope="module")

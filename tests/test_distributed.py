@@ -30,26 +30,11 @@ RUN = ["--d-model", "32", "--d-ff", "64", "--max-memory", "40", "--batch-size", 
 REL_TOL = 1e-5
 
 pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
     pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                        reason="torch.distributed with the gloo backend is not available"),
     pytest.mark.timeout(600),
 ]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def corpus_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("corpus") / "text.txt"
-    with open(os.path.join(REPO, "attnfast", "models", "sharnn.py"), "rb") as f:
-        path.write_bytes((f.read() * 2)[:12000])
-    return str(path)
 
 
 @pytest.fixture(scope="module")

@@ -20,16 +20,8 @@ from attnfast.nn.sharnn import Attention, Boom, is_bottom_right_causal
 from conftest import assert_parity, device_for
 from test_attention import require
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
 FP64_TOL = {"atol": 1e-12, "rtol": 1e-12}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: tiny shapes, and a shared 2-core machine (two threads spin)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ---- plain classes, from SHA-RNN's equations ----------------------------------------------------

@@ -20,6 +20,8 @@ from attnfast.models.sharnn import PRESETS, SHARNN, SHARNNConfig, SHARNNState, c
 from conftest import assert_parity, device_for
 from test_attention import require
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
+
 LN_EPS = 1e-12  # every LayerNorm of SHA-RNN (apex FusedLayerNorm with eps 1e-12)
 
 
@@ -193,16 +195,6 @@ def assert_state_matches(state, ref_state, name, tol):
 # tolerance (2e-5) holds with a 5x margin. The reference backend in fp64 agrees to ~5e-15.
 FP32_MODEL_TOL = {"atol": 2e-5, "rtol": 2e-5}
 FP64_TOL = {"atol": 1e-12, "rtol": 1e-12}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: these models are far too small for two, and on a shared 2-core
-    machine two threads per process spin against each other (measured: 30x slower steps)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("attention_place", ["second_to_last", "all"])
