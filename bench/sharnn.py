@@ -3,7 +3,8 @@
     python -m bench.sharnn [--quick] [--size tiny --size mid] [--dtype fp32 --dtype bf16]
                            [--dropout 0.1 --dropout 0] [--impl attnfast ...] [--no-compile]
                            [--batch 2] [--seq-len 1024] [--memory 3072] [--d-model 1024]
-                           [--d-ff 4096] [--layers 2] [--no-breakdown] [--no-memory]
+                           [--d-ff 4096] [--layers 2] [--threads N] [--no-breakdown] [--no-memory]
+                           [--max-others 0.2] [--wait-quiet 60] [--compile-limit 4]
 
 One step = forward of one segment of T tokens (memory and LSTM state carried from the previous
 step), cross-entropy, backward, AdamW step, zero_grad: what a training loop runs per batch. The
@@ -26,9 +27,16 @@ Columns: median step ms (p10-p90), tokens/s (T * B / median), speed-ups in token
 reference and the original model of the same run (> 1: faster), compiled / eager of the same
 model (timed alternately with its eager steps), the useful GFLOP/s -- the GEMM FLOPs of LSTM,
 Boom, attention (q projection, q k^T and p v over the visible pairs) and decoder, fwd + bwd = 3x
-fwd -- and their fraction of the machine's physical peak (bench/peak), and the peak extra memory
+fwd -- and their fraction of the machine's physical peak (bench/peak) and of torch.mm 2048^3 in
+the dtype measured in the run (``% gemm``: on CPUs with AMX torch's bf16 GEMMs pass the AVX-512
+bf16 "peak"), the first step's loss (equal across models at dropout 0), and the peak extra memory
 of one step (bench/harness.peak_memory: activations, gradients, temporaries; weights and
 optimizer state existed before).
+Timing on a shared machine: models run in turns, one step each per round; each timed step
+records the CPU time other processes used meanwhile (:class:`OthersCPU`) and counts as quiet
+when that stayed under ``--max-others`` cores; medians are of the quiet steps (column
+``quiet/all``), rounds go on (up to 2 x reps) to collect them, and before each timed step the
+script waits up to ``--wait-quiet`` seconds for a quiet machine (off under --quick).
 Breakdown (eager, one step with hooks): forward time per layer kind from module hooks, backward
 time from hooks on the autograd nodes each module's forward created; optimizer timed around
 ``opt.step()``; ``other`` is the rest (residual adds, casts, the autograd engine, the hooks).
@@ -39,9 +47,9 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import math
 import os
 import statistics
-import math
 import sys
 import time
 from collections import defaultdict
@@ -686,13 +694,15 @@ def compile_rows(trainers, label, device, args, tokens_per_step, step_flop, peak
 
 def add_ratios(rows: list[dict]) -> None:
     for r in rows:
-        peers = {q["impl"]: q for q in rows if all(q[k] == r[k] for k in ("size", "dtype", "dropout", "mode"))}
+        peers = {q["impl"]: q for q in rows
+                 if all(q[k] == r[k] for k in ("size", "dtype", "dropout", "mode"))}
         ms = r["timing"]["median_ms"] if r["timing"] else None
         for peer in ("reference", "original"):
             p = peers.get(peer)
             r[f"vs_{peer}"] = harness.ratio(p["timing"]["median_ms"] if p and p["timing"] else None, ms)
         r["vs_eager"] = harness.ratio(r.get("paired_eager_ms"), ms) if r["mode"] == "compile" else None
-        r["pct_of_peak"] = 100.0 * r["gflops"] / r["peak_gflops"] if r["gflops"] and r["peak_gflops"] else None
+        peak = r["peak_gflops"]
+        r["pct_of_peak"] = 100.0 * r["gflops"] / peak if r["gflops"] and peak else None
         roof = r.get("gemm_roof_gflops")
         r["pct_of_gemm"] = 100.0 * r["gflops"] / roof if r["gflops"] and roof else None
 
@@ -730,7 +740,8 @@ def compile_table(rows):
         d, w = r["dynamo"], r["dynamo_after_warmup"] or {}
         out.append({"size": r["size"], "dtype": r["dtype"], "dropout": f"{r['dropout']:g}",
                     "impl": r["impl"], "warm-up + timing s": f"{r['compile_wall_s']:.0f}",
-                    "frames compiled (after warm-up)": f"{d['frames_compiled']} ({w.get('frames_compiled', '-')})",
+                    "frames compiled (after warm-up)":
+                        f"{d['frames_compiled']} ({w.get('frames_compiled', '-')})",
                     "graphs": str(d["graphs"]), "graph breaks": str(d["graph_breaks"]),
                     "limit hits": str(d["recompile_limit_hits"]),
                     "compiled while timed": str(r.get("recompiled_while_timed", "-")),
@@ -763,11 +774,12 @@ def lstm_summary(bds) -> list[str]:
     for bd in bds:
         if bd["impl"] != "attnfast":
             continue
-        share = bd["kinds"]["lstm"]["share"]
-        lines.append(f"{bd['size']} {bd['dtype']} dropout {bd['dropout']:g}: LSTM {100 * share:.0f}% "
-                     f"of attnfast's step; attention + Boom "
-                     f"{100 * (bd['kinds']['attention']['share'] + bd['kinds']['boom']['share']):.0f}% "
-                     f"(if they cost nothing, the step would be at most {1 / max(1e-9, 1 - bd['kinds']['attention']['share'] - bd['kinds']['boom']['share']):.2f}x faster)")
+        k = bd["kinds"]
+        fused = k["attention"]["share"] + k["boom"]["share"]
+        lines.append(f"{bd['size']} {bd['dtype']} dropout {bd['dropout']:g}: LSTM "
+                     f"{100 * k['lstm']['share']:.0f}% of attnfast's step; attention + Boom "
+                     f"{100 * fused:.0f}% (if they cost nothing, the step would be at most "
+                     f"{1 / max(1e-9, 1 - fused):.2f}x faster)")
     return lines
 
 
@@ -903,8 +915,8 @@ def main(argv=None) -> int:
     if not args.no_json:
         path = harness.save_json(args.json or harness.default_json_path("sharnn", device), {
             "benchmark": "sharnn", "quick": args.quick, "environment": env, "peak": peak_record,
-            "sizes": [dataclasses.asdict(s) for s in sizes], "gemm_roof_gflops": roofs, "rows": rows, "breakdowns": bds,
-            "args": vars(args)})
+            "sizes": [dataclasses.asdict(s) for s in sizes], "gemm_roof_gflops": roofs, "rows": rows,
+            "breakdowns": bds, "args": vars(args)})
         print(f"saved {path}")
     return 0
 
