@@ -5,9 +5,10 @@ Functional, batched, differentiable ops. Shapes: memory (B, N, W); keys (B, H, W
 precedence (B, Hw, N). Semantics follow DeepMind's DNC (addressing.py / access.py); see
 attnfast.reference.memory for the formulas and the two documented choices (sort key, 1-based
 character index). Every function takes ``backend=`` like :func:`attnfast.boom`; ``attnfast.explain``
-tells which backend runs. The ``cpu`` backend (C++ kernels, float32/float64) exists for
-content_addressing, dnc_allocation, dnc_write_weights, memory_write, dnc_link_update,
-dnc_directional_read and dnc_access_step; the others run on the reference.
+tells which backend runs. Every function has the ``cpu`` (C++ kernels), ``cuda``, ``simt`` (the
+CUDA kernels under the SIMT harness) and ``triton`` backends, all float32 (and float64 except
+Triton); under autocast they compute in float32. ``dnc_read_weights``, the read-mode mix, is a
+few torch ops on every backend.
 """
 from __future__ import annotations
 

@@ -1,19 +1,27 @@
 """The Triton kernels of the second memory group (triton_kernels/memory_extra.py, through the torch
-custom ops of attnfast/ops/memory_extra_triton.py: NTM location, Graves' window, DNC usage, memory
+custom ops of attnfast/ops/spec.py: NTM location, Graves' window, DNC usage, memory
 read) against the float64 reference, forward and backward (autograd through the ops' explicit
 backward kernels), float32 within conftest's FP32_TOL (gradients 5e-5: one more pow/log/exp
 chain). Under the Triton interpreter on CPU tensors when there is no GPU: tiny shapes."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 from attnfast import memory as M
-from attnfast.ops import memory_extra_triton as mx
 from attnfast.reference import memory as ref
 from conftest import assert_parity, device_for, require_backend
 
 F64 = torch.float64
+# The Triton ops (attnfast/ops/spec.py defines them from the C++ schemas): dense, any strides.
+_ops = torch.ops.attnfast
+mx = SimpleNamespace(ntm_location_forward=_ops.ntm_location_forward_triton,
+                     ntm_location_backward=_ops.ntm_location_backward_triton,
+                     graves_window_forward=_ops.graves_window_forward_triton,
+                     dnc_usage_forward=_ops.dnc_usage_forward_triton,
+                     memory_read_forward=_ops.memory_read_forward_triton)
 
 
 @pytest.fixture(autouse=True)

@@ -1,20 +1,27 @@
 """The Triton memory-addressing kernels (triton_kernels/memory.py, through the torch custom ops of
-attnfast/ops/memory_triton.py) against the float64 reference, forward and backward (autograd
+attnfast/ops/spec.py) against the float64 reference, forward and backward (autograd
 through the ops' explicit backward kernels), float32 within conftest's FP32_TOL. Under the Triton
 interpreter on CPU tensors when there is no GPU: tiny shapes."""
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 import attnfast
 from attnfast import memory as M
-from attnfast.ops import memory_triton as mt
 from attnfast.reference import memory as ref
 from conftest import assert_parity, device_for, require_backend
 
 F64 = torch.float64
 EPS = ref.EPS
+# The Triton ops (attnfast/ops/spec.py defines them from the C++ schemas): dense, any strides.
+_ops = torch.ops.attnfast
+mt = SimpleNamespace(content_forward=_ops.memory_content_forward_triton,
+                     allocation_forward=_ops.dnc_allocation_forward_triton,
+                     write_forward=_ops.memory_write_forward_triton,
+                     link_read_forward=_ops.dnc_link_read_forward_triton)
 
 
 @pytest.fixture(autouse=True)

@@ -14,23 +14,19 @@ The bias gets no gradient from the compiled backends (it is a mask).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 
 import torch
 import torch.nn.functional as F
 
-from attnfast import _extension, dispatch, reference
+from attnfast import dispatch, reference
 from attnfast.reference.attention import weights_and_lse
 from attnfast.dispatch import Implementation, Op, device_reasons
 from attnfast.ops import seed as seed_ops
+from attnfast.ops import spec
 from attnfast.ops.autocast import lower_precision
-from attnfast.ops.first_order import first_order
-from attnfast.ops import attention_triton  # noqa: F401  (registers attnfast::attention_*_triton)
 
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-FORWARD = "attnfast::attention_forward"
-BACKWARD = "attnfast::attention_backward"
 
 
 @dataclasses.dataclass
@@ -144,7 +140,7 @@ def prepare(q, k, v, *, causal=False, attn_mask=None, key_padding_mask=None, dro
                            bool(return_weights))
 
 
-# ---- compiled ops: fake kernels and autograd ------------------------------------------------
+# ---- the compiled op pair: declared once for every backend (ops/spec.py) ---------------------
 
 def _fake_forward(q, k, v, bias, causal, scale, dropout_p, seed):
     seed_ops.check_seed_tensor(seed, "attention_forward: seed")
@@ -160,61 +156,29 @@ def _fake_backward(grad_out, q, k, v, out, lse, bias, causal, scale, dropout_p, 
     return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
-def _deterministic_default() -> bool:
-    # The deterministic (no atomics, bitwise repeatable) backward when torch is asked for
-    # deterministic algorithms (torch.use_deterministic_algorithms(True)).
-    return torch.are_deterministic_algorithms_enabled()
+def _setup_context(ctx, inputs, output):
+    q, k, v, bias, causal, scale, dropout_p, seed = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse, bias, seed)
+    ctx.args = (causal, scale, dropout_p)
 
 
-def _register_autograd(forward_name: str, backward_op):
-    def setup_context(ctx, inputs, output):
-        q, k, v, bias, causal, scale, dropout_p, seed = inputs
-        out, lse = output
-        ctx.save_for_backward(q, k, v, out, lse, bias, seed)
-        ctx.args = (causal, scale, dropout_p)
-
-    @first_order("single_head_attention")
-    def backward(ctx, grad_out, _grad_lse):
-        # lse is an auxiliary output for the backward; its gradient is not propagated (the
-        # public API never returns it with a graph).
-        q, k, v, out, lse, bias, seed = ctx.saved_tensors
-        causal, scale, dropout_p = ctx.args
-        gq, gk, gv = backward_op(grad_out.contiguous(), q, k, v, out, lse, bias, causal, scale,
-                                 dropout_p, seed, _deterministic_default())
-        return gq, gk, gv, None, None, None, None, None
-
-    torch.library.register_autograd(forward_name, backward, setup_context=setup_context)
+def _backward(ctx, backward_op, grad_out, _grad_lse):
+    # lse is an auxiliary output for the backward; its gradient is not propagated (the public
+    # API never returns it with a graph). The bias is a mask: no gradient. The deterministic
+    # (no atomics, bitwise repeatable) backward when torch is asked for deterministic algorithms.
+    q, k, v, out, lse, bias, seed = ctx.saved_tensors
+    causal, scale, dropout_p = ctx.args
+    gq, gk, gv = backward_op(grad_out, q, k, v, out, lse, bias, causal, scale, dropout_p, seed,
+                             torch.are_deterministic_algorithms_enabled())
+    return gq, gk, gv, None, None, None, None, None
 
 
-def _has_kernel(op: str, key: str) -> bool:
-    try:
-        return torch._C._dispatch_has_kernel_for_dispatch_key(op, key)
-    except RuntimeError:  # the schema is not registered (extension missing)
-        return False
-
-
-# Which devices attnfast._C has attention kernels for: fixed once the extension is loaded, and
-# read from a plain dict so that torch.compile can trace the dispatch without a graph break.
-KERNELS_FOR = {key: _has_kernel(FORWARD, key) for key in ("CPU", "CUDA")}
-
-
-def _schema_registered() -> bool:
-    try:
-        torch._C._dispatch_find_schema_or_throw(FORWARD, "")
-        torch._C._dispatch_find_schema_or_throw(BACKWARD, "")
-        return True
-    except RuntimeError:  # an attnfast._C built before the attention schemas
-        return False
-
-
-if _extension.loaded() and _schema_registered():
-    torch.library.register_fake(FORWARD)(_fake_forward)
-    torch.library.register_fake(BACKWARD)(_fake_backward)
-    _register_autograd(FORWARD, torch.ops.attnfast.attention_backward)
-if _extension.simt_loaded():  # the CUDA kernels under the SIMT harness: the same contract
-    torch.library.register_fake("attnfast_simt::attention_forward")(_fake_forward)
-    torch.library.register_fake("attnfast_simt::attention_backward")(_fake_backward)
-    _register_autograd("attnfast_simt::attention_forward", torch.ops.attnfast_simt.attention_backward)
+spec.register(spec.KernelOp(
+    "attention_forward", "attention_backward", public="single_head_attention",
+    fake=_fake_forward, fake_backward=_fake_backward,
+    triton="attention:attention_forward:attention_backward", setup_context=_setup_context,
+    backward_formula=_backward, dense=False))
 
 
 # ---- backend implementations ---------------------------------------------------------------
@@ -233,74 +197,30 @@ def _run_reference(inp: AttentionInputs):
     return (res[0], res[2]) if inp.return_weights else res[0]
 
 
-def _run_compiled(forward_op):
-    def run(inp: AttentionInputs):
-        q, k, v = (_last_dim_contiguous(t) for t in (inp.q, inp.k, inp.v))
-        out, _ = forward_op(q, k, v, inp.bias, inp.causal, inp.scale, inp.dropout_p, inp.seed)
-        if not inp.return_weights:
-            return out
-        # The slower path: the (B, Lq, Lk) weights are materialised in torch (differentiable,
-        # the same Philox mask), the output still comes from the kernel.
-        w, _ = weights_and_lse(inp.q, inp.k, inp.bias, inp.causal, inp.scale,
-                                         inp.dropout_p, inp.seed)
-        return out, w
-
-    return run
+def _run_compiled(ops, inp: AttentionInputs):
+    q, k, v = (_last_dim_contiguous(t) for t in (inp.q, inp.k, inp.v))
+    out, _ = ops.attention_forward(q, k, v, inp.bias, inp.causal, inp.scale, inp.dropout_p,
+                                   inp.seed)
+    if not inp.return_weights:
+        return out
+    # The slower path: the (B, Lq, Lk) weights are materialised in torch (differentiable, the
+    # same Philox mask), the output still comes from the kernel.
+    w, _ = weights_and_lse(inp.q, inp.k, inp.bias, inp.causal, inp.scale, inp.dropout_p,
+                           inp.seed)
+    return out, w
 
 
-def _compiled_refuses(backend: str, key: str):
-    def refuses(inp: AttentionInputs) -> list[str]:
-        reasons = device_reasons(inp, backend, KERNEL_DTYPES)
-        if not KERNELS_FOR[key]:
-            reasons.append(f"attnfast._C has no {key} kernel for attention_forward")
-        return reasons
-
-    return refuses
-
-
-@functools.cache
-def _triton_attention_import_error() -> str | None:
-    try:
-        import attnfast.triton_kernels.attention  # noqa: F401
-    except ImportError as exc:
-        return f"triton_kernels/attention.py cannot be imported ({exc})"
-    return None
-
-
-# Fixed for the process. Called as a constant under torch.compile: a memo filled while dynamo
-# traces the first call would be a guarded mutation, and the second call would recompile.
-@torch.compiler.assume_constant_result
-def _triton_import_error() -> str | None:
-    return _triton_attention_import_error()
-
-
-def _triton_refuses(inp: AttentionInputs) -> list[str]:
-    reasons = device_reasons(inp, "triton", KERNEL_DTYPES)
-    err = _triton_import_error()
-    if err:
-        reasons.append(err)
-    return reasons
-
-
+def _refuses(backend: str, inp: AttentionInputs) -> list[str]:
+    return device_reasons(inp, backend, KERNEL_DTYPES)
 
 
 ATTENTION = dispatch.register(Op("single_head_attention", prepare, [
     Implementation("reference", lambda inp: [], _run_reference),
-    Implementation("cpu", _compiled_refuses("cpu", "CPU"),
-                   _run_compiled(lambda *a: torch.ops.attnfast.attention_forward(*a))),
-    Implementation("cuda", _compiled_refuses("cuda", "CUDA"),
-                   _run_compiled(lambda *a: torch.ops.attnfast.attention_forward(*a))),
-    Implementation("triton", _triton_refuses,
-                   _run_compiled(lambda *a: torch.ops.attnfast.attention_forward_triton(*a))),
-    Implementation("simt", lambda inp: device_reasons(inp, "simt", KERNEL_DTYPES),
-                   _run_compiled(lambda *a: torch.ops.attnfast_simt.attention_forward(*a))),
+    *spec.compiled_implementations(["attention_forward"], _run_compiled, _refuses),
 ],
-    # On an H100 the Triton kernels beat the hand-written CUDA ones (whose backward is an exact
-    # fp32 SIMT path): D=1024 causal bf16 forward ~20 vs ~16 TFLOP/s, forward+backward ~10 vs
-    # ~1 TFLOP/s (bench.attention, 2026-11-24). CUDA stays available with backend="cuda".
-    # Heads wider than 256 now take the GEMM strategy in both backends (cuBLAS on chunks of
-    # query rows), so the order decides the flash kernels of narrower heads; it is to be
-    # re-measured on a GPU (`python -m bench.attention --device cuda` times both).
+    # On CUDA the Triton kernels first: they were measured faster than the hand-written CUDA
+    # ones, whose backward is an exact-fp32 SIMT path (figures: bench/notes/attention_gpu.md).
+    # CUDA stays available with backend="cuda".
     auto_order={"cuda": ("triton", "cuda", "reference")}))
 
 

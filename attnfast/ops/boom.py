@@ -13,11 +13,11 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from attnfast import _extension, dispatch, reference
+from attnfast import dispatch, reference
 from attnfast.dispatch import Implementation, Op, device_reasons
 from attnfast.ops import seed as seed_ops
+from attnfast.ops import spec
 from attnfast.ops.autocast import lower_precision
-from attnfast.ops.first_order import first_order
 
 ACTIVATIONS = {"gelu_sigmoid": 0, "gelu": 1, "gelu_tanh": 2, "relu": 3}  # csrc/common/activations.h
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -110,7 +110,7 @@ def prepare(x, weight, bias=None, *, shortcut=True, weight2=None, bias2=None,
                       seed_ops.resolve(seed, p))
 
 
-# ---- compiled ops: fake kernels and autograd (shared by the C++/CUDA op and the Triton op) ---
+# ---- the compiled op pair: declared once for every backend (ops/spec.py) ---------------------
 
 def _fake_forward(x, weight, bias, activation, chunk_width, dropout_p, seed, save_preact):
     seed_ops.check_seed_tensor(seed, "boom_forward: seed")
@@ -126,62 +126,28 @@ def _fake_backward(grad_out, x, weight, preact, has_bias, activation, chunk_widt
     return torch.empty_like(x), torch.empty_like(weight), grad_bias
 
 
-def _register_autograd(forward_name: str, backward_op):
-    def setup_context(ctx, inputs, output):
-        x, weight, bias, activation, chunk_width, dropout_p, seed, save_preact = inputs
-        ctx.save_for_backward(x, weight, output[1], seed)
-        ctx.args = (bias is not None, activation, chunk_width, dropout_p)
-        ctx.save_preact = save_preact
-
-    @first_order("boom")
-    def backward(ctx, grad_out, _grad_preact):
-        if not ctx.save_preact:
-            raise RuntimeError("attnfast boom: backward needs boom_forward(..., save_preact=True)")
-        x, weight, preact, seed = ctx.saved_tensors
-        has_bias, activation, chunk_width, dropout_p = ctx.args
-        gx, gw, gb = backward_op(grad_out.contiguous(), x, weight, preact, has_bias, activation,
-                                 chunk_width, dropout_p, seed)
-        return gx, gw, (gb if has_bias else None), None, None, None, None, None
-
-    torch.library.register_autograd(forward_name, backward, setup_context=setup_context)
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, activation, chunk_width, dropout_p, seed, save_preact = inputs
+    ctx.save_for_backward(x, weight, output[1], seed)
+    ctx.args = (bias is not None, activation, chunk_width, dropout_p)
+    ctx.save_preact = save_preact
 
 
-if _extension.loaded():
-    torch.library.register_fake("attnfast::boom_forward")(_fake_forward)
-    torch.library.register_fake("attnfast::boom_backward")(_fake_backward)
-    _register_autograd("attnfast::boom_forward", torch.ops.attnfast.boom_backward)
-if _extension.simt_loaded():  # the CUDA kernels under the SIMT harness: the same contract
-    torch.library.register_fake("attnfast_simt::boom_forward")(_fake_forward)
-    torch.library.register_fake("attnfast_simt::boom_backward")(_fake_backward)
-    _register_autograd("attnfast_simt::boom_forward", torch.ops.attnfast_simt.boom_backward)
+def _backward(ctx, backward_op, grad_out, _grad_preact):
+    # The pre-activation is an auxiliary output kept for the backward; no gradient flows into it.
+    if not ctx.save_preact:
+        raise RuntimeError("attnfast boom: backward needs boom_forward(..., save_preact=True)")
+    x, weight, preact, seed = ctx.saved_tensors
+    has_bias, activation, chunk_width, dropout_p = ctx.args
+    gx, gw, gb = backward_op(grad_out, x, weight, preact, has_bias, activation, chunk_width,
+                             dropout_p, seed)
+    return gx, gw, (gb if has_bias else None), None, None, None, None, None
 
 
-# The Triton kernels are Python functions, so their ops are defined here rather than in
-# csrc/schemas.h (which only holds the ops that have C++ implementations).
-@torch.library.custom_op("attnfast::boom_forward_triton", mutates_args=())
-def _boom_forward_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                         activation: int, chunk_width: int, dropout_p: float, seed: torch.Tensor,
-                         save_preact: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    from attnfast.triton_kernels import boom as tk
-
-    return tk.boom_forward(x, weight, bias, activation, chunk_width, dropout_p,
-                           seed_ops.seed_int(seed, "boom_forward_triton: seed"), save_preact)
-
-
-@torch.library.custom_op("attnfast::boom_backward_triton", mutates_args=())
-def _boom_backward_triton(grad_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
-                          preact: torch.Tensor, has_bias: bool, activation: int, chunk_width: int,
-                          dropout_p: float, seed: torch.Tensor
-                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    from attnfast.triton_kernels import boom as tk
-
-    return tk.boom_backward(grad_out, x, weight, preact, has_bias, activation, chunk_width,
-                            dropout_p, seed_ops.seed_int(seed, "boom_backward_triton: seed"))
-
-
-_boom_forward_triton.register_fake(_fake_forward)
-_boom_backward_triton.register_fake(_fake_backward)
-_register_autograd("attnfast::boom_forward_triton", _boom_backward_triton)
+spec.register(spec.KernelOp(
+    "boom_forward", "boom_backward", public="boom", fake=_fake_forward,
+    fake_backward=_fake_backward, triton="boom:boom_forward:boom_backward",
+    setup_context=_setup_context, backward_formula=_backward, dense=False))
 
 
 # ---- backend implementations ---------------------------------------------------------------
@@ -192,21 +158,18 @@ def _needs_grad(inp: BoomInputs) -> bool:
     )
 
 
-def _run_fused(forward_op):
-    def run(inp: BoomInputs) -> torch.Tensor:
-        lead, d_model = inp.x.shape[:-1], inp.x.shape[-1]
-        x2d = inp.x.reshape(-1, d_model).contiguous()
-        chunk = d_model if inp.shortcut else inp.weight.shape[0]
-        out, _ = forward_op(x2d, inp.weight.contiguous(),
-                            None if inp.bias is None else inp.bias.contiguous(),
-                            ACTIVATIONS[inp.activation], chunk, inp.dropout_p, inp.seed,
-                            _needs_grad(inp))
-        out = out.reshape(*lead, chunk)
-        if not inp.shortcut:
-            out = F.linear(out, inp.weight2, inp.bias2)
-        return out
-
-    return run
+def _run_fused(ops, inp: BoomInputs) -> torch.Tensor:
+    lead, d_model = inp.x.shape[:-1], inp.x.shape[-1]
+    x2d = inp.x.reshape(-1, d_model).contiguous()
+    chunk = d_model if inp.shortcut else inp.weight.shape[0]
+    out, _ = ops.boom_forward(x2d, inp.weight.contiguous(),
+                              None if inp.bias is None else inp.bias.contiguous(),
+                              ACTIVATIONS[inp.activation], chunk, inp.dropout_p, inp.seed,
+                              _needs_grad(inp))
+    out = out.reshape(*lead, chunk)
+    if not inp.shortcut:
+        out = F.linear(out, inp.weight2, inp.bias2)
+    return out
 
 
 def _run_reference(inp: BoomInputs) -> torch.Tensor:
@@ -224,20 +187,13 @@ def _zero_width_reasons(inp: BoomInputs) -> list[str]:
     return []
 
 
-def _compiled_refuses(backend):
-    return lambda inp: device_reasons(inp, backend, KERNEL_DTYPES) + _zero_width_reasons(inp)
+def _refuses(backend: str, inp: BoomInputs) -> list[str]:
+    return device_reasons(inp, backend, KERNEL_DTYPES) + _zero_width_reasons(inp)
 
 
 BOOM = dispatch.register(Op("boom", prepare, [
     Implementation("reference", lambda inp: [], _run_reference),
-    Implementation("cpu", _compiled_refuses("cpu"),
-                   _run_fused(lambda *a: torch.ops.attnfast.boom_forward(*a))),
-    Implementation("cuda", _compiled_refuses("cuda"),
-                   _run_fused(lambda *a: torch.ops.attnfast.boom_forward(*a))),
-    Implementation("triton", _compiled_refuses("triton"),
-                   _run_fused(lambda *a: torch.ops.attnfast.boom_forward_triton(*a))),
-    Implementation("simt", _compiled_refuses("simt"),
-                   _run_fused(lambda *a: torch.ops.attnfast_simt.boom_forward(*a))),
+    *spec.compiled_implementations(["boom_forward"], _run_fused, _refuses),
 ]))
 
 

@@ -1,0 +1,96 @@
+"""Allocation: DNC usage (retention by the free gates, then the writes), the sort-based
+allocation weights and the write weights that mix them with content weights."""
+from __future__ import annotations
+
+import torch
+
+from attnfast.ops import spec
+from attnfast.ops.memory.common import EPS, allocation_cap, inputs, public_op
+from attnfast.reference import memory as ref
+
+# ---- compiled ops ------------------------------------------------------------------------------
+
+
+def _allocation_setup(ctx, inputs, output):
+    # The backward re-sorts (O(N log N)) rather than saving permutations.
+    usage, write_gates, eps = inputs
+    ctx.save_for_backward(usage, write_gates)
+    ctx.eps = eps
+
+
+def _allocation_backward(ctx, backward_op, grad):
+    usage, write_gates = ctx.saved_tensors
+    return (*backward_op(grad, usage, write_gates, ctx.eps), None)
+
+
+spec.register(spec.KernelOp(
+    "dnc_allocation_forward", "dnc_allocation_backward", public="dnc_allocation",
+    fake=lambda usage, write_gates, eps: usage.new_empty(
+        (usage.shape[0], write_gates.shape[1], usage.shape[1])),
+    fake_backward=lambda grad, usage, write_gates, eps: (
+        torch.empty_like(usage), torch.empty_like(write_gates)),
+    triton="memory:allocation_forward:allocation_backward",
+    setup_context=_allocation_setup, backward_formula=_allocation_backward))
+
+
+def _usage_backward(ctx, backward_op, grad):
+    gu, gf, gr = spec.backward_from_inputs(ctx, backward_op, grad)
+    return gu, None, gf, gr  # write_weights: stop_gradient, as in DeepMind's DNC
+
+
+spec.register(spec.KernelOp(
+    "dnc_usage_forward", "dnc_usage_backward", public="dnc_usage",
+    fake=lambda usage, write_weights, free_gate, read_weights: torch.empty_like(usage),
+    fake_backward=lambda grad, usage, write_weights, free_gate, read_weights: (
+        torch.empty_like(usage), torch.empty_like(free_gate), torch.empty_like(read_weights)),
+    triton="memory_extra:dnc_usage_forward:dnc_usage_backward",
+    backward_formula=_usage_backward))
+
+
+# ---- public ops --------------------------------------------------------------------------------
+
+def usage(ops, usage, write_weights, free_gate, read_weights):
+    # write_weights detached, as the reference: no gradient (and no requires_grad) through them.
+    return ops.dnc_usage_forward(usage, write_weights.detach(), free_gate, read_weights)
+
+
+def allocation(ops, usage, write_gates=None):
+    if write_gates is None:  # one write head, gate 1: (B, N)
+        return ops.dnc_allocation_forward(usage, usage.new_ones((usage.shape[0], 1)), EPS)[:, 0]
+    return ops.dnc_allocation_forward(usage, write_gates, EPS)
+
+
+def write_weights(ops, usage, content_weights, allocation_gate, write_gate):
+    alloc = ops.dnc_allocation_forward(usage, allocation_gate * write_gate, EPS)
+    ga, gw = allocation_gate[:, :, None], write_gate[:, :, None]
+    return gw * (ga * alloc + (1 - ga) * content_weights)
+
+
+def prep_usage(usage, write_weights, free_gate, read_weights):
+    return inputs("dnc_usage", [("usage", usage, "B N"), ("write_weights", write_weights, "B Hw N"),
+                                ("free_gate", free_gate, "B R"),
+                                ("read_weights", read_weights, "B R N")],
+                  (usage, write_weights, free_gate, read_weights))
+
+
+def prep_allocation(usage, write_gates=None):
+    specs = [("usage", usage, "B N")]
+    if write_gates is not None:
+        specs.append(("write_gates", write_gates, "B Hw"))
+    return inputs("dnc_allocation", specs, (usage, write_gates))
+
+
+def prep_write_weights(usage, content_weights, allocation_gate, write_gate):
+    return inputs("dnc_write_weights", [
+        ("usage", usage, "B N"), ("content_weights", content_weights, "B Hw N"),
+        ("allocation_gate", allocation_gate, "B Hw"), ("write_gate", write_gate, "B Hw")],
+        (usage, content_weights, allocation_gate, write_gate))
+
+
+PUBLIC_OPS = [
+    public_op("dnc_usage", prep_usage, ref.dnc_usage, usage, ["dnc_usage_forward"]),
+    public_op("dnc_allocation", prep_allocation, ref.dnc_allocation, allocation,
+              ["dnc_allocation_forward"], [allocation_cap]),
+    public_op("dnc_write_weights", prep_write_weights, ref.dnc_write_weights, write_weights,
+              ["dnc_allocation_forward"], [allocation_cap]),
+]
