@@ -450,29 +450,7 @@ def test_cuda_refuses_batches_past_the_grid_cap(op_name):
         assert not any("65535" in r for r in op.implementations[backend].refuses(small)), backend
 
 
-# ---- compiled-op contract: opcheck (schemas, fake kernels, autograd registration) -----------------
-
-def _op_samples():
-    g = torch.Generator().manual_seed(0)
-    b, n, w, r, hw = 2, 5, 3, 2, 2
-    s = random_state(b, n, w, r, hw, g, dtype=torch.float32)
-    x = interface(b, n, w, r, hw, g, dtype=torch.float32)
-    ops = torch.ops.attnfast
-    return [
-        (ops.memory_content_forward, (s.memory, x.read_keys, x.read_strengths, 1e-6)),
-        (ops.dnc_allocation_forward, (s.usage, x.write_gate, 1e-6)),
-        (ops.memory_write_forward, (s.memory, s.write_weights, x.erase_vectors, x.write_vectors)),
-        (ops.dnc_link_read_forward, (s.link, s.precedence, s.write_weights, s.read_weights)),
-    ]
-
-
-@pytest.mark.parametrize("k", range(4))
-def test_opcheck(k):
-    require_backend("cpu")
-    op, args = _op_samples()[k]
-    args = tuple(a.clone().requires_grad_(True) if isinstance(a, torch.Tensor) else a for a in args)
-    torch.library.opcheck(op, args)
-
+# ---- torch.compile (the opcheck of every compiled op: tests/test_op_declarations.py) ---------------
 
 def test_access_step_compiles_fullgraph():
     require_backend("cpu")

@@ -188,22 +188,6 @@ def test_public_api_dispatch(name, args):
         fn(*[x.double() if x.is_floating_point() else x for x in a], backend="triton")
 
 
-def test_opcheck():
-    dev = device_for("triton")
-    g = torch.Generator().manual_seed(0)
-    f = torch.float32
-    samples = [
-        (mx.ntm_location_forward, (_dist(1, 2, 5, g=g), _rand(1, 2, g=g), _dist(1, 2, 5, g=g),
-                                   _dist(1, 2, 3, g=g), _rand(1, 2, g=g, lo=1, hi=2))),
-        (mx.dnc_usage_forward, (_rand(1, 4, g=g), _dist(1, 1, 4, g=g), _rand(1, 2, g=g),
-                                _dist(1, 2, 4, g=g))),
-        (mx.memory_read_forward, (torch.randn(1, 4, 3, generator=g, dtype=F64), _dist(1, 2, 4, g=g))),
-    ]
-    for op, args in samples:
-        args = tuple(a.to(f).to(dev).requires_grad_(True) for a in args)
-        torch.library.opcheck(op, args)
-
-
 def test_access_step_uses_extra_ops():
     # dnc_access_step on the Triton ops (now with the Triton usage and read) vs the reference.
     from test_memory import interface, random_state

@@ -121,14 +121,6 @@ def test_public_api_and_dispatch():
         M.content_addressing(mem.double(), keys.double(), beta.double(), backend="triton")
 
 
-def test_opcheck():
-    dev = device_for("triton")
-    g = torch.Generator().manual_seed(0)
-    mem = torch.randn(1, 5, 3, generator=g).to(dev).requires_grad_(True)
-    keys = torch.randn(1, 2, 3, generator=g).to(dev).requires_grad_(True)
-    torch.library.opcheck(mt.content_forward, (mem, keys, torch.ones(1, 2).to(dev), EPS))
-
-
 def test_access_step():
     # dnc_access_step on the Triton ops (usage / read-mode mix / read are torch ops), forward and
     # gradients of every state and interface tensor except state.write_weights (stop_gradient).

@@ -174,10 +174,18 @@ def _backward(ctx, backward_op, grad_out, _grad_lse):
     return gq, gk, gv, None, None, None, None, None
 
 
+def _example():
+    # Lq 3 < Lk 5: a bottom-right causal mask with a memory of two keys; dropout on.
+    g = spec.example_generator()
+    q, k, v = (torch.randn(2, n, 4, generator=g) for n in (3, 5, 5))
+    return q, k, v, None, True, 0.5, 0.25, torch.tensor(7)
+
+
 spec.register(spec.KernelOp(
     "attention_forward", "attention_backward", public="single_head_attention",
     fake=_fake_forward, fake_backward=_fake_backward,
-    triton="attention:attention_forward:attention_backward", setup_context=_setup_context,
+    triton="attention:attention_forward:attention_backward",
+    example=_example, setup_context=_setup_context,
     backward_formula=_backward, dense=False))
 
 

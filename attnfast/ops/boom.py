@@ -144,9 +144,17 @@ def _backward(ctx, backward_op, grad_out, _grad_preact):
     return gx, gw, (gb if has_bias else None), None, None, None, None, None
 
 
+def _example():
+    # d_ff = 9 with chunks of 4: two chunks summed, a remainder dropped; dropout on.
+    g = spec.example_generator()
+    return (torch.randn(3, 4, generator=g), torch.randn(9, 4, generator=g) / 2,
+            torch.randn(9, generator=g), 0, 4, 0.25, torch.tensor(7), True)
+
+
 spec.register(spec.KernelOp(
     "boom_forward", "boom_backward", public="boom", fake=_fake_forward,
     fake_backward=_fake_backward, triton="boom:boom_forward:boom_backward",
+    example=_example,
     setup_context=_setup_context, backward_formula=_backward, dense=False))
 
 

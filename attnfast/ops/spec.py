@@ -56,6 +56,8 @@ class KernelOp:
         backend's backward op.
     triton: ``"module:forward_fn:backward_fn"`` in attnfast.triton_kernels. The Triton functions
         take the schema's arguments, the dropout seed as an int.
+    example: a function returning small valid arguments of the forward (fp32, CPU), for the
+        contract test of every declared op on every backend (tests/test_op_declarations.py).
     dense: the kernels index dense row-major tensors; the backends' entry points (:func:`kernels`
         and the Triton ops) make every tensor contiguous. Otherwise the caller prepares the strides
         the schema states.
@@ -67,6 +69,7 @@ class KernelOp:
     fake: Callable
     fake_backward: Callable
     triton: str
+    example: Callable
     setup_context: Callable = save_inputs
     backward_formula: Callable = backward_from_inputs
     dense: bool = True
@@ -144,6 +147,11 @@ def _define_triton(op: KernelOp):
     _TRITON_DEFINED.add(op.forward)
 
 
+def declared() -> dict[str, KernelOp]:
+    """Every declared op, by the schema name of its forward."""
+    return dict(_DECLARED)
+
+
 def register(op: KernelOp) -> KernelOp:
     """Applies ``op``'s declaration to every namespace that has it (see the module docstring)."""
     _DECLARED[op.forward] = op
@@ -215,6 +223,17 @@ def _missing(backend: str, name: str) -> str | None:
 @torch.compiler.assume_constant_result
 def _missing_constant(backend: str, name: str) -> str | None:
     return _missing(backend, name)
+
+
+def example_generator() -> torch.Generator:
+    """The generator of the declarations' examples (fixed seed: the same inputs every run)."""
+    return torch.Generator().manual_seed(0)
+
+
+def example_distribution(*shape, generator: torch.Generator, total: float = 1.0) -> torch.Tensor:
+    """Positive fp32 weights summing to ``total`` over the last dim (attention-like weights)."""
+    x = torch.rand(*shape, generator=generator) + 0.05
+    return x / x.sum(-1, keepdim=True) * total
 
 
 def kernel_reasons(backend: str, names) -> list[str]:

@@ -2,6 +2,8 @@
 circular shift, sharpening)."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from attnfast.ops import spec
@@ -23,14 +25,27 @@ def _content_backward(ctx, backward_op, grad):
     return (*backward_op(grad, memory, keys, strengths, weights, ctx.eps), None)
 
 
+def _content_example():
+    g = spec.example_generator()
+    return (torch.randn(2, 5, 3, generator=g), torch.randn(2, 2, 3, generator=g),
+            torch.rand(2, 2, generator=g) + 1, EPS)
+
+
 spec.register(spec.KernelOp(
     "memory_content_forward", "memory_content_backward", public="content_addressing",
     fake=lambda memory, keys, strengths, eps: keys.new_empty(
         (keys.shape[0], keys.shape[1], memory.shape[1])),
     fake_backward=lambda grad, memory, keys, strengths, weights, eps: (
         torch.empty_like(memory), torch.empty_like(keys), torch.empty_like(strengths)),
-    triton="memory:content_forward:content_backward",
+    triton="memory:content_forward:content_backward", example=_content_example,
     setup_context=_content_setup, backward_formula=_content_backward))
+
+def _ntm_example():
+    g = spec.example_generator()
+    dist = functools.partial(spec.example_distribution, generator=g)
+    return (dist(2, 2, 5), torch.rand(2, 2, generator=g), dist(2, 2, 5), dist(2, 2, 3),
+            torch.rand(2, 2, generator=g) + 1)
+
 
 # Interpolation with the previous weights, shift and sharpening fused; the backward recomputes
 # what it needs from the saved inputs (all (B, H, N)-sized).
@@ -38,7 +53,7 @@ spec.register(spec.KernelOp(
     "ntm_location_forward", "ntm_location_backward", public="ntm_address",
     fake=lambda content, gate, prev_weights, shift, gamma: torch.empty_like(content),
     fake_backward=lambda grad, *inputs: tuple(torch.empty_like(t) for t in inputs),
-    triton="memory_extra:ntm_location_forward:ntm_location_backward"))
+    triton="memory_extra:ntm_location_forward:ntm_location_backward", example=_ntm_example))
 
 
 # ---- public ops --------------------------------------------------------------------------------

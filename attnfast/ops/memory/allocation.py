@@ -2,6 +2,8 @@
 allocation weights and the write weights that mix them with content weights."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from attnfast.ops import spec
@@ -23,13 +25,18 @@ def _allocation_backward(ctx, backward_op, grad):
     return (*backward_op(grad, usage, write_gates, ctx.eps), None)
 
 
+def _allocation_example():
+    g = spec.example_generator()
+    return torch.rand(2, 5, generator=g), torch.rand(2, 2, generator=g), EPS
+
+
 spec.register(spec.KernelOp(
     "dnc_allocation_forward", "dnc_allocation_backward", public="dnc_allocation",
     fake=lambda usage, write_gates, eps: usage.new_empty(
         (usage.shape[0], write_gates.shape[1], usage.shape[1])),
     fake_backward=lambda grad, usage, write_gates, eps: (
         torch.empty_like(usage), torch.empty_like(write_gates)),
-    triton="memory:allocation_forward:allocation_backward",
+    triton="memory:allocation_forward:allocation_backward", example=_allocation_example,
     setup_context=_allocation_setup, backward_formula=_allocation_backward))
 
 
@@ -38,12 +45,18 @@ def _usage_backward(ctx, backward_op, grad):
     return gu, None, gf, gr  # write_weights: stop_gradient, as in DeepMind's DNC
 
 
+def _usage_example():
+    g = spec.example_generator()
+    dist = functools.partial(spec.example_distribution, generator=g)
+    return torch.rand(2, 5, generator=g), dist(2, 2, 5), torch.rand(2, 3, generator=g), dist(2, 3, 5)
+
+
 spec.register(spec.KernelOp(
     "dnc_usage_forward", "dnc_usage_backward", public="dnc_usage",
     fake=lambda usage, write_weights, free_gate, read_weights: torch.empty_like(usage),
     fake_backward=lambda grad, usage, write_weights, free_gate, read_weights: (
         torch.empty_like(usage), torch.empty_like(free_gate), torch.empty_like(read_weights)),
-    triton="memory_extra:dnc_usage_forward:dnc_usage_backward",
+    triton="memory_extra:dnc_usage_forward:dnc_usage_backward", example=_usage_example,
     backward_formula=_usage_backward))
 
 

@@ -3,6 +3,8 @@ through the links. One fused op does both; the public link update and directiona
 that op with no read heads, or with all-zero write weights."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from attnfast.ops import spec
@@ -17,13 +19,21 @@ def _fake(link, precedence, write_weights, read_weights):
             link.new_empty((b, r, hw, n)))
 
 
+def _example():
+    g = spec.example_generator()
+    n = 5
+    link = torch.rand(2, 2, n, n, generator=g) / n * (1 - torch.eye(n))
+    dist = functools.partial(spec.example_distribution, generator=g)
+    return link, dist(2, 2, n, total=0.7), dist(2, 2, n, total=0.8), dist(2, 3, n, total=0.9)
+
+
 # The backward recomputes the new link row by row from the saved inputs, so nothing
 # (B, Hw, N, N)-sized is saved beyond the previous link, which exists anyway.
 spec.register(spec.KernelOp(
     "dnc_link_read_forward", "dnc_link_read_backward", public="dnc_link_update", fake=_fake,
     fake_backward=lambda g_link, g_prec, g_fwd, g_bwd, *inputs: tuple(
         torch.empty_like(t) for t in inputs),
-    triton="memory:link_read_forward:link_read_backward"))
+    triton="memory:link_read_forward:link_read_backward", example=_example))
 
 
 def link_update(ops, link, precedence, write_weights):

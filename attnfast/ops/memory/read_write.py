@@ -2,18 +2,31 @@
 read of every read head."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from attnfast.ops import spec
 from attnfast.ops.memory.common import grid_cap, inputs, public_op
 from attnfast.reference import memory as ref
 
+def _write_example():
+    g = spec.example_generator()
+    return (torch.randn(2, 5, 3, generator=g), spec.example_distribution(2, 2, 5, generator=g),
+            torch.rand(2, 2, 3, generator=g), torch.randn(2, 2, 3, generator=g))
+
+
+def _read_example():
+    g = spec.example_generator()
+    return torch.randn(2, 5, 3, generator=g), spec.example_distribution(2, 2, 5, generator=g)
+
+
 # Both backwards work from the saved inputs.
 spec.register(spec.KernelOp(
     "memory_write_forward", "memory_write_backward", public="memory_write",
     fake=lambda memory, write_weights, erase, add: torch.empty_like(memory),
     fake_backward=lambda grad, *inputs: tuple(torch.empty_like(t) for t in inputs),
-    triton="memory:write_forward:write_backward"))
+    triton="memory:write_forward:write_backward", example=_write_example))
 
 spec.register(spec.KernelOp(
     "memory_read_forward", "memory_read_backward", public="memory_read",
@@ -21,7 +34,7 @@ spec.register(spec.KernelOp(
         (memory.shape[0], read_weights.shape[1], memory.shape[2])),
     fake_backward=lambda grad, memory, read_weights: (
         torch.empty_like(memory), torch.empty_like(read_weights)),
-    triton="memory_extra:memory_read_forward:memory_read_backward"))
+    triton="memory_extra:memory_read_forward:memory_read_backward", example=_read_example))
 
 
 def memory_write(ops, memory, write_weights, erase, add):

@@ -2,6 +2,8 @@
 Gaussians over character positions, kappa advancing monotonically."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from attnfast.ops import spec
@@ -21,6 +23,14 @@ def _fake_backward(g_w, g_kappa, g_phi, alpha_hat, beta_hat, kappa_hat, kappa0, 
             torch.empty_like(kappa0), torch.empty_like(chars), g_mask)
 
 
+def _example():
+    g = spec.example_generator()
+    b, t, k, u, c = 2, 3, 2, 5, 4
+    alpha_hat, beta_hat, kappa_hat = (torch.randn(b, t, k, generator=g) for _ in range(3))
+    return (alpha_hat, beta_hat, kappa_hat, torch.rand(b, k, generator=g),
+            torch.rand(b, u, c, generator=g), (torch.rand(b, u, generator=g) > 0.3).float())
+
+
 def _backward(ctx, backward_op, g_w, g_kappa, g_phi):
     *grads, g_mask = spec.backward_from_inputs(ctx, backward_op, g_w, g_kappa, g_phi)
     return (*grads, g_mask if ctx.saved_tensors[-1] is not None else None)
@@ -31,7 +41,7 @@ def _backward(ctx, backward_op, g_w, g_kappa, g_phi):
 spec.register(spec.KernelOp(
     "graves_window_forward", "graves_window_backward", public="graves_window", fake=_fake,
     fake_backward=_fake_backward,
-    triton="memory_extra:graves_window_forward:graves_window_backward",
+    triton="memory_extra:graves_window_forward:graves_window_backward", example=_example,
     backward_formula=_backward))
 
 
