@@ -366,7 +366,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     the errors are always torch's: every call with ``dropout_p != 0`` (attnfast's dropout RNG is
     not torch's), torch's mask objects (``torch.nn.attention.bias.CausalBias``), a float mask
     that requires grad, and the inputs torch rejects. A query row whose keys are all masked gives
-    0, as torch 2.14 does.
+    0, as torch 2.14 does. A NaN in a query row gives a NaN output row, as torch's math backend
+    and the reference do (torch's CPU flash kernel returns 0 for that row instead).
     """
     if all(isinstance(t, torch.Tensor) for t in (query, key, value)):
         # torch's SDPA under autocast computes in the autocast dtype, a plain float mask included

@@ -59,6 +59,9 @@ def dropout_keep_mask(shape, p: float, seed, device=None) -> torch.Tensor:
     return ((word >> 8) >= keep_threshold(p)).reshape(shape)
 
 
+# Evaluated once while torch.compile traces (p is a constant there): rounding through a tensor
+# would otherwise be a graph break (a tensor -> float conversion) in every compiled step.
+@torch.compiler.assume_constant_result
 def dropout_scale(p: float) -> float:
     """1 / (1 - p), rounded to float32 once (as every backend does)."""
     return float(torch.tensor(1.0 / (1.0 - p), dtype=torch.float32))
