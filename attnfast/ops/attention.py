@@ -284,7 +284,9 @@ def _sdpa_route(query, key, value, attn_mask, dropout_p, is_causal, scale, enabl
     ts = (query, key, value)
     if not all(isinstance(t, torch.Tensor) for t in ts) or any(t.is_nested for t in ts):
         return None
-    if dropout_p != 0.0:
+    if type(is_causal) is not bool or type(enable_gqa) is not bool:
+        return None  # torch's argument parser raises TypeError (it takes no int, None, tensor)
+    if type(dropout_p) not in (int, float) or dropout_p != 0.0:
         # torch's SDPA applies dropout with torch's RNG; attnfast's Philox stream differs, so
         # dropout goes to torch and torch.manual_seed keeps meaning what it means there (and
         # torch raises for a p outside [0, 1]).
@@ -381,10 +383,11 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
 
 
 def _sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa):
-    route = _sdpa_route(query, key, value, attn_mask, float(dropout_p), is_causal, scale, enable_gqa)
+    route = _sdpa_route(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
     backend = _sdpa_backend(route[0]) if route is not None else None
     if route is None or backend is None:
-        kwargs = {"enable_gqa": True} if enable_gqa else {}
+        # enable_gqa passed as given (but left out when False): torch rejects a non-bool one.
+        kwargs = {} if enable_gqa is False else {"enable_gqa": enable_gqa}
         return F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask,
                                               dropout_p=dropout_p, is_causal=is_causal,
                                               scale=scale, **kwargs)
