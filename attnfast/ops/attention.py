@@ -302,6 +302,8 @@ def _sdpa_route(query, key, value, attn_mask, dropout_p, is_causal, scale, enabl
             return None  # torch raises for a float mask of another dtype (and for int masks)
         if attn_mask.requires_grad and torch.is_grad_enabled():
             return None  # torch differentiates a float mask; attnfast's kernels treat it as a mask
+        if attn_mask.dim() < 2:
+            return None  # torch raises IndexError for a 1-D (Lk,) mask
     if query.dim() < 3 or key.dim() != query.dim() or value.dim() != query.dim():
         return None
     if query.dtype not in KERNEL_DTYPES or key.dtype != query.dtype or value.dtype != query.dtype:
