@@ -304,6 +304,8 @@ def _sdpa_route(query, key, value, attn_mask, dropout_p, is_causal, scale, enabl
             return None  # torch differentiates a float mask; attnfast's kernels treat it as a mask
         if attn_mask.dim() < 2:
             return None  # torch raises IndexError for a 1-D (Lk,) mask
+        if attn_mask.device != query.device:
+            return None  # torch's error (or, from a CPU scalar mask, torch's result)
     if query.dim() < 3 or key.dim() != query.dim() or value.dim() != query.dim():
         return None
     if query.dtype not in KERNEL_DTYPES or key.dtype != query.dtype or value.dtype != query.dtype:
@@ -370,7 +372,9 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     the errors are always torch's: every call with ``dropout_p != 0`` (attnfast's dropout RNG is
     not torch's), torch's mask objects (``torch.nn.attention.bias.CausalBias``), a float mask
     that requires grad, and the inputs torch rejects. A query row whose keys are all masked gives
-    0, as torch 2.14 does.
+    0, as torch 2.14 does. Two inputs torch 2.14's CPU kernel takes unchecked and returns garbage
+    for raise RuntimeError here (as torch's math backend does): a v shorter than k, a mask that
+    is not in host memory.
     """
     if all(isinstance(t, torch.Tensor) for t in (query, key, value)):
         # torch's SDPA under autocast computes in the autocast dtype, a plain float mask included
@@ -384,7 +388,24 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     return _sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
 
 
+def _check_defined(query, key, value, attn_mask):
+    """The inputs torch's CPU SDPA (torch 2.14) takes without a check and computes garbage
+    from (it reads past v, or reads a mask that is not in host memory): refused, with the
+    RuntimeError torch's math backend raises for them."""
+    if (not all(type(t) in (torch.Tensor, torch.nn.Parameter) for t in (query, key, value))
+            or query.device.type != "cpu"):
+        return
+    if key.dim() >= 2 and value.dim() >= 2 and key.shape[-2] != value.shape[-2]:
+        raise RuntimeError(f"scaled_dot_product_attention: key and value must have the same "
+                           f"sequence length (dim -2), got key {tuple(key.shape)} and value "
+                           f"{tuple(value.shape)}")
+    if isinstance(attn_mask, torch.Tensor) and attn_mask.device.type != "cpu":
+        raise RuntimeError(f"scaled_dot_product_attention: attn_mask is on {attn_mask.device} "
+                           f"but query is on {query.device}")
+
+
 def _sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa):
+    _check_defined(query, key, value, attn_mask)
     route = _sdpa_route(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
     backend = _sdpa_backend(route[0]) if route is not None else None
     if route is None or backend is None:
