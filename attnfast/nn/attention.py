@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnfast.ops.attention import single_head_attention
+from attnfast.ops.checks import flag
 
 
 class Overparam(nn.Module):
@@ -61,9 +62,7 @@ def _gelu_sigmoid(x: torch.Tensor) -> torch.Tensor:
 
 
 def _is_bool(name: str, value) -> bool:
-    if isinstance(value, torch.Tensor):
-        raise ValueError(f"{name} must be a bool, got a tensor (a mask passed in its place?)")
-    return bool(value)
+    return flag(name, value)  # a bool or 0/1: a tensor or a string ("no") is refused
 
 
 class SingleHeadAttention(nn.Module):

@@ -25,6 +25,7 @@ from attnfast.dispatch import Implementation, Op, device_reasons
 from attnfast.ops import seed as seed_ops
 from attnfast.ops import spec
 from attnfast.ops.autocast import lower_precision
+from attnfast.ops.checks import flag
 
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -113,6 +114,8 @@ def prepare(q, k, v, *, causal=False, attn_mask=None, key_padding_mask=None, dro
     _check_tensor("q", q, 3)
     _check_tensor("k", k, 3)
     _check_tensor("v", v, 3)
+    causal, training = flag("causal", causal), flag("training", training)
+    return_weights = flag("return_weights", return_weights)
     b, lq, d = q.shape
     if tuple(k.shape[::2]) != (b, d):
         raise ValueError(f"k must have shape (B, Lk, D) = ({b}, Lk, {d}) to match q {tuple(q.shape)}, "
@@ -136,8 +139,8 @@ def prepare(q, k, v, *, causal=False, attn_mask=None, key_padding_mask=None, dro
     p = float(dropout_p) if training else 0.0
     # A tensor (drawn from torch's generator when None, so torch.manual_seed makes runs
     # repeatable): nothing data-dependent for torch.compile to guard on.
-    return AttentionInputs(q, k, v, bias, bool(causal), float(scale), p, seed_ops.resolve(seed, p),
-                           bool(return_weights))
+    return AttentionInputs(q, k, v, bias, causal, float(scale), p, seed_ops.resolve(seed, p),
+                           return_weights)
 
 
 # ---- the compiled op pair: declared once for every backend (ops/spec.py) ---------------------
