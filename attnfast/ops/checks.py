@@ -14,3 +14,16 @@ def flag(name: str, value) -> bool:
         return bool(value)
     got = "a tensor (a mask passed in its place?)" if isinstance(value, torch.Tensor) else repr(value)
     raise ValueError(f"{name} must be a bool, got {got}")
+
+
+def int_at_least(name: str, value, minimum: int = 1) -> int:
+    """``value`` if it is an int >= ``minimum`` (not a bool), else ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def floating_dtype(name: str, dtype) -> None:
+    """None or a floating torch.dtype, else ValueError naming ``name``."""
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"{name} must be None or a floating-point torch.dtype, got {dtype!r}")
