@@ -19,6 +19,7 @@ import torch
 from attnfast import _extension
 from attnfast.ops import memory as _ops
 from attnfast.ops.autocast import full_precision_call
+from attnfast.ops.checks import floating_dtype, int_at_least
 from attnfast.reference.memory import EPS, DNCInterface, DNCState  # noqa: F401
 from attnfast.reference.memory import dnc_read_weights as _read_mix
 
@@ -123,6 +124,12 @@ def dnc_directional_read(link, read_weights, *, backend=None):
 def dnc_read_weights(content, forward, backward, read_mode):
     """wr = pi_content c + sum_h pi_fwd,h f_h + sum_h pi_bwd,h b_h -> (B, R, N); read_mode
     (B, R, 1 + 2 Hw) laid out [backward x Hw, forward x Hw, content]. (Plain torch ops.)"""
+    dims = _ops.check_tensors("dnc_read_weights", [
+        ("content", content, "B R N"), ("forward", forward, "B R Hw N"),
+        ("backward", backward, "B R Hw N"), ("read_mode", read_mode, "B R M")])
+    if dims["M"] != 1 + 2 * dims["Hw"]:
+        raise ValueError(f"dnc_read_weights: read_mode must have shape (B, R, 1 + 2 Hw = "
+                         f"{1 + 2 * dims['Hw']}), got {tuple(read_mode.shape)}")
     return _read_mix(content, forward, backward, read_mode)
 
 
@@ -137,6 +144,11 @@ def dnc_access_step(memory_state, interface, *, backend=None):
 def dnc_initial_state(batch_size, memory_size, word_size, num_reads, num_writes, *,
                       dtype=None, device=None) -> DNCState:
     """All-zero DNCState (DeepMind's initial state)."""
+    int_at_least("batch_size", batch_size, 0)
+    for name, size in (("memory_size", memory_size), ("word_size", word_size),
+                       ("num_reads", num_reads), ("num_writes", num_writes)):
+        int_at_least(name, size, 1)
+    floating_dtype("dtype", dtype)
     z = dict(dtype=dtype, device=device)
     b, n = batch_size, memory_size
     return DNCState(torch.zeros(b, n, word_size, **z), torch.zeros(b, num_reads, n, **z),

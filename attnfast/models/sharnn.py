@@ -31,6 +31,7 @@ from torch import nn
 
 from attnfast.nn.attention import SingleHeadAttention
 from attnfast.nn.boom import Boom
+from attnfast.ops.checks import backend_name, flag
 
 ATTENTION_PLACES = ("second_to_last", "all", "none")
 
@@ -54,18 +55,22 @@ class SHARNNConfig:
     def __post_init__(self):
         for name in ("vocab_size", "d_model", "d_ff", "n_layers"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
         if self.d_ff < self.d_model:
             raise ValueError(f"d_ff must be >= d_model (Boom sums d_model-wide chunks), got "
                              f"d_ff={self.d_ff} < d_model={self.d_model}")
         if self.attention not in ATTENTION_PLACES:
             raise ValueError(f"attention must be one of {ATTENTION_PLACES}, got {self.attention!r}")
-        if not isinstance(self.max_memory, int) or self.max_memory < 0:
+        if (isinstance(self.max_memory, bool) or not isinstance(self.max_memory, int)
+                or self.max_memory < 0):
             raise ValueError(f"max_memory must be an int >= 0, got {self.max_memory!r}")
         for name in ("dropout", "dropouth", "dropouti"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not 0.0 <= value < 1.0):
+                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+        flag("tie_weights", self.tie_weights)
 
     def uses_attention(self, layer: int) -> bool:
         if self.attention == "all":
@@ -149,6 +154,9 @@ class SHARNN(nn.Module):
 
     def __init__(self, config: SHARNNConfig | None = None, backend: str | None = None, **overrides):
         super().__init__()
+        if config is not None and not isinstance(config, SHARNNConfig):
+            raise ValueError(f"config must be a SHARNNConfig or None, got {type(config).__name__}")
+        backend_name(backend)
         cfg = dataclasses.replace(config or SHARNNConfig(), **overrides)
         self.config, self.backend = cfg, backend
         self.blocks = nn.ModuleList(Block(cfg, cfg.uses_attention(i), backend) for i in range(cfg.n_layers))
@@ -171,6 +179,19 @@ class SHARNN(nn.Module):
             raise ValueError("tokens must be an integer tensor of shape (T, B) (sequence first), got "
                              + (f"{tuple(tokens.shape)} {tokens.dtype}" if isinstance(tokens, torch.Tensor)
                                 else type(tokens).__name__))
+        if tokens.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"tokens must be int64 or int32 (nn.Embedding's index types), got {tokens.dtype}")
+        if tokens.device != self.encoder.weight.device:
+            raise ValueError(f"tokens are on {tokens.device} but the model is on {self.encoder.weight.device}")
+        if tokens.shape[0] == 0:
+            raise ValueError(f"tokens must have T >= 1 steps (the LSTMs take no empty sequence), got "
+                             f"{tuple(tokens.shape)}")
+        if tokens.numel() and not torch.compiler.is_compiling():
+            # Eager only (one reduction): an index out of range is a device-side assert on CUDA.
+            lo, hi = (int(x) for x in torch.aminmax(tokens))
+            if lo < 0 or hi >= self.config.vocab_size:
+                raise ValueError(f"tokens must be in [0, vocab_size={self.config.vocab_size}), got "
+                                 f"values in [{lo}, {hi}]")
         if state is not None:
             self._check_state(state, tokens.shape[1])
         h = self.idrop(self.encoder(tokens))
@@ -199,6 +220,12 @@ class SHARNN(nn.Module):
                        for t in (hc if isinstance(hc, (tuple, list)) else [hc])]
                 raise ValueError(f"state.hidden[{i}] must be the LSTM's (h, c), each (1, {batch}, {d}) "
                                  f"(batch {batch}, d_model {d}), got {got}")
+            dev, dtype = self.encoder.weight.device, block.rnn.weight_ih_l0.dtype
+            autocast = dev.type in ("cpu", "cuda") and torch.is_autocast_enabled(dev.type)
+            for t in hc:
+                if t.device != dev or not t.is_floating_point() or (t.dtype != dtype and not autocast):
+                    raise ValueError(f"state.hidden[{i}] must be {dtype} tensors on {dev} (the "
+                                     f"model's), got {t.dtype} on {t.device}")
             if block.attn is None and mem is not None:
                 raise ValueError(f"state.mems[{i}] must be None: block {i} has no attention here "
                                  f"(attention={self.config.attention!r}); the state comes from another model")
@@ -207,6 +234,9 @@ class SHARNN(nn.Module):
                 got = tuple(mem.shape) if isinstance(mem, torch.Tensor) else type(mem).__name__
                 raise ValueError(f"state.mems[{i}] must be (M, {batch}, {d}) (batch {batch}, "
                                  f"d_model {d}) or None, got {got}")
+            if mem is not None and (mem.device != dev or not mem.is_floating_point()):
+                raise ValueError(f"state.mems[{i}] must be a floating tensor on {dev} (the "
+                                 f"model's), got {mem.dtype} on {mem.device}")
 
     def forward(self, tokens: torch.Tensor, state: SHARNNState | None = None):
         h, state = self.hidden_states(tokens, state)

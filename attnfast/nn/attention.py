@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnfast.ops.attention import single_head_attention
+from attnfast.ops.checks import backend_name, flag, floating_dtype, module_input
 
 
 class Overparam(nn.Module):
@@ -61,9 +62,7 @@ def _gelu_sigmoid(x: torch.Tensor) -> torch.Tensor:
 
 
 def _is_bool(name: str, value) -> bool:
-    if isinstance(value, torch.Tensor):
-        raise ValueError(f"{name} must be a bool, got a tensor (a mask passed in its place?)")
-    return bool(value)
+    return flag(name, value)  # a bool or 0/1: a tensor or a string ("no") is refused
 
 
 class SingleHeadAttention(nn.Module):
@@ -101,6 +100,8 @@ class SingleHeadAttention(nn.Module):
             raise ValueError(f"dropout must be None or a float in [0, 1), got {dropout!r}")
         if not isinstance(max_memory, int) or max_memory < 0:
             raise ValueError(f"max_memory must be an int >= 0, got {max_memory!r}")
+        backend_name(backend)
+        floating_dtype("dtype", dtype)
         factory = {"device": device, "dtype": dtype}
         # Registration order = SHA-RNN's (optimizer states are saved by parameter position).
         self.qs = nn.Parameter(torch.zeros(1, 1, d_model, **factory))
@@ -148,6 +149,8 @@ class SingleHeadAttention(nn.Module):
     def _check(self, name, t, batch=None, batch_dim=0):
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        # Floating, on the parameters' device; x and kv in their dtype too (memory is cast).
+        module_input(type(self).__name__, name, t, self.qs, same_dtype=name != "memory")
         layout = "(B, T, d_model)" if self.batch_first else "(T, B, d_model)"
         if t.dim() != 3 or t.shape[-1] != self.d_model:
             raise ValueError(f"{name} must be {layout} with d_model={self.d_model}, got {tuple(t.shape)}")
@@ -205,6 +208,9 @@ class SingleHeadAttention(nn.Module):
         b, t, lk, h = q.shape[0], q.shape[1], key.shape[1], self.heads
         if attn_mask is not None and attn_mask.dim() >= 3:  # (B, T, Lk) or (B, H, T, Lk) -> (B H, T, Lk)
             m4 = attn_mask if attn_mask.dim() == 4 else attn_mask.unsqueeze(1)
+            if m4.dim() != 4 or any(n not in (1, want) for n, want in zip(m4.shape, (b, h, t, lk))):
+                raise ValueError(f"attn_mask must broadcast to (T, Lk) = ({t}, {lk}), (B, T, Lk) or "
+                                 f"(B, heads, T, Lk) = ({b}, {h}, {t}, {lk}), got {tuple(attn_mask.shape)}")
             attn_mask = m4.expand(b, h, t, lk).reshape(b * h, t, lk)
         if h > 1:  # heads as extra batch entries: (B, T, H, D/H) -> (B H, T, D/H)
             q, key, value = (z.reshape(b, z.shape[1], h, -1).transpose(1, 2).reshape(b * h, z.shape[1], -1)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attnfast.ops.boom import boom
+from attnfast.ops.boom import ACTIVATIONS, boom
+from attnfast.ops.checks import backend_name, flag, floating_dtype, int_at_least, probability
 
 
 class Boom(nn.Module):
@@ -21,12 +22,16 @@ class Boom(nn.Module):
                  shortcut: bool = True, activation: str = "gelu_sigmoid",
                  backend: str | None = None, device=None, dtype=None):
         super().__init__()
-        d_ff = 4 * d_model if d_ff is None else d_ff
-        dropout = 0.0 if dropout is None else dropout  # SHA-RNN's "no dropout"
+        int_at_least("d_model", d_model, 1)
+        d_ff = 4 * d_model if d_ff is None else int_at_least("d_ff", d_ff, 1)
+        dropout = probability("dropout", dropout)  # None: SHA-RNN's "no dropout"
+        shortcut = flag("shortcut", shortcut)
         if shortcut and d_ff < d_model:
             raise ValueError(f"shortcut=True needs d_ff >= d_model, got d_ff={d_ff}, d_model={d_model}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if not isinstance(activation, str) or activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        backend_name(backend)
+        floating_dtype("dtype", dtype)
         factory = {"device": device, "dtype": dtype}
         self.linear1 = nn.Linear(d_model, d_ff, **factory)
         self.linear2 = None if shortcut else nn.Linear(d_ff, d_model, **factory)

@@ -13,6 +13,7 @@ from torch import nn
 
 from attnfast import memory as M
 from attnfast.memory import DNCInterface, DNCState
+from attnfast.ops.checks import backend_name, floating_dtype, int_at_least, module_input
 
 
 def _strength(raw: torch.Tensor, op: str) -> torch.Tensor:
@@ -47,6 +48,10 @@ class DNCMemoryAccess(nn.Module):
                         ("num_reads", num_reads), ("num_writes", num_writes)):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if input_size is not None:
+            int_at_least("input_size", input_size, 1)
+        backend_name(backend)
+        floating_dtype("dtype", dtype)
         self.memory_size, self.word_size = memory_size, word_size
         self.num_reads, self.num_writes = num_reads, num_writes
         self.strength_op, self.backend = strength_op, backend
@@ -66,6 +71,8 @@ class DNCMemoryAccess(nn.Module):
 
     def interface(self, inputs: torch.Tensor) -> DNCInterface:
         """Split and activate the interface vector (B, input_size) -> DNCInterface."""
+        module_input("DNCMemoryAccess", "inputs", inputs,
+                     None if self.linear is None else self.linear.weight)
         if inputs.dim() != 2 or inputs.shape[1] != self.input_size:
             raise ValueError(f"DNCMemoryAccess: inputs must be (B, input_size={self.input_size}), "
                              f"got {tuple(inputs.shape)}")
@@ -124,6 +131,13 @@ class DNC(nn.Module):
                  num_reads=1, num_writes=1, clip_value: float | None = None,
                  strength_op="softplus", backend=None):
         super().__init__()
+        for name, size in (("input_size", input_size), ("output_size", output_size),
+                           ("hidden_size", hidden_size)):
+            int_at_least(name, size, 1)
+        if clip_value is not None and (isinstance(clip_value, bool)
+                                       or not isinstance(clip_value, (int, float))
+                                       or not clip_value > 0):
+            raise ValueError(f"clip_value must be None or a number > 0, got {clip_value!r}")
         self.access = DNCMemoryAccess(memory_size, word_size, num_reads, num_writes,
                                       input_size=hidden_size, strength_op=strength_op,
                                       backend=backend)
@@ -136,6 +150,7 @@ class DNC(nn.Module):
         return x if self.clip_value is None else x.clamp(-self.clip_value, self.clip_value)
 
     def initial_state(self, batch_size: int) -> DNCCoreState:
+        int_at_least("batch_size", batch_size, 0)
         p = self.output.weight
         h = p.new_zeros(batch_size, self.hidden_size)
         reads = p.new_zeros(batch_size, self.access.num_reads, self.access.word_size)
@@ -149,9 +164,31 @@ class DNC(nn.Module):
         y = self._clip(self.output(torch.cat([out, reads.reshape(b, -1)], 1)))
         return y, DNCCoreState(access, (h, c), reads)
 
+    def _check_state(self, state, b: int) -> None:
+        """The controller part of a state (the access part is checked by dnc_access_step): a
+        state of another batch size was reshaped into the controller input."""
+        r, w, hid = self.access.num_reads, self.access.word_size, self.hidden_size
+        if not isinstance(state, DNCCoreState):
+            raise ValueError(f"DNC: state must be a DNCCoreState (as returned by forward or "
+                             f"initial_state) or None, got {type(state).__name__}")
+        hc = state.controller
+        if (not isinstance(hc, (tuple, list)) or len(hc) != 2
+                or any(not isinstance(t, torch.Tensor) or tuple(t.shape) != (b, hid) for t in hc)):
+            raise ValueError(f"DNC: state.controller must be the LSTM's (h, c), each (B={b}, "
+                             f"hidden_size={hid})")
+        rw = state.read_words
+        if not isinstance(rw, torch.Tensor) or tuple(rw.shape) != (b, r, w):
+            got = tuple(rw.shape) if isinstance(rw, torch.Tensor) else type(rw).__name__
+            raise ValueError(f"DNC: state.read_words must be (B={b}, R={r}, W={w}), got {got}")
+
     def forward(self, x: torch.Tensor, state: DNCCoreState | None = None):
+        module_input("DNC", "x", x, self.output.weight)
         if x.dim() != 3 or x.shape[2] != self.input_size:
             raise ValueError(f"DNC: x must be (B, T, input_size={self.input_size}), got {tuple(x.shape)}")
+        if x.shape[1] == 0:
+            raise ValueError(f"DNC: x must have T >= 1 steps, got {tuple(x.shape)}")
+        if state is not None:
+            self._check_state(state, x.shape[0])
         state = self.initial_state(x.shape[0]) if state is None else state
         ys = []
         for t in range(x.shape[1]):
@@ -181,6 +218,12 @@ class NTMMemory(nn.Module):
     def __init__(self, input_size, memory_size=128, word_size=20, num_reads=1, num_writes=1,
                  shift_range=1, backend=None):
         super().__init__()
+        for name, size in (("input_size", input_size), ("memory_size", memory_size),
+                           ("word_size", word_size), ("num_reads", num_reads),
+                           ("num_writes", num_writes)):
+            int_at_least(name, size, 1)
+        int_at_least("shift_range", shift_range, 0)
+        backend_name(backend)
         if 2 * shift_range + 1 > memory_size:
             raise ValueError(f"shift window 2*shift_range+1={2 * shift_range + 1} exceeds "
                              f"memory_size={memory_size}")
@@ -193,6 +236,7 @@ class NTMMemory(nn.Module):
         self.input_size = input_size
 
     def initial_state(self, batch_size: int) -> NTMState:
+        int_at_least("batch_size", batch_size, 0)
         p = self.linear.weight
         n = self.memory_size
         mem = p.new_full((batch_size, n, self.word_size), 1e-6)
@@ -210,7 +254,21 @@ class NTMMemory(nn.Module):
                              1 + F.softplus(gamma), prev, backend=self.backend)
 
     def forward(self, inputs: torch.Tensor, state: NTMState):
-        b = inputs.shape[0]
+        module_input("NTMMemory", "inputs", inputs, self.linear.weight, dims=2)
+        if inputs.shape[1] != self.input_size:
+            raise ValueError(f"NTMMemory: inputs must be (B, input_size={self.input_size}), got "
+                             f"{tuple(inputs.shape)}")
+        b, n, w = inputs.shape[0], self.memory_size, self.word_size
+        want = {"memory": (b, n, w), "read_weights": (b, self.num_reads, n),
+                "write_weights": (b, self.num_writes, n)}
+        if not isinstance(state, tuple) or len(state) != 3:
+            raise ValueError(f"NTMMemory: state must be an NTMState {tuple(want)}, got "
+                             f"{type(state).__name__}")
+        for (name, shape), t in zip(want.items(), state):
+            if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape:
+                got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+                raise ValueError(f"NTMMemory: state.{name} must be {shape} (batch {b}), got {got}")
+        state = NTMState(*state)
         x = self.linear(inputs)
         hs, r, hw, w = self.head_size, self.num_reads, self.num_writes, self.word_size
         heads = x[:, :(r + hw) * hs].reshape(b, r + hw, hs)
@@ -234,10 +292,18 @@ class GravesWindow(nn.Module):
 
     def __init__(self, input_size, num_components=10, backend=None):
         super().__init__()
+        int_at_least("input_size", input_size, 1)
+        int_at_least("num_components", num_components, 1)
+        backend_name(backend)
         self.linear = nn.Linear(input_size, 3 * num_components)
         self.num_components, self.backend = num_components, backend
+        self.input_size = input_size
 
     def forward(self, inputs, chars, char_mask=None, kappa=None):
+        module_input("GravesWindow", "inputs", inputs, self.linear.weight, dims=(2, 3))
+        if inputs.shape[-1] != self.input_size:
+            raise ValueError(f"GravesWindow: inputs must be (B, input_size={self.input_size}) or "
+                             f"(B, T, input_size), got {tuple(inputs.shape)}")
         a, b, k = self.linear(inputs).chunk(3, dim=-1)
         if inputs.dim() == 3:
             return M.graves_window_sequence(a, b, k, chars, char_mask, kappa, backend=self.backend)

@@ -24,6 +24,7 @@ import torch
 
 from attnfast.nn import attention as _attention
 from attnfast.nn import boom as _boom
+from attnfast.ops.checks import module_input
 
 
 def is_bottom_right_causal(mask: torch.Tensor, t: int, lk: int) -> bool:
@@ -67,6 +68,15 @@ class Attention(_attention.SingleHeadAttention):
         if query.shape[-1] != self.d_model or key.shape[-1] != self.d_model:
             raise ValueError(f"query and key must end in nhid={self.d_model}, got "
                              f"{tuple(query.shape)} and {tuple(key.shape)}")
+        if value.shape[-1] != self.d_model:
+            raise ValueError(f"value must end in nhid={self.d_model} (the value gate's width), got "
+                             f"{tuple(value.shape)}")
+        for name, t in (("query", query), ("key", key), ("value", value)):
+            module_input("Attention", name, t, self.qs)
+        if attn_mask is not None and not isinstance(attn_mask, torch.Tensor):
+            raise ValueError(f"attn_mask must be None or a tensor, got {type(attn_mask).__name__}")
+        if attn_mask is not None and attn_mask.device != query.device:
+            raise ValueError(f"attn_mask is on {attn_mask.device} but query is on {query.device}")
         if not batch_first:
             query, key, value = query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1)
         if key.shape[0] != query.shape[0] or value.shape[:2] != key.shape[:2]:

@@ -25,6 +25,7 @@ from attnfast.dispatch import Implementation, Op, device_reasons
 from attnfast.ops import seed as seed_ops
 from attnfast.ops import spec
 from attnfast.ops.autocast import lower_precision
+from attnfast.ops.checks import flag
 
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -113,6 +114,8 @@ def prepare(q, k, v, *, causal=False, attn_mask=None, key_padding_mask=None, dro
     _check_tensor("q", q, 3)
     _check_tensor("k", k, 3)
     _check_tensor("v", v, 3)
+    causal, training = flag("causal", causal), flag("training", training)
+    return_weights = flag("return_weights", return_weights)
     b, lq, d = q.shape
     if tuple(k.shape[::2]) != (b, d):
         raise ValueError(f"k must have shape (B, Lk, D) = ({b}, Lk, {d}) to match q {tuple(q.shape)}, "
@@ -136,8 +139,8 @@ def prepare(q, k, v, *, causal=False, attn_mask=None, key_padding_mask=None, dro
     p = float(dropout_p) if training else 0.0
     # A tensor (drawn from torch's generator when None, so torch.manual_seed makes runs
     # repeatable): nothing data-dependent for torch.compile to guard on.
-    return AttentionInputs(q, k, v, bias, bool(causal), float(scale), p, seed_ops.resolve(seed, p),
-                           bool(return_weights))
+    return AttentionInputs(q, k, v, bias, causal, float(scale), p, seed_ops.resolve(seed, p),
+                           return_weights)
 
 
 # ---- the compiled op pair: declared once for every backend (ops/spec.py) ---------------------
@@ -284,7 +287,9 @@ def _sdpa_route(query, key, value, attn_mask, dropout_p, is_causal, scale, enabl
     ts = (query, key, value)
     if not all(isinstance(t, torch.Tensor) for t in ts) or any(t.is_nested for t in ts):
         return None
-    if dropout_p != 0.0:
+    if type(is_causal) is not bool or type(enable_gqa) is not bool:
+        return None  # torch's argument parser raises TypeError (it takes no int, None, tensor)
+    if type(dropout_p) not in (int, float) or dropout_p != 0.0:
         # torch's SDPA applies dropout with torch's RNG; attnfast's Philox stream differs, so
         # dropout goes to torch and torch.manual_seed keeps meaning what it means there (and
         # torch raises for a p outside [0, 1]).
@@ -300,6 +305,10 @@ def _sdpa_route(query, key, value, attn_mask, dropout_p, is_causal, scale, enabl
             return None  # torch raises for a float mask of another dtype (and for int masks)
         if attn_mask.requires_grad and torch.is_grad_enabled():
             return None  # torch differentiates a float mask; attnfast's kernels treat it as a mask
+        if attn_mask.dim() < 2:
+            return None  # torch raises IndexError for a 1-D (Lk,) mask
+        if attn_mask.device != query.device:
+            return None  # torch's error (or, from a CPU scalar mask, torch's result)
     if query.dim() < 3 or key.dim() != query.dim() or value.dim() != query.dim():
         return None
     if query.dtype not in KERNEL_DTYPES or key.dtype != query.dtype or value.dtype != query.dtype:
@@ -367,7 +376,9 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     not torch's), torch's mask objects (``torch.nn.attention.bias.CausalBias``), a float mask
     that requires grad, and the inputs torch rejects. A query row whose keys are all masked gives
     0, as torch 2.14 does. A NaN in a query row gives a NaN output row, as torch's math backend
-    and the reference do (torch's CPU flash kernel returns 0 for that row instead).
+    and the reference do (torch's CPU flash kernel returns 0 for that row instead). Two inputs
+    torch 2.14's CPU kernel takes unchecked and returns garbage for raise RuntimeError here (as
+    torch's math backend does): a v shorter than k, a mask that is not in host memory.
     """
     if all(isinstance(t, torch.Tensor) for t in (query, key, value)):
         # torch's SDPA under autocast computes in the autocast dtype, a plain float mask included
@@ -381,11 +392,29 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     return _sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
 
 
+def _check_defined(query, key, value, attn_mask):
+    """The inputs torch's CPU SDPA (torch 2.14) takes without a check and computes garbage
+    from (it reads past v, or reads a mask that is not in host memory): refused, with the
+    RuntimeError torch's math backend raises for them."""
+    if (not all(type(t) in (torch.Tensor, torch.nn.Parameter) for t in (query, key, value))
+            or query.device.type != "cpu"):
+        return
+    if key.dim() >= 2 and value.dim() >= 2 and key.shape[-2] != value.shape[-2]:
+        raise RuntimeError(f"scaled_dot_product_attention: key and value must have the same "
+                           f"sequence length (dim -2), got key {tuple(key.shape)} and value "
+                           f"{tuple(value.shape)}")
+    if isinstance(attn_mask, torch.Tensor) and attn_mask.device.type != "cpu":
+        raise RuntimeError(f"scaled_dot_product_attention: attn_mask is on {attn_mask.device} "
+                           f"but query is on {query.device}")
+
+
 def _sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa):
-    route = _sdpa_route(query, key, value, attn_mask, float(dropout_p), is_causal, scale, enable_gqa)
+    _check_defined(query, key, value, attn_mask)
+    route = _sdpa_route(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
     backend = _sdpa_backend(route[0]) if route is not None else None
     if route is None or backend is None:
-        kwargs = {"enable_gqa": True} if enable_gqa else {}
+        # enable_gqa passed as given (but left out when False): torch rejects a non-bool one.
+        kwargs = {} if enable_gqa is False else {"enable_gqa": enable_gqa}
         return F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask,
                                               dropout_p=dropout_p, is_causal=is_causal,
                                               scale=scale, **kwargs)

@@ -18,6 +18,7 @@ from attnfast.dispatch import Implementation, Op, device_reasons
 from attnfast.ops import seed as seed_ops
 from attnfast.ops import spec
 from attnfast.ops.autocast import lower_precision
+from attnfast.ops.checks import flag
 
 ACTIVATIONS = {"gelu_sigmoid": 0, "gelu": 1, "gelu_tanh": 2, "relu": 3}  # csrc/common/activations.h
 KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -71,7 +72,8 @@ def prepare(x, weight, bias=None, *, shortcut=True, weight2=None, bias2=None,
         if bias.shape[0] != d_ff:
             raise ValueError(f"bias must have shape ({d_ff},), got {tuple(bias.shape)}")
         named.append(("bias", bias))
-    if activation not in ACTIVATIONS:
+    shortcut, training = flag("shortcut", shortcut), flag("training", training)
+    if not isinstance(activation, str) or activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
     if not (isinstance(dropout_p, (int, float)) and 0.0 <= dropout_p < 1.0):
         raise ValueError(f"dropout_p must be a float in [0, 1), got {dropout_p!r}")

@@ -4,7 +4,8 @@ mix is a few torch ops (the reference's formula)."""
 from __future__ import annotations
 
 from attnfast.ops.memory import allocation, links
-from attnfast.ops.memory.common import EPS, MemoryInputs, allocation_cap, check_tensors, public_op
+from attnfast.ops.memory.common import (EPS, MemoryInputs, allocation_cap, check_tensors,
+                                        memory_slots_cap, public_op)
 from attnfast.reference import memory as ref
 
 
@@ -55,5 +56,5 @@ PUBLIC_OPS = [
     public_op("dnc_access_step", prep_access_step, ref.dnc_access_step, access_step,
               ["dnc_usage_forward", "memory_content_forward", "dnc_allocation_forward",
                "memory_write_forward", "dnc_link_read_forward", "memory_read_forward"],
-              [allocation_cap, links.LINK_GRID_CAP]),
+              [allocation_cap, links.LINK_GRID_CAP, memory_slots_cap]),
 ]

@@ -7,7 +7,7 @@ import functools
 import torch
 
 from attnfast.ops import spec
-from attnfast.ops.memory.common import EPS, grid_cap, inputs, public_op
+from attnfast.ops.memory.common import EPS, grid_cap, inputs, memory_slots_cap, public_op
 from attnfast.reference import memory as ref
 
 # ---- compiled ops ------------------------------------------------------------------------------
@@ -88,7 +88,7 @@ def prep_ntm(memory, key, strength, gate, shift, gamma, prev_weights):
 
 PUBLIC_OPS = [
     public_op("content_addressing", prep_content, ref.content_addressing, content_addressing,
-              ["memory_content_forward"], [grid_cap()]),
+              ["memory_content_forward"], [grid_cap(), memory_slots_cap]),
     public_op("ntm_address", prep_ntm, ref.ntm_address, ntm_address,
               ["memory_content_forward", "ntm_location_forward"], [grid_cap()]),
 ]

@@ -96,6 +96,14 @@ def allocation_cap(backend: str, inp) -> list[str]:
     return []
 
 
+def memory_slots_cap(backend: str, inp) -> list[str]:
+    """The C++/CUDA content-addressing kernels check N >= 1 memory slots (csrc/checks/memory.h);
+    a memory of N = 0 slots goes to the reference (or Triton), which give the empty result."""
+    if backend in ("cpu", "cuda", "simt") and inp.dims.get("N") == 0:
+        return [f"N=0 memory slots: the {backend} content-addressing kernel needs N >= 1"]
+    return []
+
+
 def public_op(name: str, prepare, reference, composition, kernels, caps=()) -> Op:
     """A public memory op: ``reference(*args)`` is the oracle; ``composition(ops, *args)``
     computes it from the compiled forward ops ``kernels`` (schema names) of any backend, ``ops``

@@ -59,13 +59,15 @@ def window(ops, alpha_hat, beta_hat, kappa_hat, kappa_prev, chars, char_mask=Non
     return w[:, 0], kappa[:, 0], phi[:, 0]
 
 
-def _check_mask(op, mask, dims):
+def _check_mask(op, mask, dims, device):
     if mask is None:
         return
     if not isinstance(mask, torch.Tensor) or tuple(mask.shape) != (dims["B"], dims["U"]):
         shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
         raise ValueError(f"{op}: char_mask must be a (B={dims['B']}, U={dims['U']}) tensor, "
                          f"got {shape}")
+    if mask.device != device:
+        raise ValueError(f"{op}: char_mask is on {mask.device} but chars is on {device}")
 
 
 def prep_graves(alpha_hat, beta_hat, kappa_hat, kappa_prev, chars, char_mask=None):
@@ -73,7 +75,7 @@ def prep_graves(alpha_hat, beta_hat, kappa_hat, kappa_prev, chars, char_mask=Non
         ("alpha_hat", alpha_hat, "B K"), ("beta_hat", beta_hat, "B K"),
         ("kappa_hat", kappa_hat, "B K"), ("kappa_prev", kappa_prev, "B K"),
         ("chars", chars, "B U C")])
-    _check_mask("graves_window", char_mask, dims)
+    _check_mask("graves_window", char_mask, dims, chars.device)
     return MemoryInputs((alpha_hat, beta_hat, kappa_hat, kappa_prev, chars, char_mask),
                         alpha_hat.device, alpha_hat.dtype, dims)
 
@@ -84,7 +86,7 @@ def prep_graves_seq(alpha_hat, beta_hat, kappa_hat, chars, char_mask=None, kappa
     if kappa0 is not None:
         specs.append(("kappa0", kappa0, "B K"))
     dims = check_tensors("graves_window_sequence", specs)
-    _check_mask("graves_window_sequence", char_mask, dims)
+    _check_mask("graves_window_sequence", char_mask, dims, chars.device)
     return MemoryInputs((alpha_hat, beta_hat, kappa_hat, chars, char_mask, kappa0),
                         alpha_hat.device, alpha_hat.dtype, dims)
 
