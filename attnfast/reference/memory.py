@@ -147,8 +147,10 @@ def dnc_link_update(link: torch.Tensor, precedence: torch.Tensor, write_weights:
     wj = write_weights[:, :, None, :]
     new_link = (1 - wi - wj) * link + wi * precedence[:, :, None, :]
     n = link.shape[-1]
-    off_diag = 1 - torch.eye(n, dtype=link.dtype, device=link.device)
-    new_link = new_link * off_diag
+    # An exact zero on the diagonal (as DeepMind's and every kernel), not a product with 0 that
+    # would keep a NaN or inf of the old link there.
+    diagonal = torch.eye(n, dtype=torch.bool, device=link.device)
+    new_link = new_link.masked_fill(diagonal, 0)
     new_prec = (1 - write_weights.sum(-1, keepdim=True)) * precedence + write_weights
     return new_link, new_prec
 
