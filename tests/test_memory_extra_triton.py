@@ -1,5 +1,5 @@
-"""The Triton kernels of the second memory group (triton_kernels/memory_extra.py, through the torch
-custom ops of attnfast/ops/memory_extra_triton.py: NTM location, Graves' window, DNC usage, memory
+"""The Triton kernels of the second memory group (triton_kernels/addressing.py, window.py,
+allocation.py, read_write.py, through the torch custom ops of attnfast/ops/memory_extra_triton.py: NTM location, Graves' window, DNC usage, memory
 read) against the float64 reference, forward and backward (autograd through the ops' explicit
 backward kernels), float32 within conftest's FP32_TOL (gradients 5e-5: one more pow/log/exp
 chain). Under the Triton interpreter on CPU tensors when there is no GPU: tiny shapes."""

@@ -666,7 +666,7 @@ def _triton_status(inp) -> list[str]:
                        "precision)")
     if not _TRITON_IMPORT_ERROR:
         try:
-            import attnfast.triton_kernels.memory  # noqa: F401
+            from attnfast.triton_kernels import addressing, allocation, links, read_write  # noqa: F401
             _TRITON_IMPORT_ERROR.append(None)
         except Exception as exc:  # noqa: BLE001  (any import failure is a reason to refuse)
             _TRITON_IMPORT_ERROR.append(f"triton_kernels/memory.py cannot be imported ({exc})")
@@ -683,7 +683,7 @@ def _triton_status_extra(inp) -> list[str]:
     reasons = _triton_status(inp)
     if not _TRITON_EXTRA_IMPORT_ERROR:
         try:
-            import attnfast.triton_kernels.memory_extra  # noqa: F401
+            from attnfast.triton_kernels import addressing, allocation, read_write, window  # noqa: F401
             _TRITON_EXTRA_IMPORT_ERROR.append(None)
         except Exception as exc:  # noqa: BLE001  (any import failure is a reason to refuse)
             _TRITON_EXTRA_IMPORT_ERROR.append(

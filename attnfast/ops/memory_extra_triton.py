@@ -18,7 +18,7 @@ Tensor = torch.Tensor
 
 
 def _tk():
-    from attnfast.triton_kernels import memory_extra as tk
+    from attnfast import triton_kernels as tk
 
     return tk
 

@@ -14,7 +14,7 @@ Tensor = torch.Tensor
 
 
 def _tk():
-    from attnfast.triton_kernels import memory as tk
+    from attnfast import triton_kernels as tk
 
     return tk
 
