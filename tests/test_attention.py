@@ -233,8 +233,8 @@ def test_gemm_chunk_rows_bound_the_scores(b, lq, lk, d, causal, monkeypatch):
     attention takes >= 4 chunks."""
     require("triton")
     monkeypatch.delenv("ATTNFAST_ATTN_GEMM_ROWS", raising=False)
-    from attnfast.triton_kernels import attention_gemm
-    rows = attention_gemm.chunk_rows(b, lq, lk, d, d, causal)
+    from attnfast.triton_kernels import attention_strategy
+    rows = attention_strategy.chunk_rows(b, lq, lk, d, d, causal)
     assert 1 <= rows <= lq
     assert rows == lq or rows % 64 == 0
     assert b * rows * lk <= max(2 * b * max(lq, lk) * d, 1 << 22, b * 64 * lk)
@@ -253,8 +253,8 @@ def test_batch_slices(backend, path, monkeypatch):
     forward and backward against the reference."""
     require(backend)
     if backend == "triton":
-        import attnfast.triton_kernels.attention as triton_attention
-        monkeypatch.setattr(triton_attention, "MAX_GRID_BATCH", 3)
+        from attnfast.triton_kernels import _common
+        monkeypatch.setattr(_common, "CUDA_MAX_GRID_YZ", 3)
     dtype = {"flash_fp32": torch.float32, "flash_tc_bf16": torch.bfloat16,
              "gemm_fp16": torch.float16}[path]
     monkeypatch.setenv("ATTNFAST_ATTN_STRATEGY", "gemm" if path.startswith("gemm") else "flash")

@@ -35,7 +35,7 @@ __all__ = ["content_forward", "content_backward", "ntm_location_forward", "ntm_l
 NTM_BLOCK = 64  # slots per block of the NTM location programs
 
 
-# ---- content addressing ---------------------------------------------------------------------------
+# ---- content addressing ---------------------------------------------------------------------
 
 @triton.jit
 def _key_and_norm(key_ptr, beta_ptr, bh, W, eps, BW: tl.constexpr):
@@ -161,7 +161,7 @@ def content_backward(grad, memory, keys, strengths, weights, eps):
     return gm, gk, gs
 
 
-# ---- NTM location addressing ------------------------------------------------------------------------
+# ---- NTM location addressing ----------------------------------------------------------------
 
 @triton.jit
 def _ntm_shifted(c_ptr, wp_ptr, s_ptr, g, rows, rmask, N, S, BN: tl.constexpr):
