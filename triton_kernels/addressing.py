@@ -184,19 +184,31 @@ def _sharpen(ws, gamma):
 
 
 @triton.jit
+def _ntm_sharpened(c_row, wp_row, s_row, g, gam, p_row, w_row, N, S, BN: tl.constexpr,
+                   STORE_W: tl.constexpr):
+    """The unnormalised weights p = ws^gamma of a (b, h) row into p_row (with STORE_W, the
+    shifted weights ws into w_row too), slot blocks in order; returns sum p."""
+    total = 0.0
+    for n0 in range(0, N, BN):
+        rows = n0 + tl.arange(0, BN)
+        rmask = rows < N
+        w = _ntm_shifted(c_row, wp_row, s_row, g, rows, rmask, N, S, BN)
+        p = tl.where(rmask, _sharpen(w, gam), 0.0)
+        if STORE_W:
+            tl.store(w_row + rows, w, mask=rmask)
+        tl.store(p_row + rows, p, mask=rmask)
+        total += tl.sum(p, 0)
+    return total
+
+
+@triton.jit
 def _ntm_fwd(c_ptr, g_ptr, wp_ptr, s_ptr, gam_ptr, out_ptr, N, S, BN: tl.constexpr):
     bh = tl.program_id(0).to(tl.int64)
     c_row, wp_row, out_row = c_ptr + bh * N, wp_ptr + bh * N, out_ptr + bh * N
     g = tl.load(g_ptr + bh)
     gam = tl.load(gam_ptr + bh)
-    total = 0.0
-    for n0 in range(0, N, BN):
-        rows = n0 + tl.arange(0, BN)
-        rmask = rows < N
-        p = _sharpen(_ntm_shifted(c_row, wp_row, s_ptr + bh * S, g, rows, rmask, N, S, BN), gam)
-        p = tl.where(rmask, p, 0.0)
-        tl.store(out_row + rows, p, mask=rmask)
-        total += tl.sum(p, 0)
+    total = _ntm_sharpened(c_row, wp_row, s_ptr + bh * S, g, gam, out_row, out_row, N, S, BN,
+                           False)
     inv = 1.0 / total  # total = 0 only for all-zero inputs: NaN, as the reference
     tl.debug_barrier()
     for n0 in range(0, N, BN):
@@ -215,15 +227,7 @@ def _ntm_bwd(go_ptr, c_ptr, g_ptr, wp_ptr, s_ptr, gam_ptr, dc_ptr, dg_ptr, dwp_p
     dws = wsh + N              # p, then d shifted weights
     g = tl.load(g_ptr + bh)
     gam = tl.load(gam_ptr + bh)
-    total = 0.0
-    for n0 in range(0, N, BN):
-        rows = n0 + tl.arange(0, BN)
-        rmask = rows < N
-        w = _ntm_shifted(c_row, wp_row, s_row, g, rows, rmask, N, S, BN)
-        p = tl.where(rmask, _sharpen(w, gam), 0.0)
-        tl.store(wsh + rows, w, mask=rmask)
-        tl.store(dws + rows, p, mask=rmask)
-        total += tl.sum(p, 0)
+    total = _ntm_sharpened(c_row, wp_row, s_row, g, gam, dws, wsh, N, S, BN, True)
     inv = 1.0 / total
     tl.debug_barrier()
     gdot = 0.0

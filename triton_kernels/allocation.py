@@ -50,6 +50,18 @@ def _copy_row(src, dst, N, BLK: tl.constexpr):
 
 
 @triton.jit
+def _free_factor(u, eps):
+    """s = eps + (1 - eps) u >= eps > 0: the factor of a slot in the exclusive product."""
+    return eps + (1.0 - eps) * u
+
+
+@triton.jit
+def _sorts_before(uj, rj, ui, ri):
+    """(i, j) tile: slot j sorts before slot i in the stable ascending order of the usages."""
+    return (uj[None, :] < ui[:, None]) | ((uj[None, :] == ui[:, None]) & (rj[None, :] < ri[:, None]))
+
+
+@triton.jit
 def _alloc_head(u_ptr, out_ptr, N, eps, BLK: tl.constexpr):
     """out[i] = (1 - s_i) exp(sum_{j sorts before i} log s_j) for the usage at u_ptr (N,)."""
     for i0 in range(0, N, BLK):
@@ -61,13 +73,10 @@ def _alloc_head(u_ptr, out_ptr, N, eps, BLK: tl.constexpr):
             rj = j0 + tl.arange(0, BLK)
             mj = rj < N
             uj = tl.load(u_ptr + rj, mask=mj, other=0.0)
-            log_sj = tl.log(eps + (1.0 - eps) * uj)
-            before = ((uj[None, :] < ui[:, None])
-                      | ((uj[None, :] == ui[:, None]) & (rj[None, :] < ri[:, None]))) & mj[None, :]
+            log_sj = tl.log(_free_factor(uj, eps))
+            before = _sorts_before(uj, rj, ui, ri) & mj[None, :]
             acc += tl.sum(tl.where(before, log_sj[None, :], 0.0), 1)
-        si = eps + (1.0 - eps) * ui
-        tl.store(out_ptr + ri, (1.0 - si) * tl.exp(acc), mask=mi)
-
+        tl.store(out_ptr + ri, (1.0 - _free_factor(ui, eps)) * tl.exp(acc), mask=mi)
 
 
 @triton.jit
@@ -145,15 +154,13 @@ def _alloc_bwd(grad_ptr, usage_ptr, gates_ptr, gu_ptr, gg_ptr, ws_ptr, N, Hw, ep
                 rj = j0 + tl.arange(0, BLK)
                 mj = rj < N
                 uj = tl.load(U + h * N + rj, mask=mj, other=0.0)
-                j_before_i = ((uj[None, :] < ui[:, None])
-                              | ((uj[None, :] == ui[:, None]) & (rj[None, :] < ri[:, None])))
+                j_before_i = _sorts_before(uj, rj, ui, ri)
                 j_after_i = (~j_before_i) & (rj[None, :] != ri[:, None]) & mj[None, :]
                 j_before_i = j_before_i & mj[None, :]
-                logp += tl.sum(tl.where(j_before_i, tl.log(eps + (1.0 - eps) * uj)[None, :], 0.0), 1)
+                logp += tl.sum(tl.where(j_before_i, tl.log(_free_factor(uj, eps))[None, :], 0.0), 1)
                 gaa = tl.load(ga + rj, mask=mj, other=0.0) * tl.load(A + h * N + rj, mask=mj, other=0.0)
                 tail += tl.sum(tl.where(j_after_i, gaa[None, :], 0.0), 1)
-            si = eps + (1.0 - eps) * ui
-            ds = tail / si - tl.exp(logp) * gai
+            ds = tail / _free_factor(ui, eps) - tl.exp(logp) * gai
             d = tl.load(du + ri, mask=mi, other=0.0)
             tl.store(du + ri, d + ds * (1.0 - eps), mask=mi)
         tl.debug_barrier()

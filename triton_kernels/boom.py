@@ -335,9 +335,8 @@ def _check_2d(name: str, t: torch.Tensor, dtype: torch.dtype, device: torch.devi
     return t.contiguous()
 
 
-def boom_forward(x, weight, bias, activation: int, chunk_width: int, dropout_p: float, seed: int,
-                 save_preact: bool):
-    """Returns (out (N, C), preact (N, F_used) or an empty (0,) tensor), both in x's dtype."""
+def _check_layer(x, weight, activation: int, chunk_width: int):
+    """(x, weight) made contiguous, N, K, F, the activation and the chunk width C, checked."""
     if x.dtype not in FLOAT_DTYPES:
         raise ValueError(f"boom: x must be float32, bfloat16 or float16, got {x.dtype}")
     if x.dim() != 2:
@@ -346,15 +345,20 @@ def boom_forward(x, weight, bias, activation: int, chunk_width: int, dropout_p: 
     if weight.dim() != 2 or weight.shape[1] != K:
         raise ValueError(f"boom: weight must have shape (d_ff, {K}), got {tuple(weight.shape)}")
     F = weight.shape[0]
-    x = x.contiguous()
     weight = _check_2d("weight", weight, x.dtype, x.device)
+    return (x.contiguous(), weight, N, K, F, _check_activation(activation),
+            _check_chunk(chunk_width, F))
+
+
+def boom_forward(x, weight, bias, activation: int, chunk_width: int, dropout_p: float, seed: int,
+                 save_preact: bool):
+    """Returns (out (N, C), preact (N, F_used) or an empty (0,) tensor), both in x's dtype."""
+    x, weight, N, K, F, act, C = _check_layer(x, weight, activation, chunk_width)
     if bias is not None:
         if bias.shape != (F,) or bias.dtype != x.dtype or bias.device != x.device:
             raise ValueError(f"boom: bias must be a ({F},) {x.dtype} tensor on {x.device}, got "
                              f"{tuple(bias.shape)} {bias.dtype} on {bias.device}")
         bias = bias.contiguous()
-    act = _check_activation(activation)
-    C = _check_chunk(chunk_width, F)
     nchunks = F // C
     f_used = nchunks * C
     has_dropout, seed, threshold, scale = dropout_args("boom", dropout_p, seed)
@@ -380,19 +384,8 @@ def boom_forward(x, weight, bias, activation: int, chunk_width: int, dropout_p: 
 def boom_backward(grad_out, x, weight, preact, has_bias: bool, activation: int, chunk_width: int,
                   dropout_p: float, seed: int):
     """Returns (grad_x (N, K), grad_weight (F, K), grad_bias (F,) or an empty (0,) tensor)."""
-    if x.dtype not in FLOAT_DTYPES:
-        raise ValueError(f"boom: x must be float32, bfloat16 or float16, got {x.dtype}")
-    if x.dim() != 2:
-        raise ValueError(f"boom: x must be 2-D (N, K), got shape {tuple(x.shape)}")
-    N, K = x.shape
-    if weight.dim() != 2 or weight.shape[1] != K:
-        raise ValueError(f"boom: weight must have shape (d_ff, {K}), got {tuple(weight.shape)}")
-    F = weight.shape[0]
+    x, weight, N, K, F, act, C = _check_layer(x, weight, activation, chunk_width)
     dev, dt = x.device, x.dtype
-    x = x.contiguous()
-    weight = _check_2d("weight", weight, dt, dev)
-    act = _check_activation(activation)
-    C = _check_chunk(chunk_width, F)
     f_used = (F // C) * C
     grad_out = _check_2d("grad_out", grad_out, dt, dev, (N, C))
     preact = _check_2d("preact", preact, dt, dev, (N, f_used))

@@ -48,7 +48,6 @@ def _new_link_tile(L_ptr, w_ptr, p_ptr, ri, rj, mi, mj, N):
     return tl.where(mk & (ri[:, None] != rj[None, :]), nl, 0.0), L
 
 
-
 @triton.jit
 def _new_link_col_sums(Lb, wb, pb, x_ptr, rj, mj, N, BI: tl.constexpr, BJ: tl.constexpr):
     """sum_i x_i new_link[i, rj] (rows in blocks of BI, in order)."""
