@@ -1,9 +1,10 @@
 """Helpers shared by the Triton kernel modules: host-side launch plumbing (block sizes, batch
-slices under the CUDA grid cap, argument checks, the dropout arguments) and the two
-``@triton.jit`` pieces that more than one op family uses (the Philox keep mask, a weighted sum of
-matrix rows).
+slices under the CUDA grid cap, argument checks, the dropout arguments) and the ``@triton.jit``
+pieces that more than one module uses (the Philox keep mask, a weighted sum of matrix rows, the
+row-block tile of a (B, N, W) tensor).
 
-Every kernel module imports from here; this module imports no kernel module.
+Kernel modules import from here; this module imports no kernel module (only the grid cap of
+attnfast.ops.limits, a constants module).
 """
 from __future__ import annotations
 
