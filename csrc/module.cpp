@@ -9,6 +9,7 @@
 
 #include "cpu/block_cache.h"
 #include "cpu/isa.h"
+#include "cuda/attention_strategy.h"
 
 #ifndef ATTNFAST_TORCH_VERSION
 #define ATTNFAST_TORCH_VERSION "unknown"
@@ -86,4 +87,22 @@ PYBIND11_MODULE(_C, m) {
   m.def("cpu_cache_clear", &attnfast::cpu::block_cache_clear, "Free every cached CPU block");
   m.def("set_cpu_cache_limit", &attnfast::cpu::set_block_cache_limit,
         "Bound the CPU block cache (bytes; 0 turns it off) and trim it to the bound");
+  // The GPU attention's strategy rule as the CUDA and SIMT ops apply it (csrc/cuda/
+  // attention_strategy.h), so tests can hold it against its authority,
+  // triton_kernels/attention_strategy.py: same answers, same ValueError for a bad value.
+  m.def("attention_use_gemm", [](int64_t D, int64_t Dv) {
+        try {
+          return attnfast::attention_gemm::use_gemm_strategy(D, Dv);
+        } catch (const c10::ValueError& e) {
+          throw py::value_error(e.what_without_backtrace());
+        }
+      }, "Whether the GPU attention takes the GEMM strategy (ATTNFAST_ATTN_STRATEGY)");
+  m.def("attention_chunk_rows", [](int64_t B, int64_t Lq, int64_t Lk, int64_t D, int64_t Dv,
+                                   bool causal) {
+        try {
+          return attnfast::attention_gemm::chunk_rows(B, Lq, Lk, D, Dv, causal);
+        } catch (const c10::ValueError& e) {
+          throw py::value_error(e.what_without_backtrace());
+        }
+      }, "Query rows per chunk of the GPU attention's GEMM strategy (ATTNFAST_ATTN_GEMM_ROWS)");
 }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -233,8 +234,8 @@ def test_gemm_chunk_rows_bound_the_scores(b, lq, lk, d, causal, monkeypatch):
     attention takes >= 4 chunks."""
     require("triton")
     monkeypatch.delenv("ATTNFAST_ATTN_GEMM_ROWS", raising=False)
-    from attnfast.triton_kernels import attention_gemm
-    rows = attention_gemm.chunk_rows(b, lq, lk, d, d, causal)
+    from attnfast.triton_kernels import attention_strategy
+    rows = attention_strategy.chunk_rows(b, lq, lk, d, d, causal)
     assert 1 <= rows <= lq
     assert rows == lq or rows % 64 == 0
     assert b * rows * lk <= max(2 * b * max(lq, lk) * d, 1 << 22, b * 64 * lk)
@@ -253,8 +254,8 @@ def test_batch_slices(backend, path, monkeypatch):
     forward and backward against the reference."""
     require(backend)
     if backend == "triton":
-        import attnfast.triton_kernels.attention as triton_attention
-        monkeypatch.setattr(triton_attention, "MAX_GRID_BATCH", 3)
+        from attnfast.triton_kernels import _common
+        monkeypatch.setattr(_common, "CUDA_MAX_GRID_YZ", 3)
     dtype = {"flash_fp32": torch.float32, "flash_tc_bf16": torch.bfloat16,
              "gemm_fp16": torch.float16}[path]
     monkeypatch.setenv("ATTNFAST_ATTN_STRATEGY", "gemm" if path.startswith("gemm") else "flash")
@@ -264,22 +265,36 @@ def test_batch_slices(backend, path, monkeypatch):
                          training=True, seed=13)
 
 
-def test_strategy_override_rejects_bad_values():
-    """An unknown ATTNFAST_ATTN_STRATEGY or a non-positive ATTNFAST_ATTN_GEMM_ROWS is ignored with one
-    warning each (stderr: raised in C++) and the defaults run."""
-    require("simt")
-    code = ("import torch, attnfast; g = torch.Generator().manual_seed(0); "
-            "q, k, v = (torch.randn(1, 9, 300, generator=g, dtype=torch.float64).float() for _ in range(3)); "
-            "a = attnfast.single_head_attention(q, k, v, causal=True, backend='simt'); "
-            "b = attnfast.single_head_attention(q, k, v, causal=True, backend='reference'); "
-            "print(float((a - b).abs().max()))")
-    env = dict(os.environ, ATTNFAST_ATTN_STRATEGY="fast", ATTNFAST_ATTN_GEMM_ROWS="-3")
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stderr
-    assert "ignoring ATTNFAST_ATTN_STRATEGY=\"fast\"" in r.stderr, r.stderr
-    assert "ignoring ATTNFAST_ATTN_GEMM_ROWS=\"-3\"" in r.stderr, r.stderr
-    assert float(r.stdout.strip().splitlines()[-1]) < 1e-5
+@pytest.mark.parametrize("backend", ["simt", "triton"])
+def test_strategy_env_rejects_bad_values(backend, monkeypatch):
+    """An ATTNFAST_ATTN_STRATEGY or ATTNFAST_ATTN_GEMM_ROWS value the strategy rule does not
+    accept is a ValueError at the call that names the variable, the value and the accepted
+    values, the same from the C++ ops (simt: csrc/cuda/attention_strategy.h) as from the Triton
+    ones (triton_kernels/attention_strategy.py, the authority; tests/test_attention_strategy.py
+    holds the two rules against each other over a grid): nothing falls back silently."""
+    require(backend)
+    ext = attnfast._extension._C
+    if backend == "simt" and not hasattr(ext, "attention_use_gemm"):
+        pytest.skip("attnfast._C / _simt were built from sources older than "
+                    "csrc/cuda/attention_strategy.h: rebuild the extensions")
+    q, k, v = make_qkv(1, 9, 11, 16, 8)
+
+    def run():
+        return attnfast.single_head_attention(q, k, v, causal=True, backend=backend)
+
+    monkeypatch.delenv("ATTNFAST_ATTN_GEMM_ROWS", raising=False)
+    monkeypatch.setenv("ATTNFAST_ATTN_STRATEGY", "fast")
+    with pytest.raises(ValueError, match=re.escape(
+            'ATTNFAST_ATTN_STRATEGY="fast" is not valid; expected auto, flash or gemm')):
+        run()
+    monkeypatch.setenv("ATTNFAST_ATTN_STRATEGY", "gemm")  # the GEMM strategy reads the rows
+    monkeypatch.setenv("ATTNFAST_ATTN_GEMM_ROWS", "-3")
+    with pytest.raises(ValueError, match=re.escape(
+            'ATTNFAST_ATTN_GEMM_ROWS="-3" is not valid; expected a positive integer')):
+        run()
+    monkeypatch.setenv("ATTNFAST_ATTN_GEMM_ROWS", "")  # empty: the default rule
+    monkeypatch.setenv("ATTNFAST_ATTN_STRATEGY", "")  # empty: auto
+    check_against_oracle(backend, q, k, v, causal=True)
 
 
 # ---- masks -----------------------------------------------------------------------------------

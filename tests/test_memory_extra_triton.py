@@ -1,7 +1,7 @@
-"""The Triton kernels of the second memory group (triton_kernels/memory_extra.py, through the torch
-custom ops of attnfast/ops/spec.py: NTM location, Graves' window, DNC usage, memory
-read) against the float64 reference, forward and backward (autograd through the ops' explicit
-backward kernels), float32 within conftest's FP32_TOL (gradients 5e-5: one more pow/log/exp
+"""The Triton kernels of NTM location addressing, Graves' window, DNC usage and the memory
+read (triton_kernels/addressing.py, window.py, allocation.py, read_write.py, through the torch
+custom ops that attnfast/ops/spec.py defines from their declarations) against the float64
+reference, forward and backward (autograd through the ops' explicit backward kernels), float32 within conftest's FP32_TOL (gradients 5e-5: one more pow/log/exp
 chain). Under the Triton interpreter on CPU tensors when there is no GPU: tiny shapes."""
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""The Triton memory-addressing kernels (triton_kernels/memory.py, through the torch custom ops of
-attnfast/ops/spec.py) against the float64 reference, forward and backward (autograd
+"""The Triton kernels of content addressing, DNC allocation, the erase/add write and the DNC links
+(triton_kernels/addressing.py, allocation.py, read_write.py, links.py, through the torch custom
+ops that attnfast/ops/spec.py defines from their declarations) against the float64 reference,
+forward and backward (autograd
 through the ops' explicit backward kernels), float32 within conftest's FP32_TOL. Under the Triton
 interpreter on CPU tensors when there is no GPU: tiny shapes."""
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """The GEMM strategy of the Triton attention for wide heads: library GEMMs (torch.bmm, cuBLAS on
 a GPU) on chunks of query rows, with Triton row-softmax kernels between them.
 
-The same design as the CUDA backend's (csrc/cuda/attention_gemm.h, which gives the reasons and
-the arithmetic): at D = 1024 the flash kernels' Dv slices recompute S = q k^T several times and
-their tile loops stay far from the library GEMM, while materialising S for a chunk of rows costs
-little next to the GEMMs. Per chunk of ``rows`` queries and its visible-key prefix ``n``:
+The same design as the CUDA backend's (csrc/cuda/attention_gemm.h); why wide heads take it is
+in ``attention_strategy.py``. Per chunk of ``rows`` queries and its visible-key prefix ``n``:
 
 * forward: S = q_c k_n^T (fp32) -> ``_rows_fwd_kernel``: lse and P = dropout(exp(scale S + bias
   - lse)) in the input dtype -> out_c = P v_n;
@@ -13,65 +11,24 @@ little next to the GEMMs. Per chunk of ``rows`` queries and its visible-key pref
   dS^T q_c (fp32 accumulators), dQ_c = scale dS k_n. Fixed order, no atomics: deterministic.
 
 Scores, masks, the Philox dropout counters and the rounding of P and dS are those of the flash
-kernels (``attention.py``: ``_masked_scores``, ``_dropout_keep``), so both strategies compute
-the same function. Chunk rows and the strategy choice follow the CUDA backend's rules and
-environment variables (ATTNFAST_ATTN_STRATEGY, ATTNFAST_ATTN_GEMM_ROWS).
+kernels (the shared pieces of ``attention_scores.py``), so both strategies compute the same
+function. When this strategy runs and how many query rows a chunk holds is the rule of
+``attention_strategy.py`` (ATTNFAST_ATTN_STRATEGY, ATTNFAST_ATTN_GEMM_ROWS), which the CUDA
+backend follows too.
 """
 
 from __future__ import annotations
-
-import os
-import warnings
 
 import torch
 import triton
 import triton.language as tl
 
-from .attention import _dropout_keep, _interpreting, _masked_scores, _p2, backward_delta, batch_slices
+from ._common import batch_slices, block_size, interpreting
+from .attention_scores import (attention_keep, backward_delta, dropped_probs_and_dscores,
+                               finished_lse, masked_scores, online_softmax_step, probs)
+from .attention_strategy import chunk_rows
 
-__all__ = ["use_gemm_strategy", "chunk_rows", "forward", "backward"]
-
-_WARNED: set[str] = set()
-
-
-def _warn_once(message: str) -> None:
-    if message not in _WARNED:
-        _WARNED.add(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
-
-
-def use_gemm_strategy(D: int, Dv: int) -> bool:
-    """ATTNFAST_ATTN_STRATEGY=gemm|flash forces a strategy; unset or auto: GEMM when
-    max(D, Dv) > 256 (beyond which the flash kernels' Dv slices recompute S more than twice)."""
-    env = os.environ.get("ATTNFAST_ATTN_STRATEGY", "")
-    if env in ("gemm", "flash"):
-        return env == "gemm"
-    if env not in ("", "auto"):
-        _warn_once(f'attnfast: ignoring ATTNFAST_ATTN_STRATEGY="{env}" (expected gemm, flash or '
-                   'auto); using auto')
-    return max(D, Dv) > 256
-
-
-def chunk_rows(B: int, Lq: int, Lk: int, D: int, Dv: int, causal: bool) -> int:
-    """Query rows per GEMM chunk: ATTNFAST_ATTN_GEMM_ROWS, or S (B x rows x Lk fp32) within
-    max(2 B max(Lq, Lk) max(D, Dv), 4 Mi) values, causal chunks of at most max(1024, Lq / 4)
-    rows, multiples of 64 (the reasons are in csrc/cuda/attention_gemm.h)."""
-    env = os.environ.get("ATTNFAST_ATTN_GEMM_ROWS")
-    if env is not None:
-        try:
-            rows = int(env)
-        except ValueError:
-            rows = 0
-        if rows > 0:
-            return min(rows, max(Lq, 1))
-        _warn_once(f'attnfast: ignoring ATTNFAST_ATTN_GEMM_ROWS="{env}" (expected a positive '
-                   'integer); using the default')
-    budget = max(2 * B * max(Lq, Lk) * max(D, Dv, 1), 1 << 22)
-    rows = budget // max(B * Lk, 1)
-    if causal:
-        rows = min(rows, max(1024, -(-Lq // 256) * 64))
-    rows = max(64, rows // 64 * 64)
-    return min(rows, max(Lq, 1))
+__all__ = ["forward", "backward"]
 
 
 def _visible_prefix(i0: int, rows: int, Lq: int, Lk: int, causal: bool) -> int:
@@ -104,8 +61,8 @@ def _key_block(s_ptr, row_base, mask_r, n0, n, b, offs_m, Lq, Lk, scale, bias_pt
     mask = mask_r[:, None] & (offs_n < n)[None, :]
     idx = row_base[:, None] + offs_n[None, :]
     qk = tl.load(s_ptr + idx, mask=mask, other=0.0)
-    s = _masked_scores(qk, b, offs_m, offs_n, Lq, Lk, scale, bias_ptr, sbb, sbi, sbj,
-                       HAS_BIAS, CAUSAL)
+    s = masked_scores(qk, b, offs_m, offs_n, Lq, Lk, scale, bias_ptr, sbb, sbi, sbj,
+                      HAS_BIAS, CAUSAL)
     return idx, mask, offs_n, s
 
 
@@ -123,21 +80,15 @@ def _rows_fwd_kernel(s_ptr, p_ptr, lse_ptr, bias_ptr, sbb, sbi, sbj,
                                           scale, bias_ptr, sbb, sbi, sbj, HAS_BIAS, CAUSAL,
                                           BLOCK_N)
         s = tl.where(mask, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-        l_i = l_i * tl.exp(m_i - m_use) + tl.sum(tl.exp(s - m_use[:, None]), axis=1)
-        m_i = m_new
-    dead = l_i == 0.0
-    lse = tl.where(dead, float("-inf"), m_i + tl.log(tl.where(dead, 1.0, l_i)))
-    lse_use = tl.where(dead, float("inf"), lse)  # exp(-inf - inf) = 0 for a dead row
+        m_i, l_i, _, _ = online_softmax_step(m_i, l_i, s)
+    _, lse = finished_lse(m_i, l_i)
     for n0 in range(0, n, BLOCK_N):
         idx, mask, offs_n, s = _key_block(s_ptr, row_base, mask_r, n0, n, b, offs_m, Lq, Lk,
                                           scale, bias_ptr, sbb, sbi, sbj, HAS_BIAS, CAUSAL,
                                           BLOCK_N)
-        p = tl.exp(s - lse_use[:, None])
+        p = probs(s, lse)
         if HAS_DROPOUT:
-            keep = _dropout_keep(seed, ((b0 + b) * Lq + offs_m.to(tl.int64))[:, None] * Lk
-                                 + offs_n.to(tl.int64)[None, :], threshold)
+            keep = attention_keep(seed, threshold, b0 + b, offs_m, offs_n, Lq, Lk)
             p = tl.where(keep, p * drop_scale, 0.0)
         tl.store(p_ptr + idx, p.to(p_ptr.dtype.element_ty), mask=mask)
     tl.store(lse_ptr + b * Lq + offs_m, lse, mask=mask_r)
@@ -152,29 +103,21 @@ def _rows_bwd_kernel(s_ptr, dp_ptr, p_ptr, ds_ptr, lse_ptr, delta_ptr, bias_ptr,
     b, mask_r, offs_m, row_base = _row_block(i0, rows, n, Lq, BLOCK_M)
     lse = tl.load(lse_ptr + b * Lq + offs_m, mask=mask_r, other=float("-inf"))
     delta = tl.load(delta_ptr + b * Lq + offs_m, mask=mask_r, other=0.0)
-    lse_use = tl.where(lse == float("-inf"), float("inf"), lse)
     for n0 in range(0, n, BLOCK_N):
         idx, mask, offs_n, s = _key_block(s_ptr, row_base, mask_r, n0, n, b, offs_m, Lq, Lk,
                                           scale, bias_ptr, sbb, sbi, sbj, HAS_BIAS, CAUSAL,
                                           BLOCK_N)
-        p = tl.exp(s - lse_use[:, None])
         dp = tl.load(dp_ptr + idx, mask=mask, other=0.0)
-        if HAS_DROPOUT:
-            keep = _dropout_keep(seed, ((b0 + b) * Lq + offs_m.to(tl.int64))[:, None] * Lk
-                                 + offs_n.to(tl.int64)[None, :], threshold)
-            p_drop = tl.where(keep, p * drop_scale, 0.0)
-            dp = tl.where(keep, dp * drop_scale, 0.0)
-        else:
-            p_drop = p
-        ds = p * (dp - delta[:, None])
+        p_drop, ds = dropped_probs_and_dscores(probs(s, lse), dp, delta, b0 + b, offs_m, offs_n,
+                                               Lq, Lk, seed, threshold, drop_scale, HAS_DROPOUT)
         tl.store(p_ptr + idx, p_drop.to(p_ptr.dtype.element_ty), mask=mask)
         tl.store(ds_ptr + idx, ds.to(ds_ptr.dtype.element_ty), mask=mask)
 
 
 def _rows_config(n: int) -> dict:
-    if _interpreting():  # per-program cost: few, wide programs
-        return dict(BLOCK_M=16, BLOCK_N=min(_p2(n), 128))
-    return dict(BLOCK_M=4, BLOCK_N=min(_p2(n), 1024), num_warps=4)
+    if interpreting():  # per-program cost: few, wide programs
+        return dict(BLOCK_M=16, BLOCK_N=block_size(n, hi=128))
+    return dict(BLOCK_M=4, BLOCK_N=block_size(n, hi=1024), num_warps=4)
 
 
 # --------------------------------------------------------------------------------------------

@@ -39,23 +39,17 @@ upcast with ``.to(tl.float32)`` before math, and bf16 dot operands are upcast to
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
+
+from ._common import (FLOAT_DTYPES, block_size, dropout_args, dropout_keep, interpreting,
+                      upcast_bf16)
 
 __all__ = ["boom_forward", "boom_backward", "ACTIVATIONS"]
 
 # Keep in sync with csrc/common/activations.h::Activation and attnfast/ops/boom.py.
 ACTIVATIONS = {"gelu_sigmoid": 0, "gelu": 1, "gelu_tanh": 2, "relu": 3}
-
-_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
-
 
 # --------------------------------------------------------------------------------------------
 # Per-element math (fp32), mirroring csrc/common/activations.h
@@ -106,15 +100,6 @@ def _act_bwd(x, ACT: tl.constexpr):
     else:
         g = tl.where(x > 0.0, 1.0, 0.0)
     return g
-
-
-@triton.jit
-def _dropout_keep(seed, idx, threshold):
-    # Philox4x32-10, key (seed lo32, seed hi32), counter (idx lo32, idx hi32, 0, 0): tl.randint
-    # implements exactly this (triton/language/random.py: randint4x -> philox -> philox_impl)
-    # and returns the first output word as uint32. keep iff (r >> 8) >= threshold.
-    r = tl.randint(seed, idx)
-    return (r >> 8).to(tl.int32) >= threshold
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,7 +162,7 @@ def _boom_fwd_kernel(
                      acc.to(pre_ptr.dtype.element_ty), mask=mask_mc)
         h = _act_fwd(acc, ACT)
         if HAS_DROPOUT:
-            keep = _dropout_keep(seed, rows[:, None] * F + cols[None, :], threshold)
+            keep = dropout_keep(seed, rows[:, None] * F + cols[None, :], threshold)
             h = tl.where(keep, h * scale, 0.0)
         out_acc += h
     tl.store(out_ptr + rows[:, None] * C + ocol[None, :], out_acc.to(out_ptr.dtype.element_ty),
@@ -212,7 +197,7 @@ def _boom_bwd_dx_kernel(
         go = tl.load(go_rows + (ff % C)[None, :], mask=mask_f[None, :], other=0.0)
         dz = go.to(tl.float32) * _act_bwd(pre.to(tl.float32), ACT)
         if HAS_DROPOUT:
-            keep = _dropout_keep(seed, rows[:, None] * F + ff[None, :], threshold)
+            keep = dropout_keep(seed, rows[:, None] * F + ff[None, :], threshold)
             dz = tl.where(keep, dz * scale, 0.0)
         w = tl.load(w_ptrs, mask=mask_f[:, None], other=0.0)
         if UPCAST:
@@ -258,7 +243,7 @@ def _boom_bwd_dw_kernel(
         dzt = go.to(tl.float32) * _act_bwd(pre.to(tl.float32), ACT)
         if HAS_DROPOUT:
             nn = (n0 + offs_m).to(tl.int64)
-            keep = _dropout_keep(seed, nn[None, :] * F + fcol[:, None], threshold)
+            keep = dropout_keep(seed, nn[None, :] * F + fcol[:, None], threshold)
             dzt = tl.where(keep, dzt * scale, 0.0)
         if HAS_BIAS:
             bsum += tl.sum(dzt, axis=1)
@@ -284,11 +269,6 @@ def _boom_bwd_dw_kernel(
 # --------------------------------------------------------------------------------------------
 
 
-def _p2(n: int, lo: int = 16, hi: int = 128) -> int:
-    """Next power of two of n, clamped to [lo, hi] (tl.dot needs block dims >= 16)."""
-    return max(lo, min(hi, triton.next_power_of_2(max(int(n), 1))))
-
-
 # GPU choices come from compiling for sm_90 (triton.compile + ptxas -v, no GPU here) and keeping
 # the largest tiles without register spills; they are a starting point for tuning on hardware.
 # Forward: two live fp32 accumulators plus the epilogue (activation, Philox) per chunk -> 64x64
@@ -296,52 +276,36 @@ def _p2(n: int, lo: int = 16, hi: int = 128) -> int:
 # per K tile, so the K tiles are wide.
 
 
-def _warps(bm: int, bn: int) -> int:
-    return 8 if bm * bn >= 64 * 64 else 4
+def _config(tile_m: tuple, tile_n: tuple, step: tuple) -> dict:
+    """Block sizes of a program with a (tile_m x tile_n) output tile and a reduction loop (step):
+    tile_m, tile_n = (name, extent, GPU cap), step = (name, extent). On a GPU the reduction
+    block is 32 and tiles of 64x64 or more take 8 warps; under the interpreter, whose cost is per
+    program and op, every block is its extent's next power of two up to 32."""
+    (name_m, m, cap_m), (name_n, n, cap_n), (name_k, k) = tile_m, tile_n, step
+    if interpreting():
+        return {name_m: block_size(m, hi=32), name_n: block_size(n, hi=32),
+                name_k: block_size(k, hi=32), "GROUP_M": 8, "num_warps": 4, "num_stages": 1}
+    bm, bn = block_size(m, hi=cap_m), block_size(n, hi=cap_n)
+    return {name_m: bm, name_n: bn, name_k: 32, "GROUP_M": 8,
+            "num_warps": 8 if bm * bn >= 64 * 64 else 4, "num_stages": 3}
 
 
 def _fwd_config(dtype: torch.dtype, N: int, K: int, C: int) -> dict:
-    if _interpreting():  # few, small programs: the interpreter's cost is per program and op
-        return dict(BLOCK_M=_p2(N, hi=32), BLOCK_N=_p2(C, hi=32), BLOCK_K=_p2(K, hi=32),
-                    GROUP_M=8, num_warps=4, num_stages=1)
-    bm, bn = _p2(N, hi=64), _p2(C, hi=64)
-    return dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=32, GROUP_M=8, num_warps=_warps(bm, bn),
-                num_stages=3)
+    return _config(("BLOCK_M", N, 64), ("BLOCK_N", C, 64), ("BLOCK_K", K))
 
 
 def _bwd_dx_config(dtype: torch.dtype, N: int, K: int, F_used: int) -> dict:
-    if _interpreting():
-        return dict(BLOCK_M=_p2(N, hi=32), BLOCK_K=_p2(K, hi=32), BLOCK_F=_p2(F_used, hi=32),
-                    GROUP_M=8, num_warps=4, num_stages=1)
-    bm, bk = _p2(N), _p2(K, hi=64 if dtype == torch.float32 else 128)
-    return dict(BLOCK_M=bm, BLOCK_K=bk, BLOCK_F=32, GROUP_M=8, num_warps=_warps(bm, bk),
-                num_stages=3)
+    return _config(("BLOCK_M", N, 128), ("BLOCK_K", K, 64 if dtype == torch.float32 else 128),
+                   ("BLOCK_F", F_used))
 
 
 def _bwd_dw_config(dtype: torch.dtype, N: int, K: int, F_used: int) -> dict:
-    if _interpreting():
-        return dict(BLOCK_F=_p2(F_used, hi=32), BLOCK_K=_p2(K, hi=32), BLOCK_M=_p2(N, hi=32),
-                    GROUP_M=8, num_warps=4, num_stages=1)
-    bf, bk = _p2(F_used), _p2(K)
-    return dict(BLOCK_F=bf, BLOCK_K=bk, BLOCK_M=32, GROUP_M=8, num_warps=_warps(bf, bk),
-                num_stages=3)
+    return _config(("BLOCK_F", F_used, 128), ("BLOCK_K", K, 128), ("BLOCK_M", N))
 
 
 # --------------------------------------------------------------------------------------------
 # Launchers
 # --------------------------------------------------------------------------------------------
-
-
-def _dropout_args(dropout_p: float, seed: int):
-    p = float(dropout_p)
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"boom: dropout_p must be in [0, 1), got {dropout_p}")
-    seed = int(seed) & 0xFFFFFFFFFFFFFFFF  # the key is the 64-bit two's complement pattern
-    if seed >= 1 << 63:
-        seed -= 1 << 64  # pass as int64: the kernel takes lo/hi 32 bits of the same pattern
-    threshold = int(p * 16777216.0)  # floor(p 2^24), in double
-    scale = 1.0 / (1.0 - p)  # double, rounded once to fp32 when passed to the kernel
-    return p > 0.0, seed, threshold, scale
 
 
 def _check_activation(activation: int) -> int:
@@ -371,15 +335,9 @@ def _check_2d(name: str, t: torch.Tensor, dtype: torch.dtype, device: torch.devi
     return t.contiguous()
 
 
-def _upcast(dtype: torch.dtype) -> bool:
-    # The interpreter mis-computes bf16 arithmetic (incl. tl.dot): use fp32 dot operands there.
-    return _interpreting() and dtype == torch.bfloat16
-
-
-def boom_forward(x, weight, bias, activation: int, chunk_width: int, dropout_p: float, seed: int,
-                 save_preact: bool):
-    """Returns (out (N, C), preact (N, F_used) or an empty (0,) tensor), both in x's dtype."""
-    if x.dtype not in _DTYPES:
+def _check_layer(x, weight, activation: int, chunk_width: int):
+    """(x, weight) made contiguous, N, K, F, the activation and the chunk width C, checked."""
+    if x.dtype not in FLOAT_DTYPES:
         raise ValueError(f"boom: x must be float32, bfloat16 or float16, got {x.dtype}")
     if x.dim() != 2:
         raise ValueError(f"boom: x must be 2-D (N, K), got shape {tuple(x.shape)}")
@@ -387,18 +345,23 @@ def boom_forward(x, weight, bias, activation: int, chunk_width: int, dropout_p: 
     if weight.dim() != 2 or weight.shape[1] != K:
         raise ValueError(f"boom: weight must have shape (d_ff, {K}), got {tuple(weight.shape)}")
     F = weight.shape[0]
-    x = x.contiguous()
     weight = _check_2d("weight", weight, x.dtype, x.device)
+    return (x.contiguous(), weight, N, K, F, _check_activation(activation),
+            _check_chunk(chunk_width, F))
+
+
+def boom_forward(x, weight, bias, activation: int, chunk_width: int, dropout_p: float, seed: int,
+                 save_preact: bool):
+    """Returns (out (N, C), preact (N, F_used) or an empty (0,) tensor), both in x's dtype."""
+    x, weight, N, K, F, act, C = _check_layer(x, weight, activation, chunk_width)
     if bias is not None:
         if bias.shape != (F,) or bias.dtype != x.dtype or bias.device != x.device:
             raise ValueError(f"boom: bias must be a ({F},) {x.dtype} tensor on {x.device}, got "
                              f"{tuple(bias.shape)} {bias.dtype} on {bias.device}")
         bias = bias.contiguous()
-    act = _check_activation(activation)
-    C = _check_chunk(chunk_width, F)
     nchunks = F // C
     f_used = nchunks * C
-    has_dropout, seed, threshold, scale = _dropout_args(dropout_p, seed)
+    has_dropout, seed, threshold, scale = dropout_args("boom", dropout_p, seed)
 
     out = torch.empty((N, C), dtype=x.dtype, device=x.device)
     if save_preact:
@@ -414,31 +377,20 @@ def boom_forward(x, weight, bias, activation: int, chunk_width: int, dropout_p: 
         x, weight, bias if bias is not None else x, out, preact if save_preact else out,
         N, K, F, C, nchunks, seed, threshold, scale,
         HAS_BIAS=bias is not None, ACT=act, HAS_DROPOUT=has_dropout,
-        SAVE_PREACT=bool(save_preact), UPCAST=_upcast(x.dtype), **cfg)
+        SAVE_PREACT=bool(save_preact), UPCAST=upcast_bf16(x.dtype), **cfg)
     return out, preact
 
 
 def boom_backward(grad_out, x, weight, preact, has_bias: bool, activation: int, chunk_width: int,
                   dropout_p: float, seed: int):
     """Returns (grad_x (N, K), grad_weight (F, K), grad_bias (F,) or an empty (0,) tensor)."""
-    if x.dtype not in _DTYPES:
-        raise ValueError(f"boom: x must be float32, bfloat16 or float16, got {x.dtype}")
-    if x.dim() != 2:
-        raise ValueError(f"boom: x must be 2-D (N, K), got shape {tuple(x.shape)}")
-    N, K = x.shape
-    if weight.dim() != 2 or weight.shape[1] != K:
-        raise ValueError(f"boom: weight must have shape (d_ff, {K}), got {tuple(weight.shape)}")
-    F = weight.shape[0]
+    x, weight, N, K, F, act, C = _check_layer(x, weight, activation, chunk_width)
     dev, dt = x.device, x.dtype
-    x = x.contiguous()
-    weight = _check_2d("weight", weight, dt, dev)
-    act = _check_activation(activation)
-    C = _check_chunk(chunk_width, F)
     f_used = (F // C) * C
     grad_out = _check_2d("grad_out", grad_out, dt, dev, (N, C))
     preact = _check_2d("preact", preact, dt, dev, (N, f_used))
-    has_dropout, seed, threshold, scale = _dropout_args(dropout_p, seed)
-    upcast = _upcast(dt)
+    has_dropout, seed, threshold, scale = dropout_args("boom", dropout_p, seed)
+    upcast = upcast_bf16(dt)
 
     grad_x = torch.empty((N, K), dtype=dt, device=dev)
     grad_w = torch.empty((F, K), dtype=dt, device=dev)

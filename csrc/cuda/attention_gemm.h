@@ -5,11 +5,13 @@
 //
 // Why: the flash kernels keep a (64 x Dv-slice) fp32 output tile on chip, so at Dv = 1024 they run
 // 8 slices, each recomputing S = q k^T (9 GEMM-units of work against 2), and their mma.sync
-// loops do not reach what cuBLAS reaches with wgmma on sm_90. On an H100 (bench.attention,
-// 2026-11-24) eager math -- cuBLAS GEMMs with S in memory -- was ~6x faster than the flash
-// kernels at B4 L1024 D1024. At D = 1024 the attention's arithmetic intensity against the S
-// traffic is high (a chunk row does 4 D flops per score for S and P v, and moves ~6-8 bytes per
-// score), so materialising S for a chunk of rows costs little next to the GEMMs.
+// loops do not reach what cuBLAS reaches with wgmma on sm_90 (bench/notes/attention_gpu.md has
+// the measurements). At D = 1024 the attention's arithmetic intensity against the S traffic is
+// high (a chunk row does 4 D flops per score for S and P v, and moves ~6-8 bytes per score), so
+// materialising S for a chunk of rows costs little next to the GEMMs.
+//
+// When this strategy runs and how many rows a chunk holds: attention_strategy.h, the C++ mirror
+// of the rule whose authority is triton_kernels/attention_strategy.py.
 //
 // Forward, per chunk of `rows` queries [i0, i0 + rows) and its visible-key prefix [0, n) (causal
 // chunks stop at their last query's diagonal, so blocks above it are skipped at chunk
@@ -20,10 +22,10 @@
 // T when one chunk holds every query), dQ_c = scale dS k_n. Fixed chunk order and no atomics:
 // deterministic whenever the GEMMs are (cuBLAS is, on one stream).
 //
-// Memory: the chunk's S (and dP) buffers hold B x rows x Lk fp32 values, rows chosen so that
-// this stays within max(2 B max(Lq, Lk) max(D, Dv), 4 Mi) values: linear in the sequence
-// lengths (O(B L D), the size of the inputs), never O(B Lq Lk) as Lq and Lk grow (plus fp32
-// dK/dV accumulators, O(B Lk D), for bf16/fp16).
+// Memory: the chunk's S (and dP) buffers hold B x rows x Lk fp32 values, rows chosen
+// (chunk_rows) so that this stays linear in the sequence lengths (O(B L D), the size of the
+// inputs), never O(B Lq Lk) as Lq and Lk grow (plus fp32 dK/dV accumulators, O(B Lk D), for
+// bf16/fp16).
 // Numerics: the GEMMs accumulate in fp32; fp32 inputs follow torch's matmul precision setting
 // (TF32 only if the user enabled it), like attnfast's other cuBLAS paths (Boom).
 #pragma once
@@ -35,60 +37,16 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 #include <limits>
 #include <type_traits>
 
 #include "cuda/attention_kernels.cuh"
 #include "cuda/attention_rows_kernels.cuh"
+#include "cuda/attention_strategy.h"
 #include "cuda/glue_common.h"
 
 namespace attnfast {
 namespace attention_gemm {
-
-// ---- strategy choice ----------------------------------------------------------------------------
-// ATTNFAST_ATTN_STRATEGY=gemm|flash forces a strategy; unset (or "auto"): GEMM when max(D, Dv) > 256,
-// beyond which the flash kernels' Dv slices recompute S more than twice (see above). Read per
-// call.
-inline bool use_gemm_strategy(int64_t D, int64_t Dv) {
-  const char* env = std::getenv("ATTNFAST_ATTN_STRATEGY");
-  if (env != nullptr && std::strcmp(env, "gemm") == 0) return true;
-  if (env != nullptr && std::strcmp(env, "flash") == 0) return false;
-  if (env != nullptr && *env != '\0' && std::strcmp(env, "auto") != 0) {
-    TORCH_WARN_ONCE("attnfast: ignoring ATTNFAST_ATTN_STRATEGY=\"", env,
-                    "\" (expected gemm, flash or auto); using auto");
-  }
-  return std::max(D, Dv) > 256;
-}
-
-// Query rows per GEMM chunk. ATTNFAST_ATTN_GEMM_ROWS=<positive integer> overrides (tuning and
-// tests). Otherwise the chunk's S buffer (B x rows x Lk fp32) stays within
-// max(2 B max(Lq, Lk) max(D, Dv), 4 Mi) values -- linear in the sequence lengths, about the size
-// of the inputs -- and a causal attention is cut into chunks of max(1024, Lq / 4) rows so that
-// most of the masked triangle of a long sequence is skipped. Chunks are multiples of 64 rows
-// (except the whole Lq). Why chunks this large (all of Lq = 1024 at the SHA-RNN shapes):
-//  * the backward's dK/dV GEMMs contract over the chunk's rows and read and write their fp32
-//    accumulators once per chunk, 8 bytes per (key, column) against 2 x rows flops each, so
-//    below ~1000 rows they are bound by that traffic on an H100/H200 (~210-300 flop/byte);
-//  * a chunk's GEMMs must fill the GPU: B x rows x Lk / (128 x 256) output tiles should be a
-//    few waves over ~132 SMs.
-// This rule comes from that arithmetic and has not been tuned on a GPU yet.
-inline int64_t chunk_rows(int64_t B, int64_t Lq, int64_t Lk, int64_t D, int64_t Dv, bool causal) {
-  if (const char* env = std::getenv("ATTNFAST_ATTN_GEMM_ROWS")) {
-    char* end = nullptr;
-    const long long v = std::strtoll(env, &end, 10);
-    if (end != env && *end == '\0' && v > 0) return std::min<int64_t>(v, std::max<int64_t>(Lq, 1));
-    TORCH_WARN_ONCE("attnfast: ignoring ATTNFAST_ATTN_GEMM_ROWS=\"", env,
-                    "\" (expected a positive integer); using the default");
-  }
-  const int64_t widest = std::max<int64_t>({D, Dv, 1});
-  const int64_t budget = std::max<int64_t>(2 * B * std::max(Lq, Lk) * widest, int64_t(1) << 22);
-  int64_t rows = budget / std::max<int64_t>(B * Lk, 1);
-  if (causal) rows = std::min<int64_t>(rows, std::max<int64_t>(1024, (Lq + 255) / 256 * 64));
-  rows = std::max<int64_t>(64, rows / 64 * 64);
-  return std::min<int64_t>(rows, std::max<int64_t>(Lq, 1));
-}
 
 // One past the last key query rows [i0, i0 + rows) can see (bottom-right causal).
 inline int64_t visible_prefix(int64_t i0, int64_t rows, int64_t Lq, int64_t Lk, bool causal) {

@@ -37,7 +37,7 @@ spec.register(spec.KernelOp(
         (keys.shape[0], keys.shape[1], memory.shape[1])),
     fake_backward=lambda grad, memory, keys, strengths, weights, eps: (
         torch.empty_like(memory), torch.empty_like(keys), torch.empty_like(strengths)),
-    triton="memory:content_forward:content_backward", example=_content_example,
+    triton="addressing:content_forward:content_backward", example=_content_example,
     setup_context=_content_setup, backward_formula=_content_backward))
 
 def _ntm_example():
@@ -53,7 +53,7 @@ spec.register(spec.KernelOp(
     "ntm_location_forward", "ntm_location_backward", public="ntm_address",
     fake=lambda content, gate, prev_weights, shift, gamma: torch.empty_like(content),
     fake_backward=lambda grad, *inputs: tuple(torch.empty_like(t) for t in inputs),
-    triton="memory_extra:ntm_location_forward:ntm_location_backward", example=_ntm_example))
+    triton="addressing:ntm_location_forward:ntm_location_backward", example=_ntm_example))
 
 
 # ---- public ops --------------------------------------------------------------------------------

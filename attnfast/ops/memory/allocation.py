@@ -36,7 +36,7 @@ spec.register(spec.KernelOp(
         (usage.shape[0], write_gates.shape[1], usage.shape[1])),
     fake_backward=lambda grad, usage, write_gates, eps: (
         torch.empty_like(usage), torch.empty_like(write_gates)),
-    triton="memory:allocation_forward:allocation_backward", example=_allocation_example,
+    triton="allocation:allocation_forward:allocation_backward", example=_allocation_example,
     setup_context=_allocation_setup, backward_formula=_allocation_backward))
 
 
@@ -56,7 +56,7 @@ spec.register(spec.KernelOp(
     fake=lambda usage, write_weights, free_gate, read_weights: torch.empty_like(usage),
     fake_backward=lambda grad, usage, write_weights, free_gate, read_weights: (
         torch.empty_like(usage), torch.empty_like(free_gate), torch.empty_like(read_weights)),
-    triton="memory_extra:dnc_usage_forward:dnc_usage_backward", example=_usage_example,
+    triton="allocation:dnc_usage_forward:dnc_usage_backward", example=_usage_example,
     backward_formula=_usage_backward))
 
 

@@ -33,7 +33,7 @@ spec.register(spec.KernelOp(
     "dnc_link_read_forward", "dnc_link_read_backward", public="dnc_link_update", fake=_fake,
     fake_backward=lambda g_link, g_prec, g_fwd, g_bwd, *inputs: tuple(
         torch.empty_like(t) for t in inputs),
-    triton="memory:link_read_forward:link_read_backward", example=_example))
+    triton="links:link_read_forward:link_read_backward", example=_example))
 
 
 def link_update(ops, link, precedence, write_weights):

@@ -26,7 +26,7 @@ spec.register(spec.KernelOp(
     "memory_write_forward", "memory_write_backward", public="memory_write",
     fake=lambda memory, write_weights, erase, add: torch.empty_like(memory),
     fake_backward=lambda grad, *inputs: tuple(torch.empty_like(t) for t in inputs),
-    triton="memory:write_forward:write_backward", example=_write_example))
+    triton="read_write:write_forward:write_backward", example=_write_example))
 
 spec.register(spec.KernelOp(
     "memory_read_forward", "memory_read_backward", public="memory_read",
@@ -34,7 +34,7 @@ spec.register(spec.KernelOp(
         (memory.shape[0], read_weights.shape[1], memory.shape[2])),
     fake_backward=lambda grad, memory, read_weights: (
         torch.empty_like(memory), torch.empty_like(read_weights)),
-    triton="memory_extra:memory_read_forward:memory_read_backward", example=_read_example))
+    triton="read_write:memory_read_forward:memory_read_backward", example=_read_example))
 
 
 def memory_write(ops, memory, write_weights, erase, add):

@@ -41,7 +41,7 @@ def _backward(ctx, backward_op, g_w, g_kappa, g_phi):
 spec.register(spec.KernelOp(
     "graves_window_forward", "graves_window_backward", public="graves_window", fake=_fake,
     fake_backward=_fake_backward,
-    triton="memory_extra:graves_window_forward:graves_window_backward", example=_example,
+    triton="window:graves_window_forward:graves_window_backward", example=_example,
     backward_formula=_backward))
 
 
