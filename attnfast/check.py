@@ -220,23 +220,36 @@ def _nonfinite(got, want):
     return any(bool((~torch.isfinite(a) & torch.isfinite(b)).any()) for a, b in zip(got, want))
 
 
-def _within(got, want, low_ref, dtype):
+def _within_twice_reference(got, want, same_precision_ref, dtype):
+    """Each kernel output within twice the error the reference makes in the same precision (both
+    against the fp64 oracle), plus one epsilon at the output's scale."""
+    eps = torch.finfo(dtype).eps
+    for a, o, lo in zip(got, want, same_precision_ref):
+        if not o.numel():
+            continue
+        bound = 2.0 * (lo - o).abs().max().item() + eps * max(o.abs().max().item(), 1.0)
+        if (a - o).abs().max().item() > bound:
+            return False, bound
+    return True, None
+
+
+def _within(got, want, same_precision_ref, dtype):
     """(ok, tolerance text) for one list of tensors."""
     if _nonfinite(got, want):
         return False, "non-finite where the oracle is finite"
     if dtype in LOW_PRECISION:
-        eps = torch.finfo(dtype).eps
-        for a, o, lo in zip(got, want, low_ref):
-            scale = o.abs().max().item() if o.numel() else 0.0
-            bound = 2.0 * ((lo - o).abs().max().item() if o.numel() else 0.0) + eps * max(scale, 1.0)
-            if o.numel() and (a - o).abs().max().item() > bound:
-                return False, f"> 2x low-precision reference ({bound:.2e})"
-        return True, "2x low-precision reference"
+        ok, bound = _within_twice_reference(got, want, same_precision_ref, dtype)
+        return ok, "2x low-precision reference" if ok else f"> 2x low-precision reference ({bound:.2e})"
     tol = FP32_TOL
-    for a, o in zip(got, want):
-        if a.numel() and not torch.allclose(a, o, atol=tol["atol"], rtol=tol["rtol"]):
-            return False, f"atol {tol['atol']:.0e} rtol {tol['rtol']:.0e}"
-    return True, f"atol {tol['atol']:.0e} rtol {tol['rtol']:.0e}"
+    text = f"atol {tol['atol']:.0e} rtol {tol['rtol']:.0e}"
+    if all(torch.allclose(a, o, atol=tol["atol"], rtol=tol["rtol"]) for a, o in zip(got, want)
+           if a.numel()):
+        return True, text
+    # Ill-conditioned outputs (Graves' window gradients through exp(alpha_hat) and
+    # beta (kappa - u)^2, say) lose more than 2e-5 in any fp32 evaluation, the reference's
+    # included: then the fp32 rule is the low-precision one.
+    ok, bound = _within_twice_reference(got, want, same_precision_ref, dtype)
+    return ok, f"{text}, or 2x fp32 reference" if ok else f"{text} and > 2x fp32 reference ({bound:.2e})"
 
 
 @dataclasses.dataclass
@@ -300,13 +313,13 @@ def _check_one(name, fn, sample, backend, dtype, layout=None) -> Result:
     try:
         want_o, want_g = _run(fn, sample, F64, "cpu", "reference", layout=layout)
         got_o, got_g = _run(fn, sample, dtype, device, backend, layout=layout)
-        low_o, low_g = (_run(fn, sample, dtype, "cpu", "reference", layout=layout)
-                        if dtype in LOW_PRECISION else (None, None))
+        # The reference in the kernel's precision: the measure of the op's conditioning.
+        low_o, low_g = _run(fn, sample, dtype, "cpu", "reference", layout=layout)
     except Exception as e:  # a crash is a failure with its message, never a silent skip
         return Result(name, backend, dt, sample.label, math.nan, math.nan, "-", False,
                       f"{type(e).__name__}: {str(e).splitlines()[0][:160]}")
-    ok_f, tol_f = _within(got_o, want_o, low_o or [None] * len(got_o), dtype)
-    ok_b, tol_b = _within(got_g, want_g, low_g or [None] * len(got_g), dtype)
+    ok_f, tol_f = _within(got_o, want_o, low_o, dtype)
+    ok_b, tol_b = _within(got_g, want_g, low_g, dtype)
     return Result(name, backend, dt, sample.label, _max_err(got_o, want_o), _max_err(got_g, want_g),
                   tol_f if ok_f or not ok_b else tol_b, ok_f and ok_b,
                   "" if ok_f and ok_b else ("forward" if not ok_f else "backward") + " outside tolerance")

@@ -1,8 +1,9 @@
 """Differential fuzzing: every op x every available compiled backend against the float64 reference,
 forward and backward, over hypothesis-drawn shapes (0, 1, primes, larger), layouts (contiguous,
 transposed copies, batch-expanded views, sliced views) and dtypes. The comparison rule is
-``attnfast.check``'s (the test suite's): fp32 within 2e-5 of the fp64 oracle, bf16/fp16 within
-twice the reference's own low-precision error.
+``attnfast.check``'s (the test suite's): fp32 within 2e-5 of the fp64 oracle (or, for an
+ill-conditioned output that the fp32 reference misses by more, within twice the fp32 reference's
+error), bf16/fp16 within twice the reference's own low-precision error.
 
 CI runs a fixed budget per op (``FUZZ_EXAMPLES``, derandomized so CI is repeatable); set
 ``ATTNFAST_FUZZ_EXAMPLES=500`` for a long run. A failure prints the drawn case (op, backend,
