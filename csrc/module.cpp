@@ -1,6 +1,7 @@
 // attnfast._C: a pybind11 module whose only Python-visible job is to report how it was built.
-// The ops themselves are registered with the dispatcher (csrc/schemas.cpp and the
-// TORCH_LIBRARY_IMPL blocks next to each kernel) and called through torch.ops.attnfast.
+// The ops themselves are registered with the dispatcher (csrc/schemas.cpp, and the
+// TORCH_LIBRARY_IMPL blocks that csrc/op_lists.h generates next to each family's kernels) and
+// called through torch.ops.attnfast.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -10,6 +11,7 @@
 #include "cpu/block_cache.h"
 #include "cpu/isa.h"
 #include "cuda/attention_strategy.h"
+#include "cuda/limits.h"  // plain constants, no CUDA headers
 
 #ifndef ATTNFAST_TORCH_VERSION
 #define ATTNFAST_TORCH_VERSION "unknown"
@@ -60,6 +62,12 @@ py::dict build_info() {
   info["cpu_isas_compiled"] = compiled;
   info["cpu_isa_supported"] = std::string(attnfast::cpu::isa_name(attnfast::cpu::best_supported_isa()));
   info["cpu_isa"] = std::string(attnfast::cpu::isa_name(attnfast::cpu::active_isa()));
+  // The GPU kernels' caps (csrc/cuda/limits.h), whether or not this build has them; the Python
+  // copy (attnfast/ops/limits.py) is checked against these.
+  py::dict limits;
+  limits["cuda_max_grid_yz"] = attnfast::cuda::kMaxGridYZ;
+  limits["cuda_max_alloc_slots"] = attnfast::cuda::kMaxAllocSlots;
+  info["limits"] = limits;
 #ifdef ATTNFAST_DEBUG
   info["debug"] = true;
 #else

@@ -3,10 +3,4 @@
 
 #include "schemas.h"
 
-TORCH_LIBRARY(attnfast, m) {
-  using namespace attnfast::schemas;
-  define(m, kBoom);
-  define(m, kAttention);
-  define(m, kMemory);
-  define(m, kMemoryExtra);
-}
+TORCH_LIBRARY(attnfast, m) { attnfast::schemas::define_all(m); }

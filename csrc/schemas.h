@@ -1,14 +1,19 @@
-// Every attnfast op schema, in one place. csrc/schemas.cpp registers them in the `attnfast`
-// library; the SIMT harness (csrc/simt/*_ops.cpp) registers the same tables in `attnfast_simt`,
-// where the CUDA kernels run on the CPU. Kernels register implementations per device with
-// TORCH_LIBRARY_IMPL(attnfast, CPU|CUDA, m) next to their code; Python registers the fake (meta)
-// kernels and autograd formulas in attnfast/ops/. Integer enums in the schemas:
+// Every attnfast op schema, in one place, in tables by op family (memory: by concept). Schema
+// strings only: csrc/schemas.cpp defines them all in the `attnfast` library, csrc/simt/module.cpp
+// in `attnfast_simt` (where the CUDA kernels run on the CPU). Which kernel implements an op on
+// which device is declared once per family in csrc/op_lists.h, whose lists generate the
+// TORCH_LIBRARY_IMPL blocks (CPU: csrc/cpu/*.cpp; CUDA: csrc/cuda/*.cu; SIMT: csrc/simt/*_ops.cpp);
+// Python registers the fake (meta) kernels and autograd formulas in attnfast/ops/. The CUDA and
+// SIMT adaptor (csrc/device_op.h) reads each op's argument names from here for its device
+// checks. Integer enums in the schemas:
 //   activation: 0 gelu_sigmoid, 1 gelu (erf), 2 gelu_tanh, 3 relu   (csrc/common/activations.h)
 // Dropout seeds are tensors: `Tensor seed` is a one-element int64 CPU tensor holding the 64-bit
 // Philox key's bit pattern (csrc/checks/seed.h, attnfast/ops/seed.py), so torch.compile traces
-// it as a value rather than guarding on it; ignored when dropout_p is 0.
+// it as a value rather than guarding on it; ignored when dropout_p is 0. It stays on the CPU
+// whatever device the op runs on (the device checks skip arguments named `seed`).
 #pragma once
 #include <cstddef>
+#include <string_view>
 
 namespace attnfast {
 namespace schemas {
@@ -47,17 +52,33 @@ inline constexpr const char* kAttention[] = {
       "-> (Tensor grad_q, Tensor grad_k, Tensor grad_v)",
 };
 
-// ---- memory: NTM / DNC addressing (csrc/cpu/memory*.cpp; attnfast/ops/memory.py) --------------
+// ---- memory: NTM / DNC (csrc/cpu/memory_*.cpp, csrc/cuda/memory_*.cu; attnfast/ops/memory.py) --
 // float32 or float64, contiguous, one device; B batch, N memory slots, W word size, H heads
 // (R read heads, Hw write heads). eps as in DeepMind's DNC (1e-6). Every forward has an explicit
 // backward op that recomputes what it needs from the forward's inputs (and output, for content).
-inline constexpr const char* kMemory[] = {
+// One table per concept: addressing, allocation, links, read / write, window.
+
+// Addressing: content weights, then NTM location addressing (interpolation, shift, sharpening).
+inline constexpr const char* kMemoryAddressing[] = {
   // weights (B,H,N) = softmax_i(strengths[b,h] * k.M_i / (|k| |M_i| + eps)), |x| = sqrt(x.x + eps).
   "memory_content_forward(Tensor memory, Tensor keys, Tensor strengths, float eps) "
         "-> Tensor weights",
   "memory_content_backward(Tensor grad_weights, Tensor memory, Tensor keys, "
         "Tensor strengths, Tensor weights, float eps) "
         "-> (Tensor grad_memory, Tensor grad_keys, Tensor grad_strengths)",
+  // NTM location addressing after the content weights. content, prev_weights (B,H,N); gate,
+  // gamma (B,H); shift (B,H,S), S odd, offsets -(S//2)..S//2 (offset +1 moves weight i -> i+1):
+  // wg = g c + (1-g) prev; ws[i] = sum_k shift[k] wg[(i - (k - S//2)) mod N];
+  // weights = p / sum p, p = ws^gamma where ws > 0, else 0 (no NaN in the gamma gradient).
+  "ntm_location_forward(Tensor content, Tensor gate, Tensor prev_weights, Tensor shift, "
+        "Tensor gamma) -> Tensor weights",
+  "ntm_location_backward(Tensor grad_weights, Tensor content, Tensor gate, "
+        "Tensor prev_weights, Tensor shift, Tensor gamma) -> (Tensor grad_content, "
+        "Tensor grad_gate, Tensor grad_prev_weights, Tensor grad_shift, Tensor grad_gamma)",
+};
+
+// Allocation: DNC allocation weights from the usage, and the usage update.
+inline constexpr const char* kMemoryAllocation[] = {
   // usage (B,N), write_gates (B,Hw) -> allocation (B,Hw,N): per head a stable ascending sort of
   // the current usage (ties: lower index first), squashed s = eps + (1-eps) u,
   // a[phi_j] = (1 - s_j) prod_{i<j} s_i; then u <- u + (1 - u) g_h a_h before the next head.
@@ -65,13 +86,18 @@ inline constexpr const char* kMemory[] = {
   "dnc_allocation_forward(Tensor usage, Tensor write_gates, float eps) -> Tensor allocation",
   "dnc_allocation_backward(Tensor grad_allocation, Tensor usage, Tensor write_gates, "
         "float eps) -> (Tensor grad_usage, Tensor grad_write_gates)",
-  // memory (B,N,W), write_weights (B,Hw,N), erase (B,Hw,W), add (B,Hw,W):
-  // out = memory * prod_h (1 - w_h e_h^T) + sum_h w_h v_h^T.
-  "memory_write_forward(Tensor memory, Tensor write_weights, Tensor erase, Tensor add) "
-        "-> Tensor out",
-  "memory_write_backward(Tensor grad_out, Tensor memory, Tensor write_weights, "
-        "Tensor erase, Tensor add) "
-        "-> (Tensor grad_memory, Tensor grad_write_weights, Tensor grad_erase, Tensor grad_add)",
+  // DNC usage: usage (B,N), write_weights (B,Hw,N), free_gate (B,R), read_weights (B,R,N):
+  // out = (u + (1-u)(1 - prod_h (1 - ww_h))) prod_r (1 - f_r rw_r). No gradient to
+  // write_weights (DeepMind's stop_gradient), so the backward returns none for it.
+  "dnc_usage_forward(Tensor usage, Tensor write_weights, Tensor free_gate, "
+        "Tensor read_weights) -> Tensor new_usage",
+  "dnc_usage_backward(Tensor grad_usage, Tensor usage, Tensor write_weights, "
+        "Tensor free_gate, Tensor read_weights) "
+        "-> (Tensor grad_usage_in, Tensor grad_free_gate, Tensor grad_read_weights)",
+};
+
+// Links: the DNC temporal link matrix and the directional reads through it.
+inline constexpr const char* kMemoryLinks[] = {
   // The temporal link update fused with the directional reads through the new link.
   // link (B,Hw,N,N), precedence (B,Hw,N), write_weights (B,Hw,N), read_weights (B,R,N) (R may be 0):
   // new_link[i,j] = (1 - w_i - w_j) link[i,j] + w_i p[j] (i != j), 0 on the diagonal (the input's
@@ -88,17 +114,23 @@ inline constexpr const char* kMemory[] = {
         "Tensor grad_read_weights)",
 };
 
-inline constexpr const char* kMemoryExtra[] = {
-  // ---- memory, second group (csrc/cpu/memory_extra.cpp) ---------------------------------------
-  // NTM location addressing after the content weights. content, prev_weights (B,H,N); gate,
-  // gamma (B,H); shift (B,H,S), S odd, offsets -(S//2)..S//2 (offset +1 moves weight i -> i+1):
-  // wg = g c + (1-g) prev; ws[i] = sum_k shift[k] wg[(i - (k - S//2)) mod N];
-  // weights = p / sum p, p = ws^gamma where ws > 0, else 0 (no NaN in the gamma gradient).
-  "ntm_location_forward(Tensor content, Tensor gate, Tensor prev_weights, Tensor shift, "
-        "Tensor gamma) -> Tensor weights",
-  "ntm_location_backward(Tensor grad_weights, Tensor content, Tensor gate, "
-        "Tensor prev_weights, Tensor shift, Tensor gamma) -> (Tensor grad_content, "
-        "Tensor grad_gate, Tensor grad_prev_weights, Tensor grad_shift, Tensor grad_gamma)",
+// Read / write: the erase / add write into memory and the weighted read of words.
+inline constexpr const char* kMemoryReadWrite[] = {
+  // memory (B,N,W), write_weights (B,Hw,N), erase (B,Hw,W), add (B,Hw,W):
+  // out = memory * prod_h (1 - w_h e_h^T) + sum_h w_h v_h^T.
+  "memory_write_forward(Tensor memory, Tensor write_weights, Tensor erase, Tensor add) "
+        "-> Tensor out",
+  "memory_write_backward(Tensor grad_out, Tensor memory, Tensor write_weights, "
+        "Tensor erase, Tensor add) "
+        "-> (Tensor grad_memory, Tensor grad_write_weights, Tensor grad_erase, Tensor grad_add)",
+  // Read words: memory (B,N,W), read_weights (B,R,N) -> words (B,R,W) = read_weights memory.
+  "memory_read_forward(Tensor memory, Tensor read_weights) -> Tensor words",
+  "memory_read_backward(Tensor grad_words, Tensor memory, Tensor read_weights) "
+        "-> (Tensor grad_memory, Tensor grad_read_weights)",
+};
+
+// Window: Graves' soft attention window over a character sequence.
+inline constexpr const char* kMemoryWindow[] = {
   // Graves' window over T steps. alpha_hat, beta_hat, kappa_hat (B,T,K); kappa0 (B,K);
   // chars (B,U,C); char_mask (B,U) or None. kappa = kappa0 + cumsum_t exp(kappa_hat);
   // phi[t,u] = mask[u] sum_k exp(alpha_hat) exp(-exp(beta_hat) (kappa - u)^2), characters
@@ -111,24 +143,39 @@ inline constexpr const char* kMemoryExtra[] = {
         "Tensor alpha_hat, Tensor beta_hat, Tensor kappa_hat, Tensor kappa0, Tensor chars, "
         "Tensor? char_mask) -> (Tensor grad_alpha_hat, Tensor grad_beta_hat, "
         "Tensor grad_kappa_hat, Tensor grad_kappa0, Tensor grad_chars, Tensor grad_char_mask)",
-  // DNC usage: usage (B,N), write_weights (B,Hw,N), free_gate (B,R), read_weights (B,R,N):
-  // out = (u + (1-u)(1 - prod_h (1 - ww_h))) prod_r (1 - f_r rw_r). No gradient to
-  // write_weights (DeepMind's stop_gradient), so the backward returns none for it.
-  "dnc_usage_forward(Tensor usage, Tensor write_weights, Tensor free_gate, "
-        "Tensor read_weights) -> Tensor new_usage",
-  "dnc_usage_backward(Tensor grad_usage, Tensor usage, Tensor write_weights, "
-        "Tensor free_gate, Tensor read_weights) "
-        "-> (Tensor grad_usage_in, Tensor grad_free_gate, Tensor grad_read_weights)",
-  // Read words: memory (B,N,W), read_weights (B,R,N) -> words (B,R,W) = read_weights memory.
-  "memory_read_forward(Tensor memory, Tensor read_weights) -> Tensor words",
-  "memory_read_backward(Tensor grad_words, Tensor memory, Tensor read_weights) "
-        "-> (Tensor grad_memory, Tensor grad_read_weights)",
 };
 
-// Defines every schema of `table` in the library `m` (TORCH_LIBRARY or _FRAGMENT block).
-template <typename Library, std::size_t N>
-void define(Library& m, const char* const (&table)[N]) {
-  for (const char* schema : table) m.def(schema);
+// Calls f(table) for every table above.
+template <typename Fn>
+void for_each_table(Fn&& f) {
+  f(kBoom);
+  f(kAttention);
+  f(kMemoryAddressing);
+  f(kMemoryAllocation);
+  f(kMemoryLinks);
+  f(kMemoryReadWrite);
+  f(kMemoryWindow);
+}
+
+// Defines every schema in the library `m` (a TORCH_LIBRARY or _FRAGMENT block).
+template <typename Library>
+void define_all(Library& m) {
+  for_each_table([&](const auto& table) {
+    for (const char* schema : table) m.def(schema);
+  });
+}
+
+// The schema of op `name` ("name(...) -> ..."), or nullptr.
+inline const char* find(std::string_view name) {
+  const char* found = nullptr;
+  for_each_table([&](const auto& table) {
+    for (const char* schema : table) {
+      const std::string_view s(schema);
+      if (s.size() > name.size() && s.substr(0, name.size()) == name && s[name.size()] == '(')
+        found = schema;
+    }
+  });
+  return found;
 }
 
 }  // namespace schemas

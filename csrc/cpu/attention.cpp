@@ -29,14 +29,13 @@
 #include "cpu/block_cache.h"
 #include "cpu/isa.h"
 #include "cpu/kernels/attention.h"
+#include "op_lists.h"
 
 namespace attnfast {
 namespace cpu {
 namespace {
 
-const AttentionKernels& kernels() {
-  return select_isa(base::attention_kernels, avx2::attention_kernels, avx512::attention_kernels);
-}
+const AttentionKernels& kernels() { return *isa_kernels().attention; }
 
 DType dtype_of(const at::Tensor& t) {
   return t.scalar_type() == at::kBFloat16 ? DType::bf16 : DType::f32;
@@ -341,7 +340,4 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
 }  // namespace cpu
 }  // namespace attnfast
 
-TORCH_LIBRARY_IMPL(attnfast, CPU, m) {
-  m.impl("attention_forward", &attnfast::cpu::attention_forward);
-  m.impl("attention_backward", &attnfast::cpu::attention_backward);
-}
+TORCH_LIBRARY_IMPL(attnfast, CPU, m) { ATTNFAST_ATTENTION_OPS(ATTNFAST_IMPL_CPU) }

@@ -28,14 +28,13 @@
 #include "checks/seed.h"
 #include "cpu/isa.h"
 #include "cpu/kernels/boom.h"
+#include "op_lists.h"
 
 namespace attnfast {
 namespace cpu {
 namespace {
 
-const BoomKernels& kernels() {
-  return select_isa(base::boom_kernels, avx2::boom_kernels, avx512::boom_kernels);
-}
+const BoomKernels& kernels() { return *isa_kernels().boom; }
 
 DType dtype_of(const at::Tensor& t) {
   switch (t.scalar_type()) {
@@ -256,7 +255,4 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> boom_backward(
 }  // namespace cpu
 }  // namespace attnfast
 
-TORCH_LIBRARY_IMPL(attnfast, CPU, m) {
-  m.impl("boom_forward", &attnfast::cpu::boom_forward);
-  m.impl("boom_backward", &attnfast::cpu::boom_backward);
-}
+TORCH_LIBRARY_IMPL(attnfast, CPU, m) { ATTNFAST_BOOM_OPS(ATTNFAST_IMPL_CPU) }

@@ -80,5 +80,13 @@ void set_active_isa(const std::string& name) {
   g_cap.store(static_cast<int>(isa));
 }
 
+const KernelTable& isa_kernels() {
+  switch (active_isa()) {
+    case Isa::avx512: return avx512::kernel_table;
+    case Isa::avx2: return avx2::kernel_table;
+    default: return base::kernel_table;
+  }
+}
+
 }  // namespace cpu
 }  // namespace attnfast

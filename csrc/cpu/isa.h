@@ -1,12 +1,15 @@
-// Which instruction set the CPU kernels run with. Every file under csrc/cpu/kernels/ is
-// compiled once per ISA level (isa_base.cpp, isa_avx2.cpp, isa_avx512.cpp, each with its own
-// `#pragma GCC target`), into namespaces attnfast::cpu::{base,avx2,avx512}; the level is
-// chosen at run time from CPUID, so a CPU without AVX-512 never meets an AVX-512 instruction.
+// Which instruction set the CPU kernels run with. Every kernel family under csrc/cpu/kernels/
+// (attention, Boom, the memory ops) is compiled once per ISA level (isa_base.cpp, isa_avx2.cpp,
+// isa_avx512.cpp, each with its own `#pragma GCC target`; isa_kernels.h), into namespaces
+// attnfast::cpu::{base,avx2,avx512}, each of which defines one KernelTable; the level is chosen at
+// run time from CPUID, so a CPU without AVX-512 never meets an AVX-512 instruction.
 // ATTNFAST_CPU_ISA=base|avx2|avx512 caps the level (e.g. to test the AVX2 build on an
 // AVX-512 machine); asking for more than the CPU supports is an error.
 #pragma once
 #include <string>
 #include <vector>
+
+#include "cpu/kernel_table.h"  // KernelTable, isa_kernels()
 
 namespace attnfast {
 namespace cpu {
@@ -18,16 +21,6 @@ std::vector<Isa> compiled_isas();
 Isa best_supported_isa();  // what this CPU and this build can run
 Isa active_isa();          // best_supported_isa(), capped by ATTNFAST_CPU_ISA / set_active_isa
 void set_active_isa(const std::string& name);  // "" restores the default
-
-// Picks the table of the active ISA: `select_isa(table_base, table_avx2, table_avx512)`.
-template <typename Table>
-const Table& select_isa(const Table& base, const Table& avx2, const Table& avx512) {
-  switch (active_isa()) {
-    case Isa::avx512: return avx512;
-    case Isa::avx2: return avx2;
-    default: return base;
-  }
-}
 
 }  // namespace cpu
 }  // namespace attnfast

@@ -1,7 +1,8 @@
-// ATen side of the CUDA attention kernels, shared by the CUDA op (csrc/cuda/attention.cu) and
-// the SIMT harness op (csrc/simt/attention_ops.cpp), so both check the same arguments with the
-// same messages and call the launchers of csrc/cuda/attention_kernels.cuh the same way. The
-// includer provides the device check (CUDA vs CPU tensors) and the stream.
+// ATen side of the CUDA attention kernels, shared by the CUDA ops (csrc/cuda/attention.cu) and
+// the SIMT harness ops (csrc/simt/attention_ops.cpp), so both check the same arguments with the
+// same messages and call the launchers of csrc/cuda/attention_kernels.cuh the same way. One
+// function per op, glue::<op>(stream, <the schema's arguments>); the device adaptors
+// (csrc/device_op.h) check the devices and pass the stream.
 //
 // Two strategies (attention_gemm.h chooses; ATTNFAST_ATTN_STRATEGY=gemm|flash overrides):
 //   flash  the fused kernels of attention_kernels.cuh (tensor cores for aligned bf16/fp16,
@@ -25,7 +26,8 @@
 #include "cuda/glue_common.h"
 
 namespace attnfast {
-namespace attention_glue {
+namespace glue {
+namespace attention_detail {
 
 // The dtype dispatch and pointer helpers shared by every glue (csrc/cuda/glue_common.h).
 template <typename Fn>
@@ -78,11 +80,13 @@ inline cuda::Shape make_shape(const Dims& d, const at::Tensor& q, const at::Tens
   return s;
 }
 
-inline std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& q_in, const at::Tensor& k_in,
-                                                  const at::Tensor& v_in,
-                                                  const std::optional<at::Tensor>& bias_in,
-                                                  bool causal, double scale, double dropout_p,
-                                                  const at::Tensor& seed_t, cudaStream_t stream) {
+}  // namespace attention_detail
+
+inline std::tuple<at::Tensor, at::Tensor> attention_forward(
+    cudaStream_t stream, const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
+    const std::optional<at::Tensor>& bias_in, bool causal, double scale, double dropout_p,
+    const at::Tensor& seed_t) {
+  using namespace attention_detail;
   checks::attention_common(q_in, k_in, v_in, bias_in, dropout_p);
   const uint64_t seed = checks::dropout_seed(seed_t, "attention_forward");
   const Dims d = dims(q_in, k_in, v_in);
@@ -108,11 +112,14 @@ inline std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& q_in, const 
   return {out, lse};
 }
 
-inline std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
-    const at::Tensor& grad_out_in, const at::Tensor& q_in, const at::Tensor& k_in,
-    const at::Tensor& v_in, const at::Tensor& out_in, const at::Tensor& lse_in,
-    const std::optional<at::Tensor>& bias_in, bool causal, double scale, double dropout_p,
-    const at::Tensor& seed_t, cudaStream_t stream) {
+// Either strategy's backward is deterministic (no atomics, fixed orders): `deterministic` is
+// accepted and always honoured.
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
+    cudaStream_t stream, const at::Tensor& grad_out_in, const at::Tensor& q_in,
+    const at::Tensor& k_in, const at::Tensor& v_in, const at::Tensor& out_in,
+    const at::Tensor& lse_in, const std::optional<at::Tensor>& bias_in, bool causal, double scale,
+    double dropout_p, const at::Tensor& seed_t, bool /*deterministic*/) {
+  using namespace attention_detail;
   checks::attention_backward(grad_out_in, q_in, k_in, v_in, out_in, lse_in, bias_in, dropout_p);
   const uint64_t seed = checks::dropout_seed(seed_t, "attention_backward");
   const Dims d = dims(q_in, k_in, v_in);
@@ -156,5 +163,5 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
   return {dq, dk, dv};
 }
 
-}  // namespace attention_glue
+}  // namespace glue
 }  // namespace attnfast

@@ -50,6 +50,7 @@
 #include "cuda/convert.cuh"
 #include "cuda/hw.cuh"
 #include "cuda/launch.cuh"
+#include "cuda/limits.h"
 
 namespace attnfast {
 namespace cuda {
@@ -996,7 +997,7 @@ inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 
 #if defined(ATTNFAST_SIMT_HARNESS)
 constexpr int64_t kMaxGridBatch = 3;
 #else
-constexpr int64_t kMaxGridBatch = 65535;
+constexpr int64_t kMaxGridBatch = kMaxGridYZ;  // csrc/cuda/limits.h
 #endif
 
 // Calls f(slice) for the batch slices [slice.b0, slice.b0 + slice.B) of s (at least one call,

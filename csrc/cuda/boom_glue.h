@@ -1,8 +1,9 @@
-// ATen side of the CUDA Boom kernels, shared by the CUDA op (csrc/cuda/boom.cu) and the SIMT
-// harness op (csrc/simt/boom_ops.cpp): the same argument checks, the same strategy choice and
-// the same launch sequence, so the harness tests exactly what runs on the GPU. The includer
-// checks the device and provides the stream; GEMMs go through at::mm (cuBLAS on CUDA tensors,
-// ATen's CPU GEMM under the harness).
+// ATen side of the CUDA Boom kernels, shared by the CUDA ops (csrc/cuda/boom.cu) and the SIMT
+// harness ops (csrc/simt/boom_ops.cpp): the same argument checks, the same strategy choice and
+// the same launch sequence, so the harness tests exactly what runs on the GPU. One function per
+// op, glue::<op>(stream, <the schema's arguments>); the device adaptors (csrc/device_op.h) check
+// the devices and pass the stream. GEMMs go through at::mm (cuBLAS on CUDA tensors, ATen's CPU
+// GEMM under the harness).
 //
 // Forward, two strategies (ATTNFAST_BOOM_CUDA=gemm|fused, read per call):
 //   gemm  (default) a library GEMM on tiles of rows (at most ~64 MiB of d_ff-wide activation at
@@ -37,7 +38,8 @@
 #include "cuda/glue_common.h"
 
 namespace attnfast {
-namespace boom_glue {
+namespace glue {
+namespace boom_detail {
 
 // ATTNFAST_BOOM_CUDA=fused selects the single fused kernel; anything else the GEMM strategy.
 inline bool use_fused_kernel() {
@@ -53,11 +55,13 @@ inline int64_t gemm_tile_rows(int64_t f_used, int64_t elem_size, int64_t N) {
   return std::min(rows, N);
 }
 
-inline std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, const at::Tensor& weight,
-                                                  const std::optional<at::Tensor>& bias_in,
-                                                  int64_t activation, int64_t chunk_width,
-                                                  double dropout_p, const at::Tensor& seed_t,
-                                                  bool save_preact, cudaStream_t stream) {
+}  // namespace boom_detail
+
+inline std::tuple<at::Tensor, at::Tensor> boom_forward(
+    cudaStream_t stream, const at::Tensor& x, const at::Tensor& weight,
+    const std::optional<at::Tensor>& bias_in, int64_t activation, int64_t chunk_width,
+    double dropout_p, const at::Tensor& seed_t, bool save_preact) {
+  using namespace boom_detail;
   checks::boom_forward(x, weight, bias_in, activation, chunk_width, dropout_p);
   const uint64_t seed = checks::dropout_seed(seed_t, "boom_forward");
   const std::optional<at::Tensor> bias =
@@ -71,11 +75,11 @@ inline std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, const at:
   const auto act = static_cast<Activation>(activation);
 
   if (use_fused_kernel()) {
-    glue::dispatch_dtype(x.scalar_type(), "boom: x", [&](auto* tag) {
+    dispatch_dtype(x.scalar_type(), "boom: x", [&](auto* tag) {
       using T = std::remove_pointer_t<decltype(tag)>;
-      const T* bias_ptr = bias.has_value() ? glue::ptr<T>(*bias) : nullptr;
-      cuda::boom_forward<T>(glue::ptr<T>(x), glue::ptr<T>(weight), bias_ptr, glue::ptr<T>(out),
-                            save_preact ? glue::ptr<T>(preact) : nullptr, N, K, F, C, act,
+      const T* bias_ptr = bias.has_value() ? ptr<T>(*bias) : nullptr;
+      cuda::boom_forward<T>(ptr<T>(x), ptr<T>(weight), bias_ptr, ptr<T>(out),
+                            save_preact ? ptr<T>(preact) : nullptr, N, K, F, C, act,
                             dropout_p, seed, stream);
     });
     return {out, preact};
@@ -88,10 +92,10 @@ inline std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, const at:
     const int64_t rows = std::min(tile, N - r0);
     at::Tensor z = buffer.narrow(0, save_preact ? r0 : 0, rows);
     at::mm_out(z, x.narrow(0, r0, rows), w_t);
-    glue::dispatch_dtype(x.scalar_type(), "boom: x", [&](auto* tag) {
+    dispatch_dtype(x.scalar_type(), "boom: x", [&](auto* tag) {
       using T = std::remove_pointer_t<decltype(tag)>;
-      const T* bias_ptr = bias.has_value() ? glue::ptr<T>(*bias) : nullptr;
-      cuda::boom_epilogue<T>(glue::ptr<T>(z), f_used, bias_ptr, glue::ptr<T>(out) + r0 * C, rows,
+      const T* bias_ptr = bias.has_value() ? ptr<T>(*bias) : nullptr;
+      cuda::boom_epilogue<T>(ptr<T>(z), f_used, bias_ptr, ptr<T>(out) + r0 * C, rows,
                              r0, F, C, save_preact, act, dropout_p, seed,
                              stream);
     });
@@ -99,10 +103,10 @@ inline std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, const at:
   return {out, preact};
 }
 
-inline std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
-    const at::Tensor& grad_out_in, const at::Tensor& x, const at::Tensor& weight,
-    const at::Tensor& preact_in, bool has_bias, int64_t activation, int64_t chunk_width,
-    double dropout_p, const at::Tensor& seed_t, cudaStream_t stream) {
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor> boom_backward(
+    cudaStream_t stream, const at::Tensor& grad_out_in, const at::Tensor& x,
+    const at::Tensor& weight, const at::Tensor& preact_in, bool has_bias, int64_t activation,
+    int64_t chunk_width, double dropout_p, const at::Tensor& seed_t) {
   // Autograd may hand over non-contiguous (e.g. expanded) gradients: make them dense here.
   const at::Tensor grad_out = grad_out_in.contiguous();
   const at::Tensor preact = preact_in.contiguous();
@@ -121,11 +125,11 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
     workspace = at::empty({cuda::boom_backward_dz_workspace_floats(N, F, C)},
                           x.options().dtype(at::kFloat));
   }
-  glue::dispatch_dtype(x.scalar_type(), "boom: x", [&](auto* tag) {
+  dispatch_dtype(x.scalar_type(), "boom: x", [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    cuda::boom_backward_dz<T>(glue::ptr<T>(grad_out), glue::ptr<T>(preact), glue::ptr<T>(dz),
-                              glue::ptr_or_null<float>(grad_bias_f32),
-                              glue::ptr_or_null<float>(workspace), N, F, C,
+    cuda::boom_backward_dz<T>(ptr<T>(grad_out), ptr<T>(preact), ptr<T>(dz),
+                              ptr_or_null<float>(grad_bias_f32),
+                              ptr_or_null<float>(workspace), N, F, C,
                               static_cast<Activation>(activation), dropout_p,
                               seed, stream);
   });
@@ -146,5 +150,5 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(
   return {grad_x, grad_weight, grad_bias};
 }
 
-}  // namespace boom_glue
+}  // namespace glue
 }  // namespace attnfast

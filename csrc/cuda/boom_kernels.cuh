@@ -28,6 +28,7 @@
 #include "cuda/convert.cuh"
 #include "cuda/hw.cuh"
 #include "cuda/launch.cuh"
+#include "cuda/limits.h"
 
 namespace attnfast {
 namespace cuda {
@@ -524,7 +525,7 @@ __global__ void __launch_bounds__(bwd::kThreads)
 // =============================================================================================
 namespace epi {
 constexpr int kThreads = 128;
-constexpr int64_t kMaxRowBlocks = 65535;
+constexpr int64_t kMaxRowBlocks = kMaxGridYZ;  // grid y (csrc/cuda/limits.h); rows grid-stride past it
 }  // namespace epi
 
 // `Vec` consecutive columns per thread: 16-byte loads and stores when the shapes and pointers

@@ -1,5 +1,5 @@
-// ATen-side helpers shared by the glue of every CUDA kernel family (csrc/cuda/*_glue.h), which
-// the CUDA ops and the SIMT-harness ops both include.
+// ATen-side helpers shared by the glue of every CUDA kernel family (csrc/cuda/*_glue.h, namespace
+// attnfast::glue), which the CUDA ops and the SIMT-harness ops both include.
 #pragma once
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+
+#include "cuda/limits.h"
 
 namespace attnfast {
 namespace glue {
@@ -24,23 +26,23 @@ void dispatch_dtype(at::ScalarType dt, const char* what, Fn&& f) {
   }
 }
 
-// The memory ops' variant: T = float or double.
+// The memory ops' variant (csrc/cuda/memory_*_glue.h): T = float or double.
 template <typename Fn>
-void dispatch_float_double(at::ScalarType dt, const char* what, Fn&& f) {
+void dispatch_memory_dtype(at::ScalarType dt, Fn&& f) {
   switch (dt) {
     case at::kFloat: f(static_cast<float*>(nullptr)); break;
     case at::kDouble: f(static_cast<double*>(nullptr)); break;
-    default: TORCH_CHECK(false, what, " must be float32 or float64, got ", dt);
+    default:
+      TORCH_CHECK(false, "memory ops (CUDA kernels): tensors must be float32 or float64, got ", dt);
   }
 }
 
-// CUDA caps gridDim.y and gridDim.z at 65535. Kernels that put a batch-like count there (and do
-// not slice it) check it with a clear error instead of failing at launch.
-constexpr int64_t kMaxGridYZ = 65535;
+// Kernels that put a batch-like count in grid y or z (and do not slice it) check it against
+// CUDA's cap (csrc/cuda/limits.h) with a clear error instead of failing at launch.
 inline void check_grid_yz(int64_t blocks, const char* op, const char* what) {
-  TORCH_CHECK(blocks <= kMaxGridYZ, op, " (CUDA kernels): ", what, " = ", blocks,
-              " exceeds the 65535 blocks CUDA allows in a grid's y dimension; split the batch or "
-              "use the cpu / reference backend");
+  TORCH_CHECK(blocks <= cuda::kMaxGridYZ, op, " (CUDA kernels): ", what, " = ", blocks,
+              " exceeds the ", cuda::kMaxGridYZ, " blocks CUDA allows in a grid's y dimension; "
+              "split the batch or use the cpu / reference backend");
 }
 
 // A scratch buffer of n (at least 1) elements of dtype dt on like's device.

@@ -1,15 +1,18 @@
 // The test-only extension attnfast._simt: the SIMT host harness (runtime.cpp) and, in the other
 // csrc/simt/*.cpp files, CPU implementations of ops that run the CUDA kernels under it. This file
-// defines the op library `attnfast_simt` with the harness controls, and the Python module (so the
+// defines the op library `attnfast_simt` -- every schema of torch.ops.attnfast (csrc/schemas.h),
+// implemented by the *_ops.cpp files, and the harness controls -- and the Python module (so the
 // extension can be imported; importing it registers the ops).
 #include <Python.h>
 #include <torch/library.h>
 
 #include <string>
 
+#include "schemas.h"
 #include "simt/runtime.h"
 
 TORCH_LIBRARY(attnfast_simt, m) {
+  attnfast::schemas::define_all(m);
   // One line per distinct (kernel, grid, block, smem) launched so far in this process:
   //   kernel \t template/parameter types \t grid \t block \t smem_bytes \t launches \t ok|error
   m.def("launch_log() -> str", []() -> std::string { return attnfast::simt::launch_log(); });

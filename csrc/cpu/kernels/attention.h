@@ -133,9 +133,5 @@ inline int64_t attn_bwd_scratch_floats(const AttnBwdArgs& a) {
   return 5 * tile + a.bk * (attn_a_ld(a.D) + attn_a_ld(a.Dv)) + 64;
 }
 
-namespace base { extern const AttentionKernels attention_kernels; }
-namespace avx2 { extern const AttentionKernels attention_kernels; }
-namespace avx512 { extern const AttentionKernels attention_kernels; }
-
 }  // namespace cpu
 }  // namespace attnfast

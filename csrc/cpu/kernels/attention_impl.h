@@ -376,7 +376,6 @@ void attn_backward(const AttnBwdArgs& a, int64_t b, int64_t kb_begin, int64_t kb
     attn_backward_typed<float>(a, b, kb_begin, kb_step, scratch);
 }
 
-extern const AttentionKernels attention_kernels;
 const AttentionKernels attention_kernels{&attn_pack_t, &attn_pack_n, &attn_forward,
                                          &attn_backward};
 

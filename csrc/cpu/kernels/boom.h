@@ -57,9 +57,5 @@ struct BoomKernels {
   const GemmKernels* mm;        // attnfast's plain GEMM (gemm.h); nullptr: ATen's
 };
 
-namespace base { extern const BoomKernels boom_kernels; }
-namespace avx2 { extern const BoomKernels boom_kernels; }
-namespace avx512 { extern const BoomKernels boom_kernels; }
-
 }  // namespace cpu
 }  // namespace attnfast

@@ -123,6 +123,5 @@ void boom_dz(const BoomDzArgs& a, int64_t b, int64_t e) {
 // ATTNFAST_GEMM_KERNELS; nullptr elsewhere).
 #include "cpu/kernels/gemm_boom_impl.h"
 
-extern const BoomKernels boom_kernels;
 const BoomKernels boom_kernels{&boom_epilogue, &boom_dz, ATTNFAST_BOOM_GEMM_KERNELS,
                                ATTNFAST_GEMM_KERNELS};

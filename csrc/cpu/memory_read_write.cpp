@@ -1,0 +1,119 @@
+// Memory write (erase / add) and read ops on the CPU: the glue (memory_glue.h) around the
+// per-ISA loops of kernels/memory_read_write_impl.h.
+#include <ATen/Dispatch.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <torch/library.h>
+
+#include <tuple>
+
+#include "checks/memory.h"
+#include "cpu/memory_glue.h"
+#include "op_lists.h"
+
+namespace attnfast {
+namespace cpu {
+namespace {
+
+using namespace memory_glue;
+
+template <typename T>
+WriteArgs<T> write_args(const at::Tensor& memory, const at::Tensor& ww, const at::Tensor& erase,
+                        const at::Tensor& add) {
+  WriteArgs<T> a{};
+  a.memory = memory.data_ptr<T>();
+  a.ww = ww.data_ptr<T>();
+  a.erase = erase.data_ptr<T>();
+  a.add = add.data_ptr<T>();
+  a.B = memory.size(0);
+  a.N = memory.size(1);
+  a.W = memory.size(2);
+  a.Hw = ww.size(1);
+  return a;
+}
+
+at::Tensor memory_write_forward(const at::Tensor& memory, const at::Tensor& ww,
+                                const at::Tensor& erase, const at::Tensor& add) {
+  checks::memory_write(memory, ww, erase, add);
+  const int64_t B = memory.size(0), N = memory.size(1), W = memory.size(2), Hw = ww.size(1);
+  at::Tensor out = at::empty_like(memory);
+  at::Tensor s = scratch(memory, B, 3 * W);
+  AT_DISPATCH_FLOATING_TYPES(memory.scalar_type(), "memory_write_forward", [&] {
+    auto a = write_args<scalar_t>(memory, ww, erase, add);
+    a.out = out.data_ptr<scalar_t>();
+    a.scratch = s.data_ptr<scalar_t>();
+    a.scratch_stride = 3 * W;
+    run(B, 2 * Hw * N * W, a, table<scalar_t>().write_forward);
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> memory_write_backward(
+    const at::Tensor& grad, const at::Tensor& memory, const at::Tensor& ww,
+    const at::Tensor& erase, const at::Tensor& add) {
+  checks::memory_write_backward(grad, memory, ww, erase, add);
+  const int64_t B = memory.size(0), N = memory.size(1), W = memory.size(2), Hw = ww.size(1);
+
+  at::Tensor gm = at::empty_like(memory), gw = at::empty_like(ww), ge = at::empty_like(erase),
+             ga = at::empty_like(add);
+  at::Tensor s = scratch(memory, B, 3 * W);
+  AT_DISPATCH_FLOATING_TYPES(memory.scalar_type(), "memory_write_backward", [&] {
+    auto a = write_args<scalar_t>(memory, ww, erase, add);
+    a.grad = grad.data_ptr<scalar_t>();
+    a.grad_memory = gm.data_ptr<scalar_t>();
+    a.grad_ww = gw.data_ptr<scalar_t>();
+    a.grad_erase = ge.data_ptr<scalar_t>();
+    a.grad_add = ga.data_ptr<scalar_t>();
+    a.scratch = s.data_ptr<scalar_t>();
+    a.scratch_stride = 3 * W;
+    run(B, (Hw + 2) * Hw * N * W, a, table<scalar_t>().write_backward);
+  });
+  return {gm, gw, ge, ga};
+}
+
+template <typename T>
+ReadArgs<T> read_args(const at::Tensor& memory, const at::Tensor& rw) {
+  ReadArgs<T> a{};
+  a.memory = memory.data_ptr<T>();
+  a.rw = rw.data_ptr<T>();
+  a.B = memory.size(0);
+  a.N = memory.size(1);
+  a.W = memory.size(2);
+  a.R = rw.size(1);
+  return a;
+}
+
+at::Tensor memory_read_forward(const at::Tensor& memory, const at::Tensor& rw) {
+  checks::memory_read(memory, rw);
+  const int64_t B = memory.size(0), N = memory.size(1), W = memory.size(2), R = rw.size(1);
+  at::Tensor out = at::empty({B, R, W}, memory.options());
+  AT_DISPATCH_FLOATING_TYPES(memory.scalar_type(), "memory_read_forward", [&] {
+    auto a = read_args<scalar_t>(memory, rw);
+    a.words = out.data_ptr<scalar_t>();
+    run(B, R * N * W, a, table<scalar_t>().read_forward);
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> memory_read_backward(const at::Tensor& grad,
+                                                        const at::Tensor& memory,
+                                                        const at::Tensor& rw) {
+  checks::memory_read_backward(grad, memory, rw);
+  const int64_t B = memory.size(0), N = memory.size(1), W = memory.size(2), R = rw.size(1);
+  at::Tensor dm = at::empty_like(memory), dr = at::empty_like(rw);
+  AT_DISPATCH_FLOATING_TYPES(memory.scalar_type(), "memory_read_backward", [&] {
+    auto a = read_args<scalar_t>(memory, rw);
+    a.grad = grad.data_ptr<scalar_t>();
+    a.d_memory = dm.data_ptr<scalar_t>();
+    a.d_rw = dr.data_ptr<scalar_t>();
+    run(B, 2 * R * N * W, a, table<scalar_t>().read_backward);
+  });
+  return {dm, dr};
+}
+
+}  // namespace
+}  // namespace cpu
+}  // namespace attnfast
+
+TORCH_LIBRARY_IMPL(attnfast, CPU, m) { ATTNFAST_MEMORY_READ_WRITE_OPS(ATTNFAST_IMPL_CPU) }
