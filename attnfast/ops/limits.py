@@ -1,8 +1,7 @@
 """Hardware and kernel limits that decide which backend can take an input, in one place.
 
-The C++ side keeps its own copies next to the kernels that depend on them (csrc/cuda/glue_common.h,
-csrc/cuda/memory_kernels.cuh); tests/test_limits.py checks that the two agree when the extension
-reports them.
+The C++ side keeps its copies in csrc/cuda/limits.h, which the kernels and their glue use, and
+reports them in ``attnfast.build_info()["limits"]``; tests/test_limits.py checks that the two agree.
 """
 from __future__ import annotations
 
