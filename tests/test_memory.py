@@ -1,8 +1,13 @@
-"""Memory addressing ops (attnfast.memory): every backend against the reference, forward and
-gradients (gradcheck in float64), edge inputs and the properties the formulas promise."""
+"""Memory addressing ops (attnfast.memory) on the reference and the C++ CPU kernels
+(csrc/cpu/memory_*.cpp): every op on both backends against the float64 reference, forward and
+gradients (gradcheck in float64), edge inputs and the properties the formulas promise; the CPU
+kernels' edge cases (N = 1, shift windows 1/3/5 with wrap-around, gamma = 1, one-hot weightings
+with exact zeros before sharpening, a freed slot, masked characters, the vector lanes and tails of
+every ISA level); dispatch, errors, torch.compile and the CPU block cache."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -11,53 +16,19 @@ import torch
 
 import attnfast
 from attnfast import memory as M
-from attnfast.reference import memory as ref
 from attnfast.ops import memory as memory_ops
-from conftest import assert_parity
-from conftest import require_backend as _require_backend
+from attnfast.reference import memory as ref
+from conftest import assert_parity, require_backend
+from memory_cases import (F32_GRAD_TOL, F64, access_step, backend_parity, check_argument_errors,
+                          dist, graves_inputs, interface, link_read_ref, ntm_address_args,
+                          random_state, rand, read_args, usage_args, usage_one_hot_free_args,
+                          write_args)
 
 # Ops with a C++ CPU kernel; the others run on the reference only (explain() says so).
 CPU_OPS = {"content_addressing", "dnc_allocation", "dnc_write_weights", "memory_write",
            "dnc_link_update", "dnc_directional_read", "dnc_access_step", "ntm_address",
            "dnc_usage", "memory_read", "graves_window", "graves_window_sequence"}
 BACKENDS = ["reference", "cpu"]
-F64 = torch.float64
-
-
-def require_backend(backend):
-    _require_backend(backend)
-
-
-def rand(*shape, g, lo=0.0, hi=1.0, dtype=F64):
-    return (torch.rand(*shape, generator=g, dtype=F64) * (hi - lo) + lo).to(dtype)
-
-
-def dist(*shape, g, dtype=F64, total=1.0):
-    """Random weightings summing to `total` over the last dim."""
-    x = torch.rand(*shape, generator=g, dtype=F64) + 0.05
-    return (x / x.sum(-1, keepdim=True) * total).to(dtype)
-
-
-def interface(b, n, w, r, hw, g, dtype=F64):
-    return M.DNCInterface(
-        write_vectors=torch.randn(b, hw, w, generator=g, dtype=F64).to(dtype),
-        erase_vectors=rand(b, hw, w, g=g, dtype=dtype),
-        free_gate=rand(b, r, g=g, dtype=dtype),
-        allocation_gate=rand(b, hw, g=g, dtype=dtype),
-        write_gate=rand(b, hw, g=g, lo=0.3, dtype=dtype),
-        read_mode=dist(b, r, 1 + 2 * hw, g=g, dtype=dtype),
-        write_keys=torch.randn(b, hw, w, generator=g, dtype=F64).to(dtype),
-        write_strengths=rand(b, hw, g=g, lo=0.5, hi=5.0, dtype=dtype),
-        read_keys=torch.randn(b, r, w, generator=g, dtype=F64).to(dtype),
-        read_strengths=rand(b, r, g=g, lo=0.5, hi=5.0, dtype=dtype))
-
-
-def random_state(b, n, w, r, hw, g, dtype=F64):
-    link = rand(b, hw, n, n, g=g, dtype=F64) / n
-    link = link * (1 - torch.eye(n, dtype=F64))
-    return M.DNCState(torch.randn(b, n, w, generator=g, dtype=F64).to(dtype),
-                      dist(b, r, n, g=g, dtype=dtype, total=0.9), dist(b, hw, n, g=g, dtype=dtype, total=0.8),
-                      link.to(dtype), dist(b, hw, n, g=g, dtype=dtype, total=0.7), rand(b, n, g=g, dtype=dtype))
 
 
 def backends_for(op):
@@ -79,27 +50,19 @@ def gradcheck(fn, inputs, backend, no_grad=(), fast=False):
 
 
 def parity(fn, inputs, backend, name):
-    """fp32 outputs and grads of `backend` against the reference in float64."""
-    require_backend(backend)
-    x64 = [t.detach().clone().requires_grad_(True) for t in inputs]
-    x32 = [t.detach().float().requires_grad_(True) for t in inputs]
-    o64, o32 = fn(*x64, backend="reference"), fn(*x32, backend=backend)
-    o64 = o64 if isinstance(o64, tuple) else (o64,)
-    o32 = o32 if isinstance(o32, tuple) else (o32,)
-    g = torch.Generator().manual_seed(1)
-    cot = [torch.randn(o.shape, generator=g, dtype=F64) for o in o64]
-    for k, (a, o) in enumerate(zip(o32, o64)):
-        assert_parity(a, o, name=f"{name} out{k}", atol=1e-5, rtol=1e-4)
-    g64 = torch.autograd.grad(o64, x64, cot, allow_unused=True)
-    g32 = torch.autograd.grad(o32, x32, [c.float() for c in cot], allow_unused=True)
-    for k, (a, o) in enumerate(zip(g32, g64)):
-        if o is None:
-            assert a is None or a.abs().max() == 0, f"{name}: grad {k} should be zero"
-            continue
-        assert_parity(a, o, name=f"{name} grad{k}", atol=1e-4, rtol=1e-3)
+    """fp32 outputs and grads of `backend` against the reference in float64: outputs within
+    1e-5 / 1e-4 (atol / rtol), gradients within 1e-4 / 1e-3."""
+    backend_parity(fn, inputs, backend, name, out_tol={"atol": 1e-5, "rtol": 1e-4},
+                   grad_tol={"atol": 1e-4, "rtol": 1e-3})
 
 
-# ---- content addressing ------------------------------------------------------------------------
+def cpu_parity(fn, inputs, name, no_grad=()):
+    """The CPU kernels' edge cases: fp32 outputs within conftest's FP32_TOL, gradients within
+    F32_GRAD_TOL (one more pow/log/exp rounding chain than the outputs)."""
+    backend_parity(fn, inputs, "cpu", name, no_grad=no_grad, grad_tol=F32_GRAD_TOL)
+
+
+# ---- addressing: content -------------------------------------------------------------------------
 
 @params("content_addressing")
 def test_content_gradcheck_and_parity(backend):
@@ -123,14 +86,101 @@ def test_content_n1_and_larger(backend):
     parity(M.content_addressing, [torch.randn(3, 300, 33, generator=g, dtype=F64),
                                   torch.randn(3, 4, 33, generator=g, dtype=F64),
                                   rand(3, 4, g=g, hi=20.0)], backend, "content large")
-    # six heads: the cpu kernel's dots go four heads at a time (a padded second group); W = 64
+    # six heads: the cpu kernel's dots go four heads at a time (a padded second set of four); W = 64
     # and N = 37: whole lane vectors along W, a partial block of rows
     parity(M.content_addressing, [torch.randn(2, 37, 64, generator=g, dtype=F64),
                                   torch.randn(2, 6, 64, generator=g, dtype=F64),
                                   rand(2, 6, g=g, hi=8.0)], backend, "content six heads")
 
 
-# ---- usage, allocation, write weights ----------------------------------------------------------
+# ---- addressing: NTM location --------------------------------------------------------------------
+
+def test_ntm_shift_convention_and_gradcheck():
+    n = 5
+    w = torch.zeros(1, 1, n, dtype=F64)
+    w[0, 0, n - 1] = 1
+    s = torch.tensor([[[0.0, 0.0, 1.0]]], dtype=F64)  # offset +1
+    out = ref.ntm_shift_sharpen(w, s, torch.ones(1, 1, dtype=F64))
+    assert out[0, 0, 0] == 1  # wraps around: N-1 -> 0
+    g = torch.Generator().manual_seed(0)
+    args = ntm_address_args(2, 2, 6, 4, 3, g)
+    gradcheck(M.ntm_address, args, "reference")
+    out = M.ntm_address(*args)
+    assert (out >= 0).all() and torch.allclose(out.sum(-1), torch.ones(2, 2, dtype=F64))
+
+
+def test_ntm_one_hot_gamma_grad_finite():
+    w = torch.zeros(1, 1, 4, dtype=F64)
+    w[0, 0, 1] = 1
+    gamma = torch.full((1, 1), 2.0, dtype=F64, requires_grad=True)
+    out = ref.ntm_shift_sharpen(w, torch.tensor([[[0.0, 1.0, 0.0]]], dtype=F64), gamma)
+    out[0, 0, 1].backward()
+    assert torch.isfinite(gamma.grad).all()
+
+
+@pytest.mark.parametrize("n,s", [(1, 1), (6, 1), (6, 3), (7, 5), (5, 5)])
+def test_ntm_parity_and_gradcheck(n, s):
+    require_backend("cpu")
+    g = torch.Generator().manual_seed(n * 10 + s)
+    args = ntm_address_args(2, 2, n, 4, s, g)
+    cpu_parity(M.ntm_address, args, f"ntm n={n} s={s}")
+    gradcheck(M.ntm_address, args, "cpu")
+    out = M.ntm_address(*args, backend="cpu")
+    assert (out >= 0).all() and torch.allclose(out.sum(-1), torch.ones(2, 2, dtype=F64))
+
+
+def test_ntm_gamma_one():
+    require_backend("cpu")
+    g = torch.Generator().manual_seed(3)
+    args = ntm_address_args(2, 3, 6, 4, 3, g, gamma=(1.0, 1.0))
+    cpu_parity(M.ntm_address, args, "ntm gamma=1")
+    gradcheck(M.ntm_address, args, "cpu")
+
+
+@pytest.mark.parametrize("s,shift_k,src,dst", [(3, 2, 4, 0), (3, 0, 0, 4), (5, 0, 1, 4), (5, 4, 3, 0)])
+def test_ntm_one_hot_shift_wraps(s, shift_k, src, dst):
+    """A one-hot weighting (gate 0 keeps prev_weights) moved by a one-hot shift of offset
+    shift_k - s//2 lands on (src + offset) mod N; the other slots are exactly 0 before sharpening,
+    and the gamma gradient stays finite (0^gamma handled without log 0)."""
+    require_backend("cpu")
+    n, w = 5, 3
+    g = torch.Generator().manual_seed(0)
+    memory, key = torch.randn(1, n, w, generator=g, dtype=F64), torch.randn(1, 1, w, generator=g, dtype=F64)
+    prev = torch.zeros(1, 1, n, dtype=F64)
+    prev[0, 0, src] = 1
+    shift = torch.zeros(1, 1, s, dtype=F64)
+    shift[0, 0, shift_k] = 1
+    args = [memory, key, torch.ones(1, 1, dtype=F64), torch.zeros(1, 1, dtype=F64), shift,
+            torch.full((1, 1), 2.0, dtype=F64), prev]
+    out = M.ntm_address(*args, backend="cpu")
+    expect = torch.zeros(1, 1, n, dtype=F64)
+    expect[0, 0, dst] = 1
+    assert torch.equal(out, expect)
+    ins = [t.clone().requires_grad_() for t in args]
+    M.ntm_address(*ins, backend="cpu")[0, 0, dst].backward()
+    ref_ins = [t.clone().requires_grad_() for t in args]
+    M.ntm_address(*ref_ins, backend="reference")[0, 0, dst].backward()
+    for a, r in zip(ins, ref_ins):
+        assert torch.isfinite(a.grad).all()
+        torch.testing.assert_close(a.grad, r.grad, atol=1e-12, rtol=1e-10)
+
+
+def test_ntm_partial_zero_weights_parity():
+    """Some shifted weights exactly 0, others not: the zeros stay 0 and carry no gradient."""
+    require_backend("cpu")
+    g = torch.Generator().manual_seed(4)
+    args = ntm_address_args(2, 2, 6, 4, 3, g)
+    prev = torch.zeros(2, 2, 6, dtype=F64)
+    prev[..., 1] = 0.7
+    prev[..., 2] = 0.3
+    args[3] = torch.zeros(2, 2, dtype=F64)  # gate 0: w_g = prev_weights exactly
+    args[6] = prev
+    cpu_parity(M.ntm_address, args, "ntm zeros", no_grad={3})
+    out = M.ntm_address(*args, backend="cpu")
+    assert (out[..., 4:] == 0).all() and (out[..., 0] > 0).all()
+
+
+# ---- allocation: usage, allocation weights, write weights ----------------------------------------
 
 def test_usage_properties_and_stop_gradient():
     g = torch.Generator().manual_seed(0)
@@ -144,6 +194,32 @@ def test_usage_properties_and_stop_gradient():
     gradcheck(lambda u_, f_, wr_, backend: M.dnc_usage(u_, ww.detach(), f_, wr_, backend=backend),
               [u, f, wr], "reference")
     assert not M.dnc_usage(u, ww, f, wr).requires_grad  # write weights carry no gradient
+
+
+@pytest.mark.parametrize("n,hw,r", [(1, 1, 1), (6, 2, 3), (9, 1, 2)])
+def test_usage_parity_and_gradcheck(n, hw, r):
+    require_backend("cpu")
+    g = torch.Generator().manual_seed(n + hw + r)
+    args = usage_args(2, n, hw, r, g)
+    cpu_parity(M.dnc_usage, args, "usage")
+    gradcheck(M.dnc_usage, args, "cpu", no_grad={1})  # write_weights: stop_gradient
+    out = M.dnc_usage(*args, backend="cpu")
+    assert ((out >= 0) & (out <= 1)).all()
+
+
+def test_usage_one_hot_free_and_stop_gradient():
+    """f = 1 on a one-hot read weighting: the factor 1 - f w is exactly 0 (the usage of that slot
+    is freed) and the gradients of the other factors need no division by it."""
+    require_backend("cpu")
+    args = usage_one_hot_free_args()
+    out = M.dnc_usage(*args, backend="cpu")
+    assert out[0, 2] == 0
+    cpu_parity(M.dnc_usage, args, "usage one-hot free")
+    ww = args[1].clone().requires_grad_()
+    assert not M.dnc_usage(args[0], ww, args[2], args[3], backend="cpu").requires_grad
+    u = args[0].clone().requires_grad_()
+    M.dnc_usage(u, ww, args[2], args[3], backend="cpu").sum().backward()
+    assert ww.grad is None and u.grad is not None
 
 
 @params("dnc_allocation")
@@ -213,14 +289,13 @@ def test_write_weights(backend):
     assert (ww >= 0).all() and (ww.sum(-1) <= 1 + 1e-9).all()
 
 
-# ---- memory write / read -----------------------------------------------------------------------
+# ---- read / write --------------------------------------------------------------------------------
 
 @params("memory_write")
 @pytest.mark.parametrize("hw", [1, 3])
 def test_memory_write(backend, hw):
     g = torch.Generator().manual_seed(0)
-    args = [torch.randn(2, 6, 5, generator=g, dtype=F64), dist(2, hw, 6, g=g),
-            rand(2, hw, 5, g=g), torch.randn(2, hw, 5, generator=g, dtype=F64)]
+    args = write_args(2, 6, 5, hw, g, total=1.0)
     gradcheck(M.memory_write, args, backend)
     parity(M.memory_write, args, backend, "memory write")
     # one-hot weight, full erase: the row becomes the added word
@@ -234,10 +309,27 @@ def test_memory_write(backend, hw):
 
 def test_memory_read():
     g = torch.Generator().manual_seed(0)
-    gradcheck(M.memory_read, [torch.randn(2, 5, 3, generator=g, dtype=F64), dist(2, 2, 5, g=g)], "reference")
+    gradcheck(M.memory_read, read_args(2, 5, 3, 2, g), "reference")
 
 
-# ---- temporal links ----------------------------------------------------------------------------
+@pytest.mark.parametrize("n,w,r", [(1, 3, 1), (7, 5, 3), (4, 1, 2), (20, 21, 4)])
+def test_memory_read_parity_and_gradcheck(n, w, r):
+    require_backend("cpu")
+    g = torch.Generator().manual_seed(n * w + r)
+    args = read_args(2, n, w, r, g)
+    cpu_parity(M.memory_read, args, "read")
+    gradcheck(M.memory_read, args, "cpu")
+
+
+def test_memory_read_lanes():
+    """The read's backward runs on 64-byte lanes (rows of 16 fp32 / 8 fp64, heads four at a time):
+    W = 64, a partial block of rows (N = 37) and two head groups (R = 5)."""
+    require_backend("cpu")
+    g = torch.Generator().manual_seed(7)
+    cpu_parity(M.memory_read, read_args(3, 37, 64, 5, g), "read lanes")
+
+
+# ---- links: temporal link update, directional reads ----------------------------------------------
 
 @params("dnc_link_update")
 @pytest.mark.parametrize("n", [1, 6])
@@ -285,8 +377,7 @@ def test_fused_link_read_op(n, r, dtype):
     inputs = [s.link, s.precedence, ww, rw]
     x_ref = [t.detach().clone().requires_grad_(True) for t in inputs]
     x_op = [t.detach().to(dtype).requires_grad_(True) for t in inputs]
-    new_link, new_prec = ref.dnc_link_update(*x_ref[:3])
-    out_ref = (new_link, new_prec) + ref.dnc_directional_read(new_link, x_ref[3])
+    out_ref = link_read_ref(*x_ref)
     out_op = torch.ops.attnfast.dnc_link_read_forward(*x_op)
     cot = [torch.randn(o.shape, generator=g, dtype=F64) for o in out_ref]
     g_ref = torch.autograd.grad(out_ref, x_ref, cot)
@@ -324,64 +415,12 @@ def test_lane_kernels_every_isa(isa):
         _extension._C.set_cpu_isa("")
 
 
-# ---- the full access step ----------------------------------------------------------------------
-
-@params("dnc_access_step")
-@pytest.mark.parametrize("shape", [(2, 6, 4, 2, 1), (2, 5, 3, 1, 2), (1, 1, 3, 1, 1)])
-def test_access_step(backend, shape):
-    b, n, w, r, hw = shape
-    g = torch.Generator().manual_seed(0)
-    s, x = random_state(b, n, w, r, hw, g), interface(b, n, w, r, hw, g)
-    flat = list(s) + list(x)
-    k = len(s)
-
-    def step(*a, backend):
-        words, st = M.dnc_access_step(M.DNCState(*a[:k]), M.DNCInterface(*a[k:]), backend=backend)
-        return (words,) + tuple(st)
-
-    gradcheck(step, flat, backend, no_grad={2}, fast=True)  # state.write_weights: stop_gradient
-    parity(step, flat, backend, "access step")
-    _, st = M.dnc_access_step(s, x, backend=backend)
-    assert ((st.usage >= 0) & (st.usage <= 1)).all()
-    assert (st.read_weights >= -1e-12).all() and (st.read_weights.sum(-1) <= 1 + 1e-9).all()
-    assert (st.write_weights.sum(-1) <= 1 + 1e-9).all()
-    assert torch.diagonal(st.link, dim1=-2, dim2=-1).abs().max() == 0
-
-
-# ---- NTM and Graves ----------------------------------------------------------------------------
-
-def test_ntm_shift_convention_and_gradcheck():
-    n = 5
-    w = torch.zeros(1, 1, n, dtype=F64)
-    w[0, 0, n - 1] = 1
-    s = torch.tensor([[[0.0, 0.0, 1.0]]], dtype=F64)  # offset +1
-    out = ref.ntm_shift_sharpen(w, s, torch.ones(1, 1, dtype=F64))
-    assert out[0, 0, 0] == 1  # wraps around: N-1 -> 0
-    g = torch.Generator().manual_seed(0)
-    args = [torch.randn(2, 6, 4, generator=g, dtype=F64), torch.randn(2, 2, 4, generator=g, dtype=F64),
-            rand(2, 2, g=g, lo=0.5, hi=3), rand(2, 2, g=g), dist(2, 2, 3, g=g), rand(2, 2, g=g, lo=1, hi=3),
-            dist(2, 2, 6, g=g)]
-    gradcheck(M.ntm_address, args, "reference")
-    out = M.ntm_address(*args)
-    assert (out >= 0).all() and torch.allclose(out.sum(-1), torch.ones(2, 2, dtype=F64))
-
-
-def test_ntm_one_hot_gamma_grad_finite():
-    w = torch.zeros(1, 1, 4, dtype=F64)
-    w[0, 0, 1] = 1
-    gamma = torch.full((1, 1), 2.0, dtype=F64, requires_grad=True)
-    out = ref.ntm_shift_sharpen(w, torch.tensor([[[0.0, 1.0, 0.0]]], dtype=F64), gamma)
-    out[0, 0, 1].backward()
-    assert torch.isfinite(gamma.grad).all()
-
+# ---- window: Graves' soft window -----------------------------------------------------------------
 
 def test_graves_window_step_sequence_mask():
     g = torch.Generator().manual_seed(0)
     b, t, k, u, c = 2, 4, 3, 7, 5
-    a, be, ka = (torch.randn(b, t, k, generator=g, dtype=F64) * 0.5 for _ in range(3))
-    chars = torch.nn.functional.one_hot(torch.randint(0, c, (b, u), generator=g), c).to(F64)
-    mask = torch.ones(b, u, dtype=F64)
-    mask[1, 5:] = 0
+    a, be, ka, chars, mask, _ = graves_inputs(b, t, k, u, c, g)  # mask: chars 5 and 6 of the second
     w_seq, kap_seq, phi_seq = M.graves_window_sequence(a, be, ka, chars, mask)
     kappa = torch.zeros(b, k, dtype=F64)
     for step in range(t):
@@ -391,7 +430,59 @@ def test_graves_window_step_sequence_mask():
     gradcheck(M.graves_window_sequence, [a, be, ka, chars, mask], "reference")
 
 
-# ---- dispatch and errors -----------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(2, 4, 3, 7, 5), (1, 1, 1, 1, 1), (3, 6, 2, 9, 4)])
+def test_graves_sequence_parity_and_gradcheck(shape):
+    require_backend("cpu")
+    g = torch.Generator().manual_seed(sum(shape))
+    a, be, ka, chars, mask, kappa0 = graves_inputs(*shape, g)
+    cpu_parity(M.graves_window_sequence, [a, be, ka, chars, mask, kappa0], "graves seq")
+    cpu_parity(M.graves_window_sequence, [a, be, ka, torch.randn(chars.shape, generator=g, dtype=F64)],
+               "graves seq dense chars, no mask")
+    gradcheck(M.graves_window_sequence, [a, be, ka, chars, mask, kappa0], "cpu")
+    gradcheck(M.graves_window_sequence, [a, be, ka, chars], "cpu")
+
+
+def test_graves_masked_characters_and_step():
+    require_backend("cpu")
+    g = torch.Generator().manual_seed(5)
+    b, t, k, u, c = 2, 5, 3, 7, 5
+    a, be, ka, chars, mask, _ = graves_inputs(b, t, k, u, c, g)
+    w_seq, kap_seq, phi_seq = M.graves_window_sequence(a, be, ka, chars, mask, backend="cpu")
+    assert phi_seq[1, :, u - 2:].abs().max() == 0 and (phi_seq[0] > 0).all()
+    # a bool mask gives the same result (converted to the dtype, as the reference does)
+    w_b, _, phi_b = M.graves_window_sequence(a, be, ka, chars, mask.bool(), backend="cpu")
+    assert torch.equal(phi_b, phi_seq) and torch.equal(w_b, w_seq)
+    kappa = torch.zeros(b, k, dtype=F64)
+    for step in range(t):
+        w, kappa, phi = M.graves_window(a[:, step], be[:, step], ka[:, step], kappa, chars, mask,
+                                        backend="cpu")
+        torch.testing.assert_close(w, w_seq[:, step], atol=1e-12, rtol=1e-12)
+        torch.testing.assert_close(kappa, kap_seq[:, step], atol=1e-12, rtol=1e-12)
+        torch.testing.assert_close(phi, phi_seq[:, step], atol=1e-12, rtol=1e-12)
+    kprev = rand(b, k, g=g)
+    cpu_parity(M.graves_window, [a[:, 0], be[:, 0], ka[:, 0], kprev, chars, mask], "graves step")
+    gradcheck(M.graves_window, [a[:, 0], be[:, 0], ka[:, 0], kprev, chars, mask], "cpu")
+
+
+# ---- access step ---------------------------------------------------------------------------------
+
+@params("dnc_access_step")
+@pytest.mark.parametrize("shape", [(2, 6, 4, 2, 1), (2, 5, 3, 1, 2), (1, 1, 3, 1, 1)])
+def test_access_step(backend, shape):
+    b, n, w, r, hw = shape
+    g = torch.Generator().manual_seed(0)
+    s, x = random_state(b, n, w, r, hw, g), interface(b, n, w, r, hw, g)
+    flat = list(s) + list(x)
+    gradcheck(access_step, flat, backend, no_grad={2}, fast=True)  # state.write_weights: stop_gradient
+    parity(access_step, flat, backend, "access step")
+    _, st = M.dnc_access_step(s, x, backend=backend)
+    assert ((st.usage >= 0) & (st.usage <= 1)).all()
+    assert (st.read_weights >= -1e-12).all() and (st.read_weights.sum(-1) <= 1 + 1e-9).all()
+    assert (st.write_weights.sum(-1) <= 1 + 1e-9).all()
+    assert torch.diagonal(st.link, dim1=-2, dim2=-1).abs().max() == 0
+
+
+# ---- dispatch and errors -------------------------------------------------------------------------
 
 def test_errors_name_the_argument():
     mem, keys = torch.randn(2, 5, 3), torch.randn(2, 1, 3)
@@ -429,6 +520,32 @@ def test_explain_mentions_memory_ops():
         M.dnc_usage(*args, backend=refused[0])
 
 
+@pytest.mark.parametrize("name,args", [
+    ("ntm_address", lambda: [torch.rand(1, 4, 2), torch.rand(1, 1, 2), torch.ones(1, 1),
+                             torch.rand(1, 1), torch.rand(1, 1, 3), torch.ones(1, 1), torch.rand(1, 1, 4)]),
+    ("dnc_usage", lambda: [torch.rand(1, 3), torch.rand(1, 1, 3), torch.rand(1, 1), torch.rand(1, 1, 3)]),
+    ("memory_read", lambda: [torch.rand(1, 3, 2), torch.rand(1, 1, 3)]),
+    ("graves_window", lambda: [torch.rand(1, 2), torch.rand(1, 2), torch.rand(1, 2), torch.rand(1, 2),
+                               torch.rand(1, 3, 4)]),
+    ("graves_window_sequence", lambda: [torch.rand(1, 2, 2), torch.rand(1, 2, 2), torch.rand(1, 2, 2),
+                                        torch.rand(1, 3, 4)]),
+])
+def test_explain_says_cpu_runs(name, args):
+    require_backend("cpu")
+    text = attnfast.explain(name, *args())
+    assert re.search(r"^\s*cpu\s+-> runs", text, re.M), text
+    assert "no cpu implementation" not in text
+
+
+def test_direct_op_errors_name_the_argument():
+    require_backend("cpu")
+    ops = torch.ops.attnfast
+    check_argument_errors(ops)
+    w = torch.rand(1, 1, 5)
+    with pytest.raises(RuntimeError, match="gamma must have shape"):
+        ops.ntm_location_forward(w, torch.rand(1, 1), w, torch.rand(1, 1, 3), torch.ones(1, 2))
+
+
 @pytest.mark.parametrize("op_name", ["memory_write", "dnc_link_update", "content_addressing"])
 def test_cuda_refuses_batches_past_the_grid_cap(op_name):
     """The CUDA content, write and link kernels (and the Triton link kernels) put one grid row per
@@ -450,7 +567,7 @@ def test_cuda_refuses_batches_past_the_grid_cap(op_name):
         assert not any("65535" in r for r in op.implementations[backend].refuses(small)), backend
 
 
-# ---- torch.compile (the opcheck of every compiled op: tests/test_op_declarations.py) ---------------
+# ---- torch.compile (the opcheck of every compiled op: tests/test_op_declarations.py) -------------
 
 def test_access_step_compiles_fullgraph():
     require_backend("cpu")
@@ -462,7 +579,7 @@ def test_access_step_compiles_fullgraph():
     assert torch.allclose(words, ref_words, atol=1e-6) and torch.allclose(st.link, ref_st.link, atol=1e-6)
 
 
-# ---- the CPU block cache behind the link tensors (csrc/cpu/block_cache.h) ----------------------
+# ---- the CPU block cache behind the link tensors (csrc/cpu/block_cache.h) ------------------------
 
 def _link_problem(seed, n=512):
     """A (1, 1, n, n) float32 link: 1 MiB at n = 512, the smallest size the cache serves."""
@@ -473,9 +590,7 @@ def _link_problem(seed, n=512):
 
 def _check_link_op(args):
     out = torch.ops.attnfast.dnc_link_read_forward(*args)
-    new_link, new_prec = ref.dnc_link_update(*[a.double() for a in args[:3]])
-    fwd, bwd = ref.dnc_directional_read(new_link, args[3].double())
-    for a, o in zip(out, (new_link, new_prec, fwd, bwd)):
+    for a, o in zip(out, link_read_ref(*[a.double() for a in args])):
         assert_parity(a, o, name="link op through the cache", atol=2e-6, rtol=1e-5)
 
 
