@@ -629,15 +629,13 @@ def test_inputs_torchs_cpu_kernel_reads_garbage_from_are_refused(kwargs):
 @pytest.mark.xfail(strict=True, reason=(
     "rows whose keys all carry the same finite bias near finfo(fp32).min: torch (fp32 and fp64) "
     "loses q.k to the bias and returns mean(v); attnfast subtracts the row's largest bias and "
-    "returns the exact softmax(q k^T) v. Left for a decision (issue 14)."))
+    "returns the exact softmax(q k^T) v: kept (issue 14), documented in the drop-in's docstring."))
 def test_rows_all_at_finfo_min_match_torch():
     check(_finite_huge_negative_mask(torch.finfo(torch.float32).min))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "|scale| >= 1e3 in fp16: dq/dk of the flash-style backward (D = rowsum(dO * O) from the "
-    "fp16 output, amplified by the scale) are up to ~5x torch's error, inf at 1e30 where "
-    "torch's are ~0. Left for a decision (issue 14)."))
 @pytest.mark.parametrize("scale", [1e4, 1e30])
 def test_huge_scales_in_fp16(scale):
+    """|scale| >= 1e3 in fp16 goes to torch: the flash-style backward's D = rowsum(dO * O) from
+    the fp16 output, amplified by the scale, cost dq/dk up to ~5x torch's error (inf at 1e30)."""
     check(_scale(scale), torch.float16)

@@ -296,6 +296,11 @@ def _sdpa_route(query, key, value, attn_mask, dropout_p, is_causal, scale, enabl
         return None
     if scale is not None and not (isinstance(scale, (int, float)) and math.isfinite(scale)):
         return None  # torch computes with a non-finite scale (NaN/0 rows); so does its result here
+    if scale is not None and query.dtype == torch.float16 and abs(scale) >= 1e3:
+        # fp16 with a huge scale: the flash-style backward's D = rowsum(dO * O), read from the
+        # fp16 output and multiplied by the scale, costs dq/dk up to 5x torch's error (inf at
+        # 1e30); torch's backward keeps it finite.
+        return None
     if attn_mask is not None:
         if type(attn_mask) is not torch.Tensor:
             # Tensor subclasses, e.g. torch.nn.attention.bias.CausalBias (causal_upper_left /
@@ -378,7 +383,10 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     0, as torch 2.14 does. A NaN in a query row gives a NaN output row, as torch's math backend
     and the reference do (torch's CPU flash kernel returns 0 for that row instead). Two inputs
     torch 2.14's CPU kernel takes unchecked and returns garbage for raise RuntimeError here (as
-    torch's math backend does): a v shorter than k, a mask that is not in host memory.
+    torch's math backend does): a v shorter than k, a mask that is not in host memory. One
+    intended difference: a row whose keys all carry the same huge finite bias (``finfo.min``)
+    gives the exact ``softmax(q k^T) v`` (attnfast subtracts each row's largest bias), where
+    torch's sum ``q.k + bias`` rounds ``q.k`` away and returns the mean of v.
     """
     if all(isinstance(t, torch.Tensor) for t in (query, key, value)):
         # torch's SDPA under autocast computes in the autocast dtype, a plain float mask included
