@@ -387,7 +387,8 @@ def test_link_past_int32():
     g_prec, g_fwd, g_bwd = torch.zeros(1, 1, N), torch.zeros(1, R, 1, N), torch.zeros(1, R, 1, N)
     g_prec[..., S], g_fwd[..., S], g_bwd[..., S] = (randn(t[..., S].shape, g)
                                                     for t in (g_prec, g_fwd, g_bwd))
-    grads = torch.ops.attnfast.dnc_link_read_backward(g_link, g_prec, g_fwd, g_bwd, link, prec, ww, rw)
+    grads = torch.ops.attnfast.dnc_link_read_backward(g_link, g_prec, g_fwd, g_bwd,
+                                                      link, prec, ww, rw)
     cot = (g_link[..., S, S], g_prec[..., S], g_fwd[..., S], g_bwd[..., S])
     _, g64 = ref_grads(fn, sub_inputs, cot, F64)
     d_link, d_prec, d_ww, d_rw = grads
