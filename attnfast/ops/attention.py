@@ -164,12 +164,15 @@ def _setup_context(ctx, inputs, output):
     out, lse = output
     ctx.save_for_backward(q, k, v, out, lse, bias, seed)
     ctx.args = (causal, scale, dropout_p)
+    ctx.set_materialize_grads(False)  # no (B, Lq) zeros for the lse's gradient, never read
 
 
 def _backward(ctx, backward_op, grad_out, _grad_lse):
     # lse is an auxiliary output for the backward; its gradient is not propagated (the public
     # API never returns it with a graph). The bias is a mask: no gradient. The deterministic
     # (no atomics, bitwise repeatable) backward when torch is asked for deterministic algorithms.
+    if grad_out is None:  # the output itself was not used
+        return (None,) * 8
     q, k, v, out, lse, bias, seed = ctx.saved_tensors
     causal, scale, dropout_p = ctx.args
     gq, gk, gv = backward_op(grad_out, q, k, v, out, lse, bias, causal, scale, dropout_p, seed,

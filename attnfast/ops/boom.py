@@ -133,10 +133,15 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(x, weight, output[1], seed)
     ctx.args = (bias is not None, activation, chunk_width, dropout_p)
     ctx.save_preact = save_preact
+    # The pre-activation's gradient is never read: unmaterialised, autograd does not fill a
+    # (rows x d_ff) tensor of zeros for it on every backward.
+    ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, backward_op, grad_out, _grad_preact):
     # The pre-activation is an auxiliary output kept for the backward; no gradient flows into it.
+    if grad_out is None:  # the output itself was not used
+        return (None,) * 8
     if not ctx.save_preact:
         raise RuntimeError("attnfast boom: backward needs boom_forward(..., save_preact=True)")
     x, weight, preact, seed = ctx.saved_tensors
