@@ -260,9 +260,10 @@ def test_attention_scores_past_int32():
 # ---- memory -------------------------------------------------------------------------------------
 # memory (B, N, W) = (257, 2**16, 128): batch b starts at element b * N * W = b * 2**23, 2**31 for
 # the last one (many small batch elements rather than a few big ones, so that the reference on
-# the last one is cheap). Indices: kernels/memory_impl.h `a.memory + b * N * W` (content forward
-# and backward), `(b * N + i) * W` (erase/add write: memory, out, grad, grad_memory), and
-# kernels/memory_extra_impl.h `a.memory + b * N * W` (read forward and backward; d_memory).
+# the last one is cheap). Indices: kernels/memory_addressing_impl.h `a.memory + b * N * W`
+# (content forward and backward), kernels/memory_read_write_impl.h `(b * N + i) * W` (erase/add
+# write: memory, out, grad, grad_memory) and `a.memory + b * N * W` (read forward and backward;
+# d_memory).
 MEM_B, MEM_N, MEM_W = 257, 2**16, 128
 
 
@@ -348,7 +349,7 @@ def test_memory_read_past_int32(big_memory):
 
 
 # The link (1, 1, N, N) with N = 46400: row i starts at element i * N, past 2**31 for
-# i >= 46282. Indices: kernels/memory_impl.h link_forward_impl `L + i * N`, `NL + i * N` and
+# i >= 46282. Indices: kernels/memory_links_impl.h link_forward_impl `L + i * N`, `NL + i * N` and
 # link_backward_impl `gL + i * N`, `dL + i * N`. Through the registered op that
 # dnc_link_update, dnc_directional_read and dnc_access_step all call (the fused link update and
 # directional reads), forward and backward: each public function returns only half its outputs.
