@@ -11,6 +11,7 @@
 // cost a fourth GEMM (~33% more FLOPs) to save a tensor that eager PyTorch keeps as well.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/cpu/Utils.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/mm.h>
@@ -57,17 +58,27 @@ int64_t tile_rows(int64_t f_used, int64_t elem_size) {
 // `fused` = attnfast's AVX-512 GEMM (the forward with its epilogue fused, the backward's plain
 // GEMMs); it exists only where the active ISA table has it (AVX-512 with BF16), elsewhere the
 // setting falls back to ATen quietly, as the ISA cap does. auto = attnfast's GEMM wherever it
-// was measured faster than ATen's (bench/notes/boom_cpu.md): every dtype, forward and
-// backward, from kMinRowsAuto rows; below that the call is a memory-bound GEMV-like product
-// where packing W (one extra pass over it per call) is not repaid.
+// was measured faster than ATen's (bench/notes/boom_cpu.md): forward and backward, from
+// kMinRowsAuto rows (below that the call is a memory-bound GEMV-like product where packing W,
+// one extra pass over it per call, is not repaid), except bf16 on a CPU with AMX: there ATen's
+// GEMM (oneDNN) runs on the AMX tiles, far past the vdpbf16ps roof of attnfast's.
 constexpr int64_t kMinRowsAuto = 16;
+
+bool cpu_has_amx_bf16() {
+  static const bool amx = [] {
+    const auto caps = at::cpu::get_cpu_capabilities();
+    const auto it = caps.find("amx_bf16");
+    return it != caps.end() && it->second.isBool() && it->second.toBool();
+  }();
+  return amx;
+}
 
 bool use_attnfast_gemm(const BoomKernels& k, const at::Tensor& x) {
   if (k.gemm == nullptr || k.mm == nullptr || x.size(1) == 0) return false;
   const char* env = std::getenv("ATTNFAST_CPU_BOOM_GEMM");
   if (env != nullptr && std::strcmp(env, "fused") == 0) return true;
   if (env == nullptr || *env == '\0' || std::strcmp(env, "auto") == 0)
-    return x.size(0) >= kMinRowsAuto;
+    return x.size(0) >= kMinRowsAuto && !(x.scalar_type() == at::kBFloat16 && cpu_has_amx_bf16());
   TORCH_CHECK(std::strcmp(env, "aten") == 0,
               "ATTNFAST_CPU_BOOM_GEMM must be auto, fused or aten, got '", env, "'");
   return false;
