@@ -1,8 +1,10 @@
 """Determinism and concurrency: under ``torch.use_deterministic_algorithms(True)`` every backward
 of the CPU-side backends is bitwise repeatable; CPU kernels called from several Python threads
-at once give the serial results; the CPU block cache stays within its limit."""
+at once give the serial results; the CPU block cache stays within its limit; repeated calls do not
+grow the resident memory."""
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -11,6 +13,7 @@ import torch
 import attnfast
 from attnfast import memory as M
 from conftest import device_for, require_backend
+from memory_cases import interface
 
 
 def _grads(backend, seed=0):
@@ -102,3 +105,41 @@ def test_block_cache_stays_within_its_limit():
             assert M.cpu_cache_info()["cached_bytes"] <= 3 << 20
     finally:
         M.set_cpu_cache_limit(before)
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc/self/statm (Linux)")
+@pytest.mark.skipif("asan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="AddressSanitizer's quarantine keeps freed memory resident")
+def test_repeated_calls_keep_resident_memory_flat():
+    """60 more training-style calls (forward + backward) of attention, Boom and the DNC step on
+    the compiled CPU backend, after a warm-up, leave the resident set where it was: each call
+    allocates over 1 MiB of outputs and gradients, so a leak of one call's tensors would add
+    more than 60 MiB; the bound is 16 MiB (allocator and block-cache noise)."""
+    require_backend("cpu")
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 128, 256, generator=g, requires_grad=True)
+    kv = torch.randn(2, 256, 256, generator=g, requires_grad=True)
+    x = torch.randn(256, 256, generator=g, requires_grad=True)
+    w = torch.randn(1024, 256, generator=g, requires_grad=True)
+    state = M.dnc_initial_state(4, 64, 32, 2, 1)
+    x_dnc = interface(4, 64, 32, 2, 1, g, torch.float32)
+
+    def calls():
+        out = attnfast.single_head_attention(q, kv, kv, causal=True, backend="cpu")
+        out.sum().backward()
+        attnfast.boom(x, w, backend="cpu").sum().backward()
+        words, _ = M.dnc_access_step(state, x_dnc, backend="cpu")
+        words.sum()
+
+    for _ in range(10):
+        calls()
+    before = _resident_bytes()
+    for _ in range(60):
+        calls()
+    grown = _resident_bytes() - before
+    assert grown < 16 << 20, f"resident memory grew by {grown >> 20} MiB over 60 calls"
