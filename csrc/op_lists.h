@@ -25,6 +25,10 @@
   X(attention_forward)            \
   X(attention_backward)
 
+#define ATTNFAST_LSTM_OPS(X) \
+  X(lstm_forward)            \
+  X(lstm_backward)
+
 // The memory ops (NTM / DNC), by concept (csrc/schemas.h has a table per concept).
 #define ATTNFAST_MEMORY_ADDRESSING_OPS(X) \
   X(memory_content_forward)               \

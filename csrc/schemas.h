@@ -145,6 +145,27 @@ inline constexpr const char* kMemoryWindow[] = {
         "Tensor grad_kappa_hat, Tensor grad_kappa0, Tensor grad_chars, Tensor grad_char_mask)",
 };
 
+// ---- LSTM recurrence (csrc/cpu/lstm.cpp, csrc/cuda/lstm.cu; attnfast/ops/lstm.py) ------------
+// The sequential part of one LSTM layer, torch's nn.LSTM gate order (i, f, g, o), no projection.
+// gates_x (T, B, 4H) = x w_ih^T + b_ih + b_hh for every step (one GEMM, outside the op);
+// h0, c0 (B, H); w_hh (4H, H); one dtype (fp32/bf16/fp16), one device, contiguous. Per step:
+//   a_t = gates_x[t] + h_{t-1} w_hh^T  (fp32 accumulation);  i, f, o = sigmoid, g = tanh of a_t;
+//   c_t = f c_{t-1} + i g  (fp32);  h_t = o tanh(c_t).
+// h (T, B, H) in gates_x's dtype; c (T, B, H) fp32: the cell state is carried in fp32 whatever
+// the dtype; gates (T, B, 4H) the activated (i, f, g, o) in gates_x's dtype when save_gates,
+// else an empty (0,) tensor.
+inline constexpr const char* kLstm[] = {
+  "lstm_forward(Tensor gates_x, Tensor h0, Tensor c0, Tensor w_hh, bool save_gates) "
+        "-> (Tensor h, Tensor c, Tensor gates)",
+  // grad_h (T, B, H): the gradient of h, the final state's h gradient already added to
+  // grad_h[T-1]; grad_cn (B, H): of c[T-1]. dh and dc are carried in fp32 through the steps.
+  // grad_gates_x (T, B, 4H) in gates_x's dtype is d a_t: also the gradient of both biases
+  // (summed over T and B) and, by one GEMM each outside the op, of w_ih, x and w_hh
+  // (grad_w_hh = sum_t grad_gates_x[t]^T h_{t-1}). grad_h0, grad_c0 (B, H) in h0's dtype.
+  "lstm_backward(Tensor grad_h, Tensor grad_cn, Tensor c0, Tensor w_hh, Tensor c, "
+        "Tensor gates) -> (Tensor grad_gates_x, Tensor grad_h0, Tensor grad_c0)",
+};
+
 // Calls f(table) for every table above.
 template <typename Fn>
 void for_each_table(Fn&& f) {
@@ -155,6 +176,7 @@ void for_each_table(Fn&& f) {
   f(kMemoryLinks);
   f(kMemoryReadWrite);
   f(kMemoryWindow);
+  f(kLstm);
 }
 
 // Defines every schema in the library `m` (a TORCH_LIBRARY or _FRAGMENT block).
