@@ -5,4 +5,4 @@ They use only torch operations (autograd gives their backward) and never import 
 from attnfast.reference.attention import attention  # noqa: F401
 from attnfast.reference.boom import boom  # noqa: F401
 from attnfast.reference.dropout import dropout_keep_mask  # noqa: F401
-from attnfast.reference import memory  # noqa: F401  (memory addressing: NTM, DNC, Graves)
+from attnfast.reference import lstm, memory  # noqa: F401  (LSTM; memory addressing: NTM, DNC, Graves)
