@@ -19,7 +19,8 @@ Parameter names, shapes and registration order are SHA-RNN's, so a state_dict of
 (and an optimizer state saved next to it) loads. Initialisation is SHA-RNN's too: every Linear
 and the embedding N(0, 0.1 / sqrt(d_model)), biases 0; its LayerNorms (apex FusedLayerNorm, not
 an ``nn.LayerNorm``, so its init rule skipped them) start at weight 1, bias 0; the LSTMs keep
-torch's default.
+torch's default. The LSTMs are attnfast.nn.LSTM on the model's backend where this build has the
+LSTM kernels, else torch.nn.LSTM (:func:`lstm_runs_on_attnfast`): the same parameters either way.
 """
 from __future__ import annotations
 
@@ -29,9 +30,12 @@ import math
 import torch
 from torch import nn
 
+from attnfast.dispatch import default_backend
 from attnfast.nn.attention import SingleHeadAttention
 from attnfast.nn.boom import Boom
+from attnfast.nn.lstm import LSTM
 from attnfast.ops.checks import backend_name, flag
+from attnfast.ops.spec import kernel_reasons
 
 ATTENTION_PLACES = ("second_to_last", "all", "none")
 
@@ -94,6 +98,28 @@ def config_from_preset(name: str, **overrides) -> SHARNNConfig:
     return dataclasses.replace(PRESETS[name], **overrides)
 
 
+def lstm_runs_on_attnfast(backend: str | None) -> bool:
+    """Whether a model on ``backend`` runs its LSTMs on attnfast's LSTM (else on torch.nn.LSTM).
+
+    "reference": no -- torch's fused LSTM is the fast pure-PyTorch path (attnfast's reference
+    LSTM is a Python loop over the steps, the kernels' oracle), and bench/sharnn.py's
+    "reference" and "original" models keep comparing against it. A compiled backend (or "auto",
+    whose CPU choice is "cpu"): yes when this build has its LSTM kernels; a build without them
+    keeps torch's LSTM, so the model runs as it did before the kernels existed.
+    """
+    backend = backend or default_backend()
+    if backend == "reference":
+        return False
+    return not kernel_reasons("cpu" if backend == "auto" else backend, ["lstm_forward"])
+
+
+def _lstm(d: int, backend: str | None) -> nn.Module:
+    # Both have torch.nn.LSTM's parameters (weight_ih_l0, ...) and init: the same state_dict.
+    if lstm_runs_on_attnfast(backend):
+        return LSTM(input_size=d, hidden_size=d, batch_first=False, backend=backend)
+    return nn.LSTM(input_size=d, hidden_size=d, batch_first=False)
+
+
 class Block(nn.Module):
     """One SHA-RNN block (sequence-first): LSTM, optional attention over memory, Boom."""
 
@@ -112,7 +138,7 @@ class Block(nn.Module):
         self.lnff = nn.LayerNorm(d, eps=1e-12)
         self.lnxff = nn.LayerNorm(d, eps=1e-12)
         self.drop = nn.Dropout(cfg.dropouth)
-        self.rnn = nn.LSTM(input_size=d, hidden_size=d, batch_first=False)
+        self.rnn = _lstm(d, backend)
 
     def forward(self, h, mem=None, hidden=None):
         h = self.lnstart(h)
@@ -150,7 +176,8 @@ def detach_state(state: SHARNNState | None) -> SHARNNState | None:
 class SHARNN(nn.Module):
     """The SHA-RNN language model. ``forward(tokens (T, B), state=None) -> (logits (T, B, V),
     state)``; ``hidden_states(tokens, state)`` gives the final (T, B, d_model) activations
-    instead of the logits. ``backend`` goes to every attention and Boom layer."""
+    instead of the logits. ``backend`` goes to every attention, Boom and LSTM layer (the LSTMs:
+see :func:`lstm_runs_on_attnfast`)."""
 
     def __init__(self, config: SHARNNConfig | None = None, backend: str | None = None, **overrides):
         super().__init__()
