@@ -40,6 +40,7 @@ from attnfast.dispatch import BACKENDS, BackendUnavailable, default_backend
 from attnfast.models.sharnn import SHARNN, SHARNNState
 from attnfast.nn.attention import SingleHeadAttention, memory_kept
 from attnfast.nn.boom import Boom
+from attnfast.nn.lstm import LSTM
 
 DEFAULT_LENGTH = 128
 DEFAULT_POSITION_COUNT = 8
@@ -162,8 +163,9 @@ class SequentialJacobian:
 
 @contextlib.contextmanager
 def _layers_on_backend(model: SHARNN, backend: str | None):
-    """Temporarily point every attention and Boom layer of ``model`` at ``backend``."""
-    layers = [m for m in model.modules() if isinstance(m, (SingleHeadAttention, Boom))]
+    """Temporarily point every attention, Boom and attnfast LSTM layer of ``model`` at
+    ``backend``."""
+    layers = [m for m in model.modules() if isinstance(m, (SingleHeadAttention, Boom, LSTM))]
     saved = [m.backend for m in layers]
     try:
         for m in layers:
