@@ -9,15 +9,18 @@
 One step = forward of one segment of T tokens (memory and LSTM state carried from the previous
 step), cross-entropy, backward, AdamW step, zero_grad: what a training loop runs per batch. The
 memory is filled before timing, so every timed step attends to max_memory keys. Models:
-  attnfast    attnfast.models.SHARNN(backend="auto"): attnfast's fused attention and Boom (the
-              ``cpu`` kernels here)
+  attnfast    attnfast.models.SHARNN(backend="auto"): attnfast's fused attention, Boom and
+              LSTM (the ``cpu`` kernels here; the LSTMs are torch.nn.LSTM in a build without
+              the LSTM kernels, attnfast.models.sharnn.lstm_runs_on_attnfast)
   reference   the same model on attnfast's reference layers (backend="reference", pure PyTorch:
               attention via masked_fill + logsumexp, dropout drawn with attnfast's Philox counter
               RNG written in int64 tensor ops, so that it is bit-exact with the kernels)
   original    the same model with SHA-RNN's own layer math (:class:`OriginalAttention`,
               :class:`OriginalBoom` below): eager attention with an explicit additive mask,
               plain Boom, nn.Dropout. It differs from ``reference`` (which is why it is here).
-All three load one state_dict and run the same LSTMs, LayerNorms, embedding and decoder.
+All three load one state_dict and run the same LayerNorms, embedding and decoder; reference and
+original run torch.nn.LSTM (the fast pure-PyTorch LSTM, the peer the attnfast LSTM is measured
+against).
 Modes: eager, and ``torch.compile`` of the forward + loss (backward through AOTAutograd, the
 optimizer eager), capped at ``--compile-limit`` recompiles per function (torch falls back to
 eager past it). dtypes: fp32, and bf16 = ``torch.autocast(device, torch.bfloat16)`` around the
