@@ -76,6 +76,20 @@ def _boom(g, lead, dm, dff):
     return Sample(f"x{tuple(lead) + (dm,)} d_ff{dff}", (x, w, bias)), boom
 
 
+def _lstm(g, t, b, i, h):
+    from attnfast import lstm
+
+    def fn(x, h0, c0, w_ih, w_hh, b_ih, b_hh, backend):
+        return lstm(x, (h0, c0), w_ih, w_hh, b_ih, b_hh, backend=backend)
+
+    # Weights at nn.LSTM's init scale (uniform in +-1/sqrt(H)), states and inputs O(1).
+    k = 1 / math.sqrt(h)
+    args = (_randn(g, t, b, i), _randn(g, b, h) * 0.5, _randn(g, b, h),
+            _rand(g, 4 * h, i, lo=-k, hi=k), _rand(g, 4 * h, h, lo=-k, hi=k),
+            _rand(g, 4 * h, lo=-k, hi=k), _rand(g, 4 * h, lo=-k, hi=k))
+    return Sample(f"T{t} B{b} I{i} H{h}", args), fn
+
+
 def _memory_samples(name: str, g, b: int, n: int, w: int, h: int, r: int):
     from attnfast import memory as M
 
@@ -130,6 +144,7 @@ def _memory_samples(name: str, g, b: int, n: int, w: int, h: int, r: int):
 MEMORY_GRID = [(2, 8, 5, 2, 3), (1, 1, 1, 1, 1), (3, 33, 7, 1, 2)]  # B N W H(w) R
 ATTENTION_GRID = [(2, 5, 9, 16, True), (1, 1, 1, 1, False), (2, 33, 47, 40, True), (1, 64, 64, 64, False)]
 BOOM_GRID = [((3, 7), 16, 48), ((1,), 8, 8), ((2, 5), 24, 100), ((64,), 64, 256)]
+LSTM_GRID = [(4, 3, 7, 17), (1, 1, 1, 1), (5, 2, 16, 24), (32, 4, 32, 32)]  # T B I H
 
 
 def samples_for(name: str, quick: bool, seed: int = 0):
@@ -141,13 +156,17 @@ def samples_for(name: str, quick: bool, seed: int = 0):
     if name == "boom":
         grid = BOOM_GRID[:2] if quick else BOOM_GRID
         return [_boom(g, *p) for p in grid]
+    if name == "lstm":
+        grid = LSTM_GRID[:2] if quick else LSTM_GRID
+        return [_lstm(g, *p) for p in grid]
     grid = MEMORY_GRID[:2] if quick else MEMORY_GRID
     out = [_memory_samples(name, g, *p) for p in grid]
     return None if any(o is None for o in out) else out
 
 
 DTYPES = {"single_head_attention": (torch.float32, torch.bfloat16, torch.float16),
-          "boom": (torch.float32, torch.bfloat16, torch.float16)}
+          "boom": (torch.float32, torch.bfloat16, torch.float16),
+          "lstm": (torch.float32, torch.bfloat16, torch.float16)}
 MEMORY_DTYPES = (torch.float32,)
 
 

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from attnfast import check, dispatch
+from attnfast.ops import spec
 from conftest import require_backend
 
 FUZZ_EXAMPLES = int(os.environ.get("ATTNFAST_FUZZ_EXAMPLES", "12"))
@@ -95,6 +96,22 @@ def test_fuzz_boom(backend, data):
     dff = dm * data.draw(st.integers(1, 4), label="chunks") + data.draw(st.sampled_from([0, 0, 1, 3]), label="extra")
     lead = (rows,) if data.draw(st.booleans(), label="2d") else (2, rows)
     _case(data, "boom", backend, lambda g: check._boom(g, lead, dm, dff))
+
+
+@pytest.mark.parametrize("backend", _backends("lstm"))
+@FUZZ
+@given(data=st.data())
+def test_fuzz_lstm(backend, data):
+    require_backend(backend)
+    reasons = spec.kernel_reasons(backend, ["lstm_forward"])
+    if reasons:
+        pytest.skip(f"backend {backend!r} lacks lstm_forward: {'; '.join(reasons)}")
+    # T, B >= 1: the compiled backends leave empty sequences and batches to the reference (an
+    # explicit backend refuses them); small T, B, H: the SIMT harness and interpreter are slow.
+    t, b = data.draw(st.sampled_from([1, 2, 3, 5]), label="T"), data.draw(st.sampled_from([1, 2, 3]), label="B")
+    i = data.draw(SIZES, label="I")
+    h = data.draw(st.sampled_from([1, 2, 3, 5, 8, 13, 16, 17, 24]), label="H")
+    _case(data, "lstm", backend, lambda g: check._lstm(g, t, b, i, h))
 
 
 MEMORY_OPS = [name for name in dispatch._OPS if name not in check.DTYPES]
