@@ -115,7 +115,9 @@ def test_layer_without_bias(backend):
     check_layer(backend, 3, 2, 6, 5, torch.float32, bias=False)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+# Compiled backends only: the reference in bf16/fp16 is the yardstick itself (the rule would hold
+# trivially).
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "reference"])
 @pytest.mark.parametrize("dtype", LOW, ids=str)
 def test_layer_low_precision_within_twice_the_reference_error(backend, dtype):
     check_layer(backend, 5, 3, 12, 17, dtype)
@@ -127,7 +129,7 @@ def test_layer_long_sequence_fp32(backend):
     check_layer(backend, 64, 4, 16, 32, torch.float32)
 
 
-def test_reference_layer_in_fp64_matches_torch_lstm_cell_by_cell():
+def test_reference_layer_in_fp64_matches_torch_lstm():
     """The oracle itself: attnfast.reference.lstm equals nn.LSTM in fp64 (to rounding)."""
     x, h0, c0, *ps = layer_inputs(6, 3, 7, 5)
     m = torch.nn.LSTM(7, 5).double()
