@@ -123,13 +123,14 @@ def bad_arguments(T: int = 2, B: int = 3, H: int = 5):
         ("gates_x 4H wrong", "forward", dict(gates_x=torch.zeros(T, B, 4 * H + 1)),
          "gates_x must have shape"),
         ("h0 wrong B", "forward", dict(h0=torch.zeros(B + 1, H)), "h0 must have shape"),
-        ("c0 wrong dtype", "forward", dict(c0=torch.zeros(B, H, dtype=F64)), "c0 must have dtype"),
+        ("c0 wrong dtype", "forward", dict(c0=torch.zeros(B, H, dtype=F64)),
+         r"c0 must be (Float|torch\.float32), got"),
         ("w_hh int", "forward", dict(w_hh=torch.zeros(4 * H, H, dtype=torch.int32)),
          "w_hh must be float32, bfloat16 or float16"),
         ("grad_h wrong T", "backward", dict(grad_h=torch.zeros(T + 1, B, H)), "c must have shape"),
         ("grad_cn wrong H", "backward", dict(grad_cn=torch.zeros(B, H + 1)), "grad_cn must have shape"),
         ("c not fp32", "backward", dict(c=torch.zeros(T, B, H, dtype=torch.float16)),
-         "c must have dtype"),
+         r"c must be (Float|torch\.float32), got"),
         ("gates not saved", "backward", dict(gates=torch.zeros(0, dtype=f32)), "save_gates=True"),
     ]
 

@@ -35,7 +35,7 @@ inline void check_like(const at::Tensor& t, const at::Tensor& ref, at::ScalarTyp
                        const char* shape_text) {
   TORCH_CHECK(t.sizes() == shape, op, ": ", name, " must have shape ", shape_text, " = ", shape,
               ", got ", t.sizes());
-  TORCH_CHECK(t.scalar_type() == dt, op, ": ", name, " must have dtype ", dt, ", got ",
+  TORCH_CHECK(t.scalar_type() == dt, op, ": ", name, " must be ", dt, ", got ",
               t.scalar_type());
   TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " is on ", t.device(), " but the ",
               "other arguments are on ", ref.device());
