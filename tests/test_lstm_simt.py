@@ -2,10 +2,10 @@
 csrc/cuda/lstm_glue.h) run on the CPU by the SIMT harness (torch.ops.attnfast_simt.lstm_*), against
 the float64 reference (tests/lstm_cases.py): forward and backward, fp32 within conftest's FP32_TOL,
 bf16/fp16 within 2x the reference's own error in that dtype; shapes with H = 1, H not a multiple of
-the kernels' 8 units / 32 columns per block, B = 1 and B past the 4-row batch passes (partial
-passes); T = 0 and B = 0; gates not saved; non-contiguous inputs; argument errors; results that
-do not depend on the harness's thread schedule (the backward's shared-memory reduction); one
-launch per time step.
+the kernels' 8 units / 32 columns per block, B = 1 and B past the batch passes of 8 (forward) / 16
+(backward) rows (partial passes); T = 0 and B = 0; gates not saved; non-contiguous inputs;
+argument errors; results that do not depend on the harness's thread schedule (the backward's
+shared-memory reduction); one launch per time step.
 """
 from __future__ import annotations
 
@@ -35,9 +35,11 @@ def bwd(*args):
     return ops().lstm_backward(*args)
 
 
-# (2, 6, 33): two batch passes (the second partial) and, in the backward, two column blocks.
+# (2, 6, 33): two forward units blocks' worth of warps past H and two backward column blocks
+# (the second partial); (2, 17, 9): three forward batch passes of 8 and two backward passes of
+# 16, the last ones partial.
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES + [(2, 6, 33)])
+@pytest.mark.parametrize("shape", SHAPES + [(2, 6, 33), (2, 17, 9)])
 def test_parity(shape, dtype):
     check_parity(fwd, bwd, *shape, dtype, name="simt")
 
@@ -78,8 +80,9 @@ def test_argument_errors(case):
 @pytest.mark.parametrize("policy", ["reverse", "random"])
 def test_schedule_independent(policy):
     """The backward block reduces its 8 warps' partials through shared memory in a fixed order
-    behind a barrier: any thread schedule gives bitwise the same results."""
-    x = cast(make_inputs(3, 6, 33, seed=5), torch.bfloat16)
+    behind a barrier, and rewrites them in the next batch pass behind another: any thread
+    schedule gives bitwise the same results (B = 17: two passes of 16)."""
+    x = cast(make_inputs(3, 17, 33, seed=5), torch.bfloat16)
     base = run_pair(fwd, bwd, x)
     with simt.schedule(policy, seed=7):
         other = run_pair(fwd, bwd, x)

@@ -39,9 +39,13 @@ namespace lstm_detail {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kFwdBatch = 4;   // batch rows per pass of the forward warp (4 x 4 accumulators)
+// Batch rows per pass: each pass re-reads the block's slice of w_hh (from L2 once B is large),
+// so the passes are as wide as registers allow: 8 x 4 forward accumulators per lane, 16 backward
+// accumulators per thread (+ 16 KiB of shared partials). ptxas (bench/cuda_resources.py): forward
+// 64-67 registers, backward 80-122 (sm_90a / sm_80), no spills.
+constexpr int kFwdBatch = 8;   // batch rows per pass of the forward warp
 constexpr int kBwdCols = 32;   // hidden units per backward block (one per lane)
-constexpr int kBwdBatch = 4;   // batch rows per pass of the backward block
+constexpr int kBwdBatch = 16;  // batch rows per pass of the backward block
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -140,12 +144,13 @@ __global__ void __launch_bounds__(kThreads)
     ATTNFAST_UNROLL
     for (int q = 0; q < kBwdBatch; ++q) red[warp][q][lane] = acc[q];
     __syncthreads();
-    // Warps 0..kBwdBatch-1: warp q finishes batch row b0 + q, lane = column.
-    const int64_t b = b0 + warp;
-    if (warp < kBwdBatch && b < B && col_ok) {
+    // Warp w finishes batch rows b0 + q, q = w, w + 8, ...; lane = column.
+    for (int q = warp; q < kBwdBatch; q += kWarps) {
+      const int64_t b = b0 + q;
+      if (b >= B || !col_ok) continue;
       float s = 0.f;
       ATTNFAST_UNROLL
-      for (int w = 0; w < kWarps; ++w) s += red[w][warp][lane];  // fixed order
+      for (int w = 0; w < kWarps; ++w) s += red[w][q][lane];  // fixed order
       const int64_t hj = b * H + j, row = b * R;
       if (grad_h0 != nullptr) {
         grad_h0[hj] = from_f32<T>(s);
@@ -163,9 +168,9 @@ __global__ void __launch_bounds__(kThreads)
                              dcv * i * (1.f - g * g), dh * tc * o * (1.f - o)};
         dc[hj] = dcv * f;
         ATTNFAST_UNROLL
-        for (int q = 0; q < 4; ++q) {
-          dA_t[row + q * H + j] = da[q];
-          grad_gx_t[row + q * H + j] = from_f32<T>(da[q]);
+        for (int g4 = 0; g4 < 4; ++g4) {
+          dA_t[row + g4 * H + j] = da[g4];
+          grad_gx_t[row + g4 * H + j] = from_f32<T>(da[g4]);
         }
       }
     }
