@@ -5,7 +5,8 @@ bf16/fp16 within 2x the reference's own error in that dtype; shapes with H = 1, 
 the kernels' 8 units / 32 columns per block, B = 1 and B past the batch passes of 8 (forward) / 16
 (backward) rows (partial passes); T = 0 and B = 0; gates not saved; non-contiguous inputs;
 argument errors; results that do not depend on the harness's thread schedule (the backward's
-shared-memory reduction); one launch per time step.
+shared-memory reduction); one launch per time step. On a machine with a GPU the CUDA ops themselves
+(torch.ops.attnfast.lstm_*) run the same parity cases, plus a larger one.
 """
 from __future__ import annotations
 
@@ -107,3 +108,28 @@ def test_one_launch_per_step():
     run_pair(fwd, bwd, x)
     after = counts()
     assert {k: after[k] - before[k] for k in after} == {"forward": T, "backward": T + 1}
+
+
+# ---- the CUDA ops themselves (only with a GPU; picked up by .ci/gpu-check: the ids name cuda) --
+
+def _cuda_ops():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU: the CUDA ops run only there (the SIMT tests above run their "
+                    "kernels on the CPU)")
+    if not hasattr(torch.ops.attnfast, "lstm_forward"):
+        pytest.skip("attnfast._C was built without the LSTM ops (rebuild the extension)")
+    return torch.ops.attnfast
+
+
+# (3, 70, 300): several blocks and batch passes at once, closer to a real layer.
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES + [(2, 6, 33), (2, 17, 9), (3, 70, 300)])
+def test_cuda_ops_parity(shape, dtype):
+    ops_ = _cuda_ops()
+    check_parity(ops_.lstm_forward, ops_.lstm_backward, *shape, dtype, device="cuda", name="cuda")
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 5), (3, 0, 5)])
+def test_cuda_ops_empty(shape):
+    ops_ = _cuda_ops()
+    check_empty(ops_.lstm_forward, ops_.lstm_backward, *shape, device="cuda")
