@@ -46,7 +46,8 @@ def reference(inp: dict) -> dict:
     with torch.no_grad():
         h_prev = torch.cat([h0[None], h[:-1]])
         i, f, gg, o = (gx + h_prev @ w.t()).chunk(4, dim=-1)
-        gates = torch.cat([torch.sigmoid(i), torch.sigmoid(f), torch.tanh(gg), torch.sigmoid(o)], -1)
+        gates = torch.cat([torch.sigmoid(i), torch.sigmoid(f), torch.tanh(gg), torch.sigmoid(o)],
+                          -1)
     return dict(h=h.detach(), c=c.detach(), gates=gates, grads=[gr.detach() for gr in grads])
 
 
@@ -119,7 +120,8 @@ def bad_arguments(T: int = 2, B: int = 3, H: int = 5):
     must refuse, naming the argument."""
     f32 = torch.float32
     return [
-        ("w_hh not (4H, H)", "forward", dict(w_hh=torch.zeros(4 * H, H + 1)), "w_hh must have shape"),
+        ("w_hh not (4H, H)", "forward", dict(w_hh=torch.zeros(4 * H, H + 1)),
+         "w_hh must have shape"),
         ("gates_x 4H wrong", "forward", dict(gates_x=torch.zeros(T, B, 4 * H + 1)),
          "gates_x must have shape"),
         ("h0 wrong B", "forward", dict(h0=torch.zeros(B + 1, H)), "h0 must have shape"),
@@ -127,8 +129,10 @@ def bad_arguments(T: int = 2, B: int = 3, H: int = 5):
          r"c0 must be (Float|torch\.float32), got"),
         ("w_hh int", "forward", dict(w_hh=torch.zeros(4 * H, H, dtype=torch.int32)),
          "w_hh must be float32, bfloat16 or float16"),
-        ("grad_h wrong T", "backward", dict(grad_h=torch.zeros(T + 1, B, H)), "c must have shape"),
-        ("grad_cn wrong H", "backward", dict(grad_cn=torch.zeros(B, H + 1)), "grad_cn must have shape"),
+        ("grad_h and c disagree on T", "backward", dict(grad_h=torch.zeros(T + 1, B, H)),
+         "c must have shape"),
+        ("grad_cn wrong H", "backward", dict(grad_cn=torch.zeros(B, H + 1)),
+         "grad_cn must have shape"),
         ("c not fp32", "backward", dict(c=torch.zeros(T, B, H, dtype=torch.float16)),
          r"c must be (Float|torch\.float32), got"),
         ("gates not saved", "backward", dict(gates=torch.zeros(0, dtype=f32)), "save_gates=True"),

@@ -254,7 +254,8 @@ def lstm_backward(grad_h, grad_cn, c0, w_hh, c, gates):
     if not (no_steps and gates.numel() == 0):
         if tuple(gates.shape) != (T, B, 4 * H):
             raise ValueError(f"{op}: gates must have shape (T, B, 4H) = {(T, B, 4 * H)}, got "
-                             f"{tuple(gates.shape)} (was lstm_forward called with save_gates=True?)")
+                             f"{tuple(gates.shape)} "
+                             "(was lstm_forward called with save_gates=True?)")
         gates = _check(op, "gates", gates, (T, B, 4 * H), dt, dev, "(T, B, 4H)")
     w_hh = w_hh.contiguous()
 
