@@ -13,6 +13,7 @@ attention_gemm      attention's GEMM strategy for wide heads (library GEMMs + ro
 attention_scores    the per-score math both attention strategies share (masks, dropout, dS)
 attention_strategy  the rule that picks a strategy (no triton import; the C++ side follows it)
 boom                the Boom feed-forward layer
+lstm                the LSTM recurrence (one step kernel launch per time step)
 addressing          memory content addressing, NTM location addressing
 allocation          DNC allocation, DNC usage
 links               DNC temporal links with the directional reads
