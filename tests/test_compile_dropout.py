@@ -293,10 +293,10 @@ def test_ops_reject_bad_seed_tensors(backend, case):
     afwd, abwd = _attention_op(backend)
     q = torch.randn(1, 4, 8)
     with pytest.raises((RuntimeError, ValueError), match=f"seed.*{what}|{what}.*seed"):
-        afwd(q, q, q, None, True, 0.5, 0.1, bad)
-    o, lse = afwd(q, q, q, None, True, 0.5, 0.1, good)
+        afwd(q, q, q, None, True, 0.5, 0.1, bad, False)
+    o, lse, _ = afwd(q, q, q, None, True, 0.5, 0.1, good, False)
     with pytest.raises((RuntimeError, ValueError), match=f"seed.*{what}|{what}.*seed"):
-        abwd(torch.ones_like(o), q, q, q, o, lse, None, True, 0.5, 0.1, bad, False)
+        abwd(torch.ones_like(o), q, q, q, o, lse, None, None, True, 0.5, 0.1, bad, False)
 
 
 def test_seed_saved_for_backward_as_tensor():
