@@ -359,7 +359,10 @@ def single_head_attention(q, k, v, *, causal=False, attn_mask=None, key_padding_
     dtype, as with torch's SDPA. A row whose keys are all masked returns zeros (never NaN). Masks get no gradient on the
     compiled backends. On the GPU backends (``cuda``, ``triton``) heads wider than 256 run
     library GEMMs on chunks of query rows with attnfast's softmax kernels between them instead
-    of the flash kernels (``ATTNFAST_ATTN_STRATEGY=flash|gemm|auto``; see the README).
+    of the flash kernels (``ATTNFAST_ATTN_STRATEGY=flash|gemm|auto``; see the README). On the
+    ``cpu`` backend, when a backward will run and the (B, Lq, Lk) fp32 probabilities fit
+    ``ATTNFAST_ATTN_KEEP_MIB`` (default 256 MiB per call), the forward keeps them and the backward
+    reads them instead of recomputing them (the same gradients); ``attnfast.explain`` says which.
 
     Returns:
         out (B, Lq, Dv), or (out, weights) with ``return_weights``.
