@@ -131,8 +131,12 @@ class Op:
     """One attnfast op: how to normalise its arguments and its implementations."""
 
     def __init__(self, name: str, prepare: Callable[..., Any], implementations: list[Implementation],
-                 auto_order: dict[str, tuple[str, ...]] | None = None):
+                 auto_order: dict[str, tuple[str, ...]] | None = None,
+                 notes: Callable[[Any, str], list[str]] | None = None):
         self.name = name
+        # notes(inp, chosen_backend): extra lines for explain() about how the chosen backend
+        # will run this input (e.g. attention's keep-or-recompute policy).
+        self.notes = notes
         self.prepare = prepare
         self.implementations = {impl.backend: impl for impl in implementations}
         # Per-op preference of backend="auto" where measurements say the default is wrong.
@@ -183,6 +187,8 @@ class Op:
             else:
                 mark = "   refused: " + "; ".join(reasons)
             lines.append(f"  {name:9s} {mark}")
+        if self.notes is not None:
+            lines += [f"  {chosen}: {note}" for note in self.notes(inp, chosen)]
         return "\n".join(lines)
 
 
@@ -197,8 +203,13 @@ def register(op: Op) -> Op:
 def explain(op, *args, backend: str | None = None, **kwargs) -> str:
     """Which backend ``op(*args, **kwargs)`` would run on, and why every other one was refused.
 
-    ``op`` is a public attnfast function (``attnfast.boom``) or its name (``"boom"``).
+    ``op`` is a public attnfast function (``attnfast.boom``) or its name (``"boom"``). A function
+    that routes between attnfast and torch (``attnfast.scaled_dot_product_attention``) explains
+    itself through its ``__attnfast_explain__``.
     """
+    explainer = getattr(op, "__attnfast_explain__", None)
+    if explainer is not None:
+        return explainer(*args, backend=backend, **kwargs)
     name = op if isinstance(op, str) else getattr(op, "__attnfast_op__", getattr(op, "__name__", ""))
     if name not in _OPS:
         raise ValueError(f"unknown attnfast op {op!r}; known: {sorted(_OPS)}")

@@ -11,7 +11,9 @@ Rows per shape, dtype and pass (forward under no_grad; forward + backward):
                       `--backend cuda:flash` (or `:gemm`) times a GPU backend with
                       ATTNFAST_ATTN_STRATEGY set (the flash kernels or the GEMM strategy of wide
                       heads). Default: the CPU kernels on the CPU; on a GPU the cuda and triton
-                      backends, plus their flash kernels at head dims > 256.
+                      backends, plus their flash kernels at head dims > 256. `--backend cpu:keep`
+                      / `cpu:recompute` time the CPU backend with ATTNFAST_ATTN_KEEP_MIB set so
+                      that the forward keeps the probabilities for the backward / never does.
   sdpa                torch SDPA (attn_mask=causal_lower_right(Lq, Lk) when Lk > Lq, else is_causal)
   eager               the math written out: softmax(q k^T * scale + mask) v (SHA-RNN's attention())
   compile             torch.compile of that eager function (compile time excluded; off with
@@ -92,20 +94,30 @@ DEFAULT_FLASH_ROWS = ("cuda:flash", "triton:flash")
 
 
 _USER_STRATEGY = os.environ.get("ATTNFAST_ATTN_STRATEGY")
+_USER_KEEP = os.environ.get("ATTNFAST_ATTN_KEEP_MIB")
+# "name:keep" / "name:recompute": the keep-probabilities budget (attnfast/ops/attention.py).
+KEEP_SPECS = {"keep": str(1 << 40), "recompute": "0"}
+
+
+def _set_env(name, value):
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 def attnfast_call(spec: str):
-    """attnfast's attention for a backend spec "name" or "name:strategy". The GPU backends read
-    ATTNFAST_ATTN_STRATEGY per call, forward and backward, so each call sets it (the user's own
-    value for a plain name) and leaves it for the backward that follows in the same timed call."""
-    backend, _, strategy = spec.partition(":")
-    value = strategy or _USER_STRATEGY
+    """attnfast's attention for a backend spec "name", "name:strategy" or "name:keep|recompute".
+    The GPU backends read ATTNFAST_ATTN_STRATEGY per call, forward and backward, and the forward
+    reads ATTNFAST_ATTN_KEEP_MIB, so each call sets both (the user's own values where the spec
+    names neither) and leaves them for the backward that follows in the same timed call."""
+    backend, _, option = spec.partition(":")
+    keep = KEEP_SPECS.get(option, _USER_KEEP)
+    strategy = (option if option not in KEEP_SPECS else None) or _USER_STRATEGY
 
     def fn(q, k, v):
-        if value is None:
-            os.environ.pop("ATTNFAST_ATTN_STRATEGY", None)
-        else:
-            os.environ["ATTNFAST_ATTN_STRATEGY"] = value
+        _set_env("ATTNFAST_ATTN_STRATEGY", strategy)
+        _set_env("ATTNFAST_ATTN_KEEP_MIB", keep)
         return attnfast.single_head_attention(q, k, v, causal=True, backend=backend)
     return fn
 
@@ -169,6 +181,8 @@ def main(argv=None):
                    help="only shapes with this batch size (repeatable)")
     p.add_argument("--lk", type=int, action="append", default=None,
                    help="only shapes with this key length (repeatable)")
+    p.add_argument("--shape", action="append", default=None, metavar="B,LQ,LK,D",
+                   help="time this shape instead of --shapes (repeatable), e.g. 2,1024,3072,1024")
     args = p.parse_args(argv)
     device = harness.resolve_device(args.device)
     dtypes = [harness.DTYPES[d] for d in (args.dtype or ["fp32", "bf16"])]
@@ -183,7 +197,11 @@ def main(argv=None):
     warmup = args.warmup if args.warmup is not None else 1
     shapes = [s for s in SHAPES[args.shapes] if (args.batch is None or s[0] in args.batch)
               and (args.lk is None or s[2] in args.lk)][: args.max_shapes]
-    if args.quick and args.max_shapes is None:
+    if args.shape:
+        shapes = [tuple(int(x) for x in spec.split(",")) for spec in args.shape]
+        if any(len(sh) != 4 for sh in shapes):
+            p.error("--shape takes B,LQ,LK,D")
+    elif args.quick and args.max_shapes is None:
         # --quick: the SHA-RNN memory case (B4, Lq 1024, Lk 3072, D 1024) and one small head.
         shapes = [s for s in shapes if s in ((4, 1024, 3072, 1024), (32, 1024, 1024, 64))]
     peak_record = _peak.peak(device, refresh=args.refresh_peak, quick=args.quick)

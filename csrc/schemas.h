@@ -42,14 +42,21 @@ inline constexpr const char* kAttention[] = {
   // lse (B, Lq) fp32 = natural-log logsumexp_j s_ij, -inf for a fully masked row (whose output
   // and gradients are 0). Dropout: Philox (csrc/common/philox.h) at counter index
   // (b * Lq + i) * Lk + j of the (B, Lq, Lk) weight matrix.
+  // keep_probs: probs (B, Lq, Lk) fp32 contiguous = softmax(s) before dropout (exactly
+  // exp(s - lse), 0 where masked and on fully masked rows), kept for the backward; else an
+  // empty (0,) tensor. Only the CPU kernels keep; the CUDA, SIMT and Triton kernels refuse
+  // keep_probs=True with an error (attnfast/ops/attention.py asks only the CPU backend).
   "attention_forward(Tensor q, Tensor k, Tensor v, Tensor? bias, bool causal, float scale, "
-      "float dropout_p, Tensor seed) -> (Tensor out, Tensor lse)",
-  // Flash-style backward: P recomputed from q, k, lse; D_i = rowsum(dO * O) in fp32. No
-  // gradient for bias. deterministic=True: bitwise repeatable (no atomics); the CPU kernels are
-  // always deterministic.
+      "float dropout_p, Tensor seed, bool keep_probs) -> (Tensor out, Tensor lse, Tensor probs)",
+  // Flash-style backward: D_i = rowsum(dO * O) in fp32; P = the forward's kept probs when given
+  // (the CPU kernels then skip the q k^T GEMM and the exp), else recomputed from q, k, lse as
+  // exp(s - lse) (the CUDA, SIMT and Triton kernels always recompute and ignore probs). Either
+  // way the same P: the CPU forward keeps exactly what the CPU backward recomputes. No gradient
+  // for bias. deterministic=True: bitwise repeatable (no atomics); the CPU kernels are always
+  // deterministic.
   "attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, "
-      "Tensor? bias, bool causal, float scale, float dropout_p, Tensor seed, bool deterministic) "
-      "-> (Tensor grad_q, Tensor grad_k, Tensor grad_v)",
+      "Tensor? probs, Tensor? bias, bool causal, float scale, float dropout_p, Tensor seed, "
+      "bool deterministic) -> (Tensor grad_q, Tensor grad_k, Tensor grad_v)",
 };
 
 // ---- memory: NTM / DNC (csrc/cpu/memory_*.cpp, csrc/cuda/memory_*.cu; attnfast/ops/memory.py) --

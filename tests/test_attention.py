@@ -457,14 +457,14 @@ def test_opcheck(backend, strategy, monkeypatch):
     dev = device_for(backend)
     q, k, v = (t.requires_grad_(True) for t in make_qkv(2, 9, 13, 8, device=dev))
     pad = torch.zeros(2, 1, 13, device=dev).masked_fill(torch.rand(2, 1, 13, device=dev) > 0.7, float("-inf"))
-    for args in [(q, k, v, None, False, 0.3, 0.0, NO_SEED),
-                 (q, k, v, pad.expand(2, 9, 13), True, 0.25, 0.2, seed_tensor(11)),
-                 (q, k, v, None, True, 0.25, 0.2, seed_tensor(2**64 - 1))]:
+    for args in [(q, k, v, None, False, 0.3, 0.0, NO_SEED, False),
+                 (q, k, v, pad.expand(2, 9, 13), True, 0.25, 0.2, seed_tensor(11), False),
+                 (q, k, v, None, True, 0.25, 0.2, seed_tensor(2**64 - 1), False)]:
         torch.library.opcheck(torch.ops.attnfast.attention_forward, args)
     for p, seed in ((0.0, NO_SEED), (0.2, seed_tensor(11))):
-        out, lse = torch.ops.attnfast.attention_forward(q, k, v, None, True, 0.3, p, seed)
+        out, lse, _ = torch.ops.attnfast.attention_forward(q, k, v, None, True, 0.3, p, seed, False)
         bwd_args = (torch.randn_like(out), q.detach(), k.detach(), v.detach(), out.detach(),
-                    lse.detach(), None, True, 0.3, p, seed, True)
+                    lse.detach(), None, None, True, 0.3, p, seed, True)
         torch.library.opcheck(torch.ops.attnfast.attention_backward, bwd_args)
 
 
@@ -482,7 +482,7 @@ def test_lse_matches_reference():
     mask = torch.ones(2, 10, 17, dtype=torch.bool)
     mask[1, 4] = False
     bias = attn_ops.build_bias(mask, None, (2, 10, 17), q.device)
-    _, lse = torch.ops.attnfast.attention_forward(q, k, v, bias, True, 0.5, 0.0, NO_SEED)
+    _, lse, _ = torch.ops.attnfast.attention_forward(q, k, v, bias, True, 0.5, 0.0, NO_SEED, False)
     _, ref = reference.attention(q.double(), k.double(), v.double(), bias, True, 0.5)
     assert lse.dtype == torch.float32 and torch.isneginf(lse[1, 4])
     assert_parity(lse, ref.float())
@@ -517,9 +517,10 @@ def test_kernel_checks_name_the_argument():
     require("cpu")
     q, k, v = make_qkv(2, 4, 5, 8)
     with pytest.raises(RuntimeError, match="v must have shape"):
-        torch.ops.attnfast.attention_forward(q, k, v[:, :3], None, False, 1.0, 0.0, NO_SEED)
+        torch.ops.attnfast.attention_forward(q, k, v[:, :3], None, False, 1.0, 0.0, NO_SEED, False)
     with pytest.raises(RuntimeError, match="bias"):
-        torch.ops.attnfast.attention_forward(q, k, v, torch.zeros(2, 4, 4), False, 1.0, 0.0, NO_SEED)
+        torch.ops.attnfast.attention_forward(q, k, v, torch.zeros(2, 4, 4), False, 1.0, 0.0, NO_SEED,
+                                             False)
 
 
 def test_explain_names_every_backend():

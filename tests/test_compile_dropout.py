@@ -298,10 +298,10 @@ def test_ops_reject_bad_seed_tensors(backend, case):
     afwd, abwd = _attention_op(backend)
     q = torch.randn(1, 4, 8)
     with pytest.raises((RuntimeError, ValueError), match=f"seed.*{what}|{what}.*seed"):
-        afwd(q, q, q, None, True, 0.5, 0.1, bad)
-    o, lse = afwd(q, q, q, None, True, 0.5, 0.1, good)
+        afwd(q, q, q, None, True, 0.5, 0.1, bad, False)
+    o, lse, _ = afwd(q, q, q, None, True, 0.5, 0.1, good, False)
     with pytest.raises((RuntimeError, ValueError), match=f"seed.*{what}|{what}.*seed"):
-        abwd(torch.ones_like(o), q, q, q, o, lse, None, True, 0.5, 0.1, bad, False)
+        abwd(torch.ones_like(o), q, q, q, o, lse, None, None, True, 0.5, 0.1, bad, False)
 
 
 def test_seed_saved_for_backward_as_tensor():
@@ -332,10 +332,15 @@ def test_opcheck_transposed_inputs_with_dropout(backend):
     fwd, bwd = _attention_op(backend)
     q, k, v = (torch.randn(7, 2, 8).transpose(0, 1) for _ in range(3))
     seed = seed_ops.seed_tensor(2**64 - 3)
-    torch.library.opcheck(fwd, (q, k, v, None, True, 0.3, 0.2, seed))
-    out, lse = fwd(q, k, v, None, True, 0.3, 0.2, seed)
-    torch.library.opcheck(bwd, (torch.randn_like(out), q, k, v, out, lse, None, True, 0.3, 0.2,
-                                seed, True))
+    torch.library.opcheck(fwd, (q, k, v, None, True, 0.3, 0.2, seed, False))
+    out, lse, _ = fwd(q, k, v, None, True, 0.3, 0.2, seed, False)
+    torch.library.opcheck(bwd, (torch.randn_like(out), q, k, v, out, lse, None, None, True, 0.3,
+                                0.2, seed, True))
+    if backend == "cpu":  # the CPU kernels keep the probabilities: the same with them
+        torch.library.opcheck(fwd, (q, k, v, None, True, 0.3, 0.2, seed, True))
+        out, lse, probs = fwd(q, k, v, None, True, 0.3, 0.2, seed, True)
+        torch.library.opcheck(bwd, (torch.randn_like(out), q, k, v, out, lse, probs, None, True,
+                                    0.3, 0.2, seed, True))
 
 
 def test_fresh_process_compiles_once():

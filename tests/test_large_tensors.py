@@ -233,11 +233,11 @@ def test_attention_scores_past_int32():
     bias[:, -Lk:] = randn((1, Lk, Lk), g)
     seed = seed_ops.seed_tensor(0x1234_5678_9ABC)
     scale = D**-0.5
-    out, lse = torch.ops.attnfast.attention_forward(q, k, v, bias, True, scale, p, seed)
+    out, lse, _ = torch.ops.attnfast.attention_forward(q, k, v, bias, True, scale, p, seed, False)
     go = lazy_zeros((1, Lq, D), torch.float32)
     go[:, -Lk:] = randn((1, Lk, D), g)
-    dq, dk, dv = torch.ops.attnfast.attention_backward(go, q, k, v, out, lse, bias, True, scale,
-                                                       p, seed, False)
+    dq, dk, dv = torch.ops.attnfast.attention_backward(go, q, k, v, out, lse, None, bias, True,
+                                                       scale, p, seed, False)
     rows = torch.arange(Lq - Lk, Lq, dtype=torch.int64)
     counters = rows[:, None] * Lk + torch.arange(Lk, dtype=torch.int64)[None, :]
     assert counters.max() >= 2**32

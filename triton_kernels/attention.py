@@ -435,10 +435,21 @@ def _bias_args(bias, q, B, Lq, Lk):
 
 
 def attention_forward(q, k, v, bias, causal: bool, scale: float, dropout_p: float, seed: int,
-                      _config: dict | None = None):
-    """Returns (out (B, Lq, Dv) in q's dtype, lse (B, Lq) fp32). Wide heads take the GEMM
-    strategy (``attention_gemm``; ATTNFAST_ATTN_STRATEGY). ``_config`` overrides the flash
-    kernels' block sizes (tests of the chunked / sliced paths) and implies the flash kernels."""
+                      keep_probs: bool = False, _config: dict | None = None):
+    """Returns (out (B, Lq, Dv) in q's dtype, lse (B, Lq) fp32, probs: an empty (0,) fp32
+    tensor). Wide heads take the GEMM strategy (``attention_gemm``; ATTNFAST_ATTN_STRATEGY).
+    ``_config`` overrides the flash kernels' block sizes (tests of the chunked / sliced paths)
+    and implies the flash kernels. ``keep_probs=True`` is refused: these kernels recompute the
+    probabilities in the backward (only attnfast's CPU kernels keep them)."""
+    if keep_probs:
+        raise ValueError("attention_forward: keep_probs=True is not implemented by the Triton "
+                         "kernels (they recompute the probabilities in the backward); only the "
+                         "CPU kernels keep them. Pass keep_probs=False.")
+    out, lse = _forward(q, k, v, bias, causal, scale, dropout_p, seed, _config)
+    return out, lse, torch.empty((0,), dtype=torch.float32, device=q.device)
+
+
+def _forward(q, k, v, bias, causal, scale, dropout_p, seed, _config):
     B, Lq, Lk, D, Dv = _check_qkv(q, k, v)
     q, k, v = (last_dim_contiguous(t) for t in (q, k, v))
     has_dropout, seed, threshold, drop_scale = dropout_args("attention", dropout_p, seed)
@@ -447,8 +458,8 @@ def attention_forward(q, k, v, bias, causal: bool, scale: float, dropout_p: floa
     if B == 0 or Lq == 0 or Dv == 0:
         lse.fill_(float("-inf") if Lk == 0 else 0.0)
         if Dv == 0 and B * Lq > 0:  # lse still needed: compute it with a 1-wide dummy v
-            _, lse = attention_forward(q, k, v.new_zeros((B, Lk, 1)), bias, causal, scale,
-                                       dropout_p, seed, _config)
+            _, lse = _forward(q, k, v.new_zeros((B, Lk, 1)), bias, causal, scale, dropout_p,
+                              seed, _config)
         return out, lse
     bias_t, (sbb, sbi, sbj) = _bias_args(bias, q, B, Lq, Lk)
     if _config is None and use_gemm_strategy(D, Dv):
@@ -468,10 +479,12 @@ def attention_forward(q, k, v, bias, causal: bool, scale: float, dropout_p: floa
     return out, lse
 
 
-def attention_backward(grad_out, q, k, v, out, lse, bias, causal: bool, scale: float,
+def attention_backward(grad_out, q, k, v, out, lse, probs, bias, causal: bool, scale: float,
                        dropout_p: float, seed: int, deterministic: bool,
                        _config: dict | None = None):
-    """Returns (grad_q, grad_k, grad_v) in q's dtype. No gradient for bias."""
+    """Returns (grad_q, grad_k, grad_v) in q's dtype. No gradient for bias. ``probs`` (kept
+    probabilities, which these kernels never produce) is not read: P is always recomputed from
+    q, k and lse, the same values."""
     B, Lq, Lk, D, Dv = _check_qkv(q, k, v)
     dev, dt = q.device, q.dtype
     for name, t, shape in (("grad_out", grad_out, (B, Lq, Dv)), ("out", out, (B, Lq, Dv))):

@@ -2,10 +2,13 @@
 autograd, and the torch SDPA drop-in.
 
 Compiled backends share one contract (csrc/schemas.h, attention section):
-``attention_forward(q, k, v, bias, causal, scale, dropout_p, seed) -> (out, lse)`` and
-``attention_backward(grad_out, q, k, v, out, lse, bias, causal, scale, dropout_p, seed,
-deterministic) -> (grad_q, grad_k, grad_v)``, the seed a 0-dim int64 CPU tensor
-(attnfast/ops/seed.py). This module turns boolean masks and
+``attention_forward(q, k, v, bias, causal, scale, dropout_p, seed, keep_probs) -> (out, lse,
+probs)`` and ``attention_backward(grad_out, q, k, v, out, lse, probs, bias, causal, scale,
+dropout_p, seed, deterministic) -> (grad_q, grad_k, grad_v)``, the seed a 0-dim int64 CPU tensor
+(attnfast/ops/seed.py). Whether the forward keeps the (B, Lq, Lk) fp32 probabilities for the
+backward (which then skips recomputing them) is decided here from shapes and a memory budget
+(:func:`keep_probs`, ``ATTNFAST_ATTN_KEEP_MIB``); ``attnfast.explain`` shows the
+decision. This module turns boolean masks and
 ``key_padding_mask`` into the additive fp32 ``bias`` (an expanded view: key padding alone is a
 (B, 1, Lk) tensor seen as (B, Lq, Lk) through a 0 stride, so it costs nothing), makes the last
 dim of q/k/v contiguous (the kernels accept any other strides), and draws the dropout seed.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -143,16 +147,92 @@ def prepare(q, k, v, *, causal=False, attn_mask=None, key_padding_mask=None, dro
                            return_weights)
 
 
+# ---- keeping the probabilities for the backward (no recompute when it is cheaper to keep) -----
+
+KEEP_ENV = "ATTNFAST_ATTN_KEEP_MIB"
+# Per call. Keeping costs 4 bytes per score held from the forward to the backward; recomputing
+# costs the backward a q k^T GEMM (2 D flops per score) and an exp per score. 256 MiB keeps the
+# shapes this library is built for -- SHA-RNN's attention, B 2 Lq 1024 Lk 3072: 24 MiB; B 4:
+# 48 MiB -- at a few times the size of their q/k/v/out activations, and stops a long sequence
+# from growing a step's memory quadratically: B 8 Lq = Lk = 4096 (512 MiB) already recomputes.
+DEFAULT_KEEP_MIB = 256
+# The backends whose kernels keep (the CPU kernels); the others recompute in their backward
+# and refuse keep_probs=True.
+KEEP_BACKENDS = ("cpu",)
+
+
+def keep_budget_mib() -> int:
+    """The budget of kept probabilities per call, in MiB: ``ATTNFAST_ATTN_KEEP_MIB`` (a
+    non-negative integer in decimal digits; 0 always recomputes), ``DEFAULT_KEEP_MIB`` when
+    unset or empty. Any other value raises ValueError naming the variable."""
+    value = os.environ.get(KEEP_ENV, "")
+    if value == "":
+        return DEFAULT_KEEP_MIB
+    if value.isascii() and value.isdigit():
+        return int(value)
+    raise ValueError(f'attnfast: {KEEP_ENV}="{value}" is not valid; expected a non-negative '
+                     f'integer number of MiB (decimal digits; 0 always recomputes; unset or empty '
+                     f'means the default, {DEFAULT_KEEP_MIB})')
+
+
+# Read once per trace under torch.compile (a compiled graph keeps the budget it was traced with);
+# at every call in eager mode.
+@torch.compiler.assume_constant_result
+def _keep_budget_constant() -> int:
+    return keep_budget_mib()
+
+
+def _backward_will_run(inp: AttentionInputs) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in (inp.q, inp.k, inp.v))
+
+
+def _probs_bytes(inp: AttentionInputs):
+    return inp.q.shape[0] * inp.q.shape[1] * inp.k.shape[1] * 4
+
+
+def keep_probs(backend: str, inp: AttentionInputs) -> bool:
+    """Whether ``backend``'s forward keeps the (B, Lq, Lk) fp32 probabilities for the backward:
+    a backend whose kernels keep (``KEEP_BACKENDS``), a backward that will run, and a size
+    within the budget. From shapes, grad mode and the budget only: static per shape, so
+    torch.compile traces it without a graph break (and, with dynamic shapes, guards on the size
+    comparison, not on the sizes)."""
+    return (backend in KEEP_BACKENDS and _backward_will_run(inp)
+            and _probs_bytes(inp) <= _keep_budget_constant() * 2**20)
+
+
+def keep_probs_reason(backend: str, inp: AttentionInputs) -> str:
+    """:func:`keep_probs`'s decision in words (for ``attnfast.explain``)."""
+    mib = _probs_bytes(inp) / 2**20
+    mib = f"{mib:.1f}" if mib >= 0.1 else f"{mib:.2g}"
+    if backend not in KEEP_BACKENDS:
+        return (f"recomputes: the {backend} kernels recompute the probabilities in the backward "
+                f"(only the {', '.join(KEEP_BACKENDS)} kernels keep them)")
+    if not _backward_will_run(inp):
+        return ("keeps nothing: no backward will run (grad disabled or no input requires grad)")
+    budget = keep_budget_mib()
+    if keep_probs(backend, inp):
+        return f"keeps probabilities: {mib} MiB <= budget {budget} MiB ({KEEP_ENV})"
+    return f"recomputes: {mib} MiB > budget {budget} MiB ({KEEP_ENV})"
+
+
+def _explain_notes(inp: AttentionInputs, backend: str) -> list[str]:
+    if backend == "reference":
+        return ["backward: torch autograd of the reference (keeps what torch keeps)"]
+    return [f"backward: {keep_probs_reason(backend, inp)}"]
+
+
 # ---- the compiled op pair: declared once for every backend (ops/spec.py) ---------------------
 
-def _fake_forward(q, k, v, bias, causal, scale, dropout_p, seed):
+def _fake_forward(q, k, v, bias, causal, scale, dropout_p, seed, keep_probs):
     seed_ops.check_seed_tensor(seed, "attention_forward: seed")
     out = q.new_empty((q.shape[0], q.shape[1], v.shape[2]))
     lse = q.new_empty((q.shape[0], q.shape[1]), dtype=torch.float32)
-    return out, lse
+    shape = (q.shape[0], q.shape[1], k.shape[1]) if keep_probs else (0,)
+    return out, lse, q.new_empty(shape, dtype=torch.float32)
 
 
-def _fake_backward(grad_out, q, k, v, out, lse, bias, causal, scale, dropout_p, seed, deterministic):
+def _fake_backward(grad_out, q, k, v, out, lse, probs, bias, causal, scale, dropout_p, seed,
+                   deterministic):
     seed_ops.check_seed_tensor(seed, "attention_backward: seed")
     # Contiguous, as every backend returns them (empty_like would copy the strides of a
     # transposed q, and inductor checks the real strides against these).
@@ -160,31 +240,34 @@ def _fake_backward(grad_out, q, k, v, out, lse, bias, causal, scale, dropout_p, 
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, bias, causal, scale, dropout_p, seed = inputs
-    out, lse = output
-    ctx.save_for_backward(q, k, v, out, lse, bias, seed)
+    q, k, v, bias, causal, scale, dropout_p, seed, keep_probs = inputs
+    out, lse, probs = output
+    ctx.save_for_backward(q, k, v, out, lse, probs if keep_probs else None, bias, seed)
     ctx.args = (causal, scale, dropout_p)
-    ctx.set_materialize_grads(False)  # no (B, Lq) zeros for the lse's gradient, never read
+    ctx.set_materialize_grads(False)  # no zeros for the lse's / probs' gradients, never read
 
 
-def _backward(ctx, backward_op, grad_out, _grad_lse):
-    # lse is an auxiliary output for the backward; its gradient is not propagated (the public
-    # API never returns it with a graph). The bias is a mask: no gradient. The deterministic
-    # (no atomics, bitwise repeatable) backward when torch is asked for deterministic algorithms.
+def _backward(ctx, backward_op, grad_out, _grad_lse, _grad_probs):
+    # lse and probs are auxiliary outputs for the backward; their gradients are not propagated
+    # (the public API never returns them with a graph). The bias is a mask: no gradient. The
+    # deterministic (no atomics, bitwise repeatable) backward when torch is asked for
+    # deterministic algorithms. Kept probs (or None) let the backward skip recomputing P.
     if grad_out is None:  # the output itself was not used
-        return (None,) * 8
-    q, k, v, out, lse, bias, seed = ctx.saved_tensors
+        return (None,) * 9
+    q, k, v, out, lse, probs, bias, seed = ctx.saved_tensors
     causal, scale, dropout_p = ctx.args
-    gq, gk, gv = backward_op(grad_out, q, k, v, out, lse, bias, causal, scale, dropout_p, seed,
-                             torch.are_deterministic_algorithms_enabled())
-    return gq, gk, gv, None, None, None, None, None
+    gq, gk, gv = backward_op(grad_out, q, k, v, out, lse, probs, bias, causal, scale, dropout_p,
+                             seed, torch.are_deterministic_algorithms_enabled())
+    return gq, gk, gv, None, None, None, None, None, None
 
 
 def _example():
-    # Lq 3 < Lk 5: a bottom-right causal mask with a memory of two keys; dropout on.
+    # Lq 3 < Lk 5: a bottom-right causal mask with a memory of two keys; dropout on. Without
+    # keep_probs: the example runs on every backend, and only the CPU kernels keep
+    # (tests/test_attention_keep_probs.py opchecks keep_probs=True on them).
     g = spec.example_generator()
     q, k, v = (torch.randn(2, n, 4, generator=g) for n in (3, 5, 5))
-    return q, k, v, None, True, 0.5, 0.25, torch.tensor(7)
+    return q, k, v, None, True, 0.5, 0.25, torch.tensor(7), False
 
 
 spec.register(spec.KernelOp(
@@ -211,10 +294,11 @@ def _run_reference(inp: AttentionInputs):
     return (res[0], res[2]) if inp.return_weights else res[0]
 
 
-def _run_compiled(ops, inp: AttentionInputs):
+def _run_compiled(backend: str, inp: AttentionInputs):
     q, k, v = (_last_dim_contiguous(t) for t in (inp.q, inp.k, inp.v))
-    out, _ = ops.attention_forward(q, k, v, inp.bias, inp.causal, inp.scale, inp.dropout_p,
-                                   inp.seed)
+    out, _, _ = spec.kernels(backend).attention_forward(
+        q, k, v, inp.bias, inp.causal, inp.scale, inp.dropout_p, inp.seed,
+        keep_probs(backend, inp))
     if not inp.return_weights:
         return out
     # The slower path: the (B, Lq, Lk) weights are materialised in torch (differentiable, the
@@ -228,14 +312,24 @@ def _refuses(backend: str, inp: AttentionInputs) -> list[str]:
     return device_reasons(inp, backend, KERNEL_DTYPES)
 
 
+def _compiled_implementation(backend: str) -> Implementation:
+    # spec.compiled_implementations' rule, with the backend passed to the run (the keep policy
+    # depends on it).
+    return Implementation(
+        backend,
+        lambda inp: spec.kernel_reasons(backend, ["attention_forward"]) + _refuses(backend, inp),
+        lambda inp: _run_compiled(backend, inp))
+
+
 ATTENTION = dispatch.register(Op("single_head_attention", prepare, [
     Implementation("reference", lambda inp: [], _run_reference),
-    *spec.compiled_implementations(["attention_forward"], _run_compiled, _refuses),
+    *(_compiled_implementation(backend) for backend in spec.COMPILED_BACKENDS),
 ],
     # On CUDA the Triton kernels first: they were measured faster than the hand-written CUDA
     # ones, whose backward is an exact-fp32 SIMT path (figures: bench/notes/attention_gpu.md).
     # CUDA stays available with backend="cuda".
-    auto_order={"cuda": ("triton", "cuda", "reference")}))
+    auto_order={"cuda": ("triton", "cuda", "reference")},
+    notes=_explain_notes))
 
 
 def single_head_attention(q, k, v, *, causal=False, attn_mask=None, key_padding_mask=None,
@@ -265,7 +359,10 @@ def single_head_attention(q, k, v, *, causal=False, attn_mask=None, key_padding_
     dtype, as with torch's SDPA. A row whose keys are all masked returns zeros (never NaN). Masks get no gradient on the
     compiled backends. On the GPU backends (``cuda``, ``triton``) heads wider than 256 run
     library GEMMs on chunks of query rows with attnfast's softmax kernels between them instead
-    of the flash kernels (``ATTNFAST_ATTN_STRATEGY=flash|gemm|auto``; see the README).
+    of the flash kernels (``ATTNFAST_ATTN_STRATEGY=flash|gemm|auto``; see the README). On the
+    ``cpu`` backend, when a backward will run and the (B, Lq, Lk) fp32 probabilities fit
+    ``ATTNFAST_ATTN_KEEP_MIB`` (default 256 MiB per call), the forward keeps them and the backward
+    reads them instead of recomputing them (the same gradients); ``attnfast.explain`` says which.
 
     Returns:
         out (B, Lq, Dv), or (out, weights) with ``return_weights``.
@@ -417,6 +514,29 @@ def _check_defined(query, key, value, attn_mask):
     if isinstance(attn_mask, torch.Tensor) and attn_mask.device.type != "cpu":
         raise RuntimeError(f"scaled_dot_product_attention: attn_mask is on {attn_mask.device} "
                            f"but query is on {query.device}")
+
+
+def _explain_sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                  enable_gqa=False, backend=None):
+    """``attnfast.explain(attnfast.scaled_dot_product_attention, ...)``: whether the call goes to
+    torch's SDPA or to attnfast's kernels, and then single_head_attention's explanation of the
+    routed inputs (heads folded into the batch), keep-or-recompute policy included. ``backend``
+    is ignored: the drop-in takes the auto choice."""
+    head = "attnfast.scaled_dot_product_attention:"
+    route = _sdpa_route(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+    chosen = _sdpa_backend(route[0]) if route is not None else None
+    if route is None or chosen is None:
+        why = ("these inputs are not routed to attnfast's kernels (dropout, torch's mask objects, "
+               "a mask that needs a gradient, ...: see its docstring)" if route is None
+               else "no attnfast kernel backend takes them here")
+        return f"{head} runs torch's scaled_dot_product_attention: {why}"
+    q3, k3, v3, mask3, causal, _ = route
+    inp = prepare(q3, k3, v3, causal=causal, attn_mask=mask3, scale=scale)
+    return (f"{head} heads folded into the batch, (B, Lq, Lk) = ({q3.shape[0]}, {q3.shape[1]}, "
+            f"{k3.shape[1]}), run by\n" + ATTENTION.explain(inp, chosen))
+
+
+scaled_dot_product_attention.__attnfast_explain__ = _explain_sdpa
 
 
 def _sdpa(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa):

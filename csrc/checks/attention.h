@@ -46,6 +46,21 @@ inline void attention_common(const at::Tensor& q, const at::Tensor& k, const at:
   }
 }
 
+// The kept probabilities given to a backward: None, an empty tensor (none kept), or the
+// forward's (B, Lq, Lk) fp32 contiguous probs on q's device.
+inline bool attention_probs_given(const at::Tensor& q, const at::Tensor& k,
+                                  const std::optional<at::Tensor>& probs) {
+  if (!probs.has_value() || !probs->defined() || probs->numel() == 0) return false;
+  const at::Tensor& p = *probs;
+  TORCH_CHECK(p.dim() == 3 && p.size(0) == q.size(0) && p.size(1) == q.size(1) &&
+                  p.size(2) == k.size(1) && p.scalar_type() == at::kFloat &&
+                  p.device() == q.device() && p.is_contiguous(),
+              "attention_backward: probs must be the forward's contiguous float32 (B, Lq, Lk) = (",
+              q.size(0), ", ", q.size(1), ", ", k.size(1), ") tensor on q's device, or None / "
+              "empty, got ", p.sizes(), " ", p.scalar_type(), " on ", p.device());
+  return true;
+}
+
 inline void attention_backward(const at::Tensor& grad_out, const at::Tensor& q,
                                const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
                                const at::Tensor& lse, const std::optional<at::Tensor>& bias,

@@ -6,7 +6,10 @@
 // on all threads, taken from a shared counter (dynamic scheduling: under a causal mask the
 // tasks' costs differ by up to Lk / 64 times). Extra memory: the packed K/V of one batch
 // (the size of that batch's K and V) plus per-thread tiles of O(block x (D + Dv)); the backward
-// adds one fp32 (Lq, D) dQ buffer per task (4 per thread). The (Lq, Lk) matrix is never formed.
+// adds one fp32 (Lq, D) dQ buffer per task (4 per thread). The (Lq, Lk) matrix is never formed,
+// unless the caller asks the forward to keep it (keep_probs: the (B, Lq, Lk) fp32 probabilities,
+// returned for the backward, which then reads P instead of recomputing it; attnfast/ops/
+// attention.py decides from a memory budget).
 // fp16 runs as fp32 (converted here; no fp16 dot-product instruction on this CPU family).
 // The CPU backward is always deterministic (no atomics; dQ buffers summed in a fixed order),
 // so `deterministic` changes nothing here.
@@ -187,11 +190,10 @@ at::Tensor operand(DType dt, int64_t k, int64_t n, const at::TensorOptions& opts
   return cached_empty({attn_b_elems(dt, k, n)}, opts);
 }
 
-std::tuple<at::Tensor, at::Tensor> attention_forward(const at::Tensor& q_in, const at::Tensor& k_in,
-                                                     const at::Tensor& v_in,
-                                                     const std::optional<at::Tensor>& bias,
-                                                     bool causal, double scale, double dropout_p,
-                                                     const at::Tensor& seed) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_forward(
+    const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
+    const std::optional<at::Tensor>& bias, bool causal, double scale, double dropout_p,
+    const at::Tensor& seed, bool keep_probs) {
   checks::attention_common(q_in, k_in, v_in, bias, dropout_p);
   const uint64_t key = checks::dropout_seed(seed, "attention_forward");
   const bool half = q_in.scalar_type() == at::kHalf;
@@ -203,11 +205,15 @@ std::tuple<at::Tensor, at::Tensor> attention_forward(const at::Tensor& q_in, con
   // pages per step (65.8k page faults, ~45 ms of 405).
   at::Tensor out = cached_empty({B, Lq, Dv}, q.options());
   at::Tensor lse = at::empty({B, Lq}, q.options().dtype(at::kFloat));
-  if (B * Lq == 0) return {half ? out.to(at::kHalf) : out, lse};
+  // Every element of the kept probs is written by the task owning its row (P or 0). From the
+  // block cache: it is freed after each backward and asked for again at the next step.
+  at::Tensor probs = keep_probs ? cached_empty({B, Lq, Lk}, q.options().dtype(at::kFloat))
+                                : at::empty({0}, q.options().dtype(at::kFloat));
+  if (B * Lq == 0) return {half ? out.to(at::kHalf) : out, lse, probs};
   if (Lk == 0) {  // no keys: every row is fully masked
     out.zero_();
     lse.fill_(-INFINITY);
-    return {half ? out.to(at::kHalf) : out, lse};
+    return {half ? out.to(at::kHalf) : out, lse, probs};
   }
   const DType dt = dtype_of(q);
   AttnFwdArgs a{};
@@ -225,6 +231,7 @@ std::tuple<at::Tensor, at::Tensor> attention_forward(const at::Tensor& q_in, con
   a.scale = static_cast<float>(scale);
   a.dropout_p = dropout_p;
   a.seed = key;
+  a.probs = keep_probs ? probs.data_ptr<float>() : nullptr;
   block_sizes(&a.bq, &a.bk, /*backward=*/false, std::max(a.D, a.Dv));
   const AttentionKernels& kern = kernels();
 
@@ -241,16 +248,17 @@ std::tuple<at::Tensor, at::Tensor> attention_forward(const at::Tensor& q_in, con
       kern.forward(a, b, causal ? nqb - 1 - task : task, s);
     });
   }
-  return {half ? out.to(at::kHalf) : out, lse};
+  return {half ? out.to(at::kHalf) : out, lse, probs};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
     const at::Tensor& grad_out_in, const at::Tensor& q_in, const at::Tensor& k_in,
     const at::Tensor& v_in, const at::Tensor& out_in, const at::Tensor& lse_in,
-    const std::optional<at::Tensor>& bias, bool causal, double scale, double dropout_p,
-    const at::Tensor& seed, bool deterministic) {
+    const std::optional<at::Tensor>& probs, const std::optional<at::Tensor>& bias, bool causal,
+    double scale, double dropout_p, const at::Tensor& seed, bool deterministic) {
   (void)deterministic;  // always deterministic on the CPU (see the top of this file)
   checks::attention_backward(grad_out_in, q_in, k_in, v_in, out_in, lse_in, bias, dropout_p);
+  const bool kept = checks::attention_probs_given(q_in, k_in, probs);
   const uint64_t key = checks::dropout_seed(seed, "attention_backward");
   const bool half = q_in.scalar_type() == at::kHalf;
   auto prep = [&](const at::Tensor& t) {
@@ -297,6 +305,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
   a.scale = static_cast<float>(scale);
   a.dropout_p = dropout_p;
   a.seed = key;
+  a.probs = kept ? probs->data_ptr<float>() : nullptr;
   block_sizes(&a.bq, &a.bk, /*backward=*/true, std::max(a.D, a.Dv));
   const AttentionKernels& kern = kernels();
   const int64_t nkb = (Lk + a.bk - 1) / a.bk;
@@ -319,7 +328,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
   a.kt = kt.data_ptr();
   a.vt = vt.data_ptr();
   for (int64_t b = 0; b < B; ++b) {
-    pack_rows(kern.pack_t, dt, row_ptr(k, b), k.stride(1), Lk, D, kt, a.pkt);
+    if (!kept)  // K^T is the B operand of S = Q K^T only, which kept probs skip
+      pack_rows(kern.pack_t, dt, row_ptr(k, b), k.stride(1), Lk, D, kt, a.pkt);
     pack_rows(kern.pack_t, dt, row_ptr(v, b), v.stride(1), Lk, Dv, vt, a.pvt);
     pack_rows(kern.pack_n, dt, row_ptr(q, b), q.stride(1), Lq, D, qn, a.pqn);
     pack_rows(kern.pack_n, dt, row_ptr(dout, b), dout.stride(1), Lq, Dv, don, a.pdon);

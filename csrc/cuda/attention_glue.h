@@ -9,6 +9,9 @@
 //          exact-fp32 SIMT otherwise); the default up to max(D, Dv) = 256;
 //   gemm   library GEMMs on chunks of query rows with attnfast's row-softmax kernels between
 //          them (attention_gemm.h); the default for wider heads.
+// Kept probabilities (the schema's keep_probs / probs) are a CPU-kernel feature: the forward
+// refuses keep_probs=True, the backward recomputes P whether or not probs are given (the same
+// values; attnfast/ops/attention.py asks only the CPU backend to keep).
 #pragma once
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -82,12 +85,17 @@ inline cuda::Shape make_shape(const Dims& d, const at::Tensor& q, const at::Tens
 
 }  // namespace attention_detail
 
-inline std::tuple<at::Tensor, at::Tensor> attention_forward(
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_forward(
     cudaStream_t stream, const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
     const std::optional<at::Tensor>& bias_in, bool causal, double scale, double dropout_p,
-    const at::Tensor& seed_t) {
+    const at::Tensor& seed_t, bool keep_probs) {
   using namespace attention_detail;
   checks::attention_common(q_in, k_in, v_in, bias_in, dropout_p);
+  TORCH_CHECK(!keep_probs,
+              "attention_forward: keep_probs=True is not implemented by the CUDA kernels (nor "
+              "under the SIMT harness): they recompute the probabilities in the backward; only "
+              "the CPU kernels keep them. Pass keep_probs=False.");
+  at::Tensor probs = at::empty({0}, q_in.options().dtype(at::kFloat));
   const uint64_t seed = checks::dropout_seed(seed_t, "attention_forward");
   const Dims d = dims(q_in, k_in, v_in);
   const at::Tensor q = last_dim_contiguous(q_in), k = last_dim_contiguous(k_in),
@@ -95,7 +103,7 @@ inline std::tuple<at::Tensor, at::Tensor> attention_forward(
   const at::Tensor bias = bias_view(bias_in);
   at::Tensor out = at::empty({d.B, d.Lq, d.Dv}, q.options());
   at::Tensor lse = at::empty({d.B, d.Lq}, q.options().dtype(at::kFloat));
-  if (d.B == 0 || d.Lq == 0) return {out, lse};
+  if (d.B == 0 || d.Lq == 0) return {out, lse, probs};
   const cuda::Shape s = make_shape(d, q, k, v, bias, out, causal, scale);
   const bool gemm = attention_gemm::use_gemm_strategy(d.D, d.Dv);
   dispatch_dtype(q.scalar_type(), [&](auto* tag) {
@@ -109,18 +117,20 @@ inline std::tuple<at::Tensor, at::Tensor> attention_forward(
                                bias.defined() ? ptr<float>(bias) : nullptr, ptr<T>(out),
                                ptr<float>(lse), s, dropout_p, seed, stream);
   });
-  return {out, lse};
+  return {out, lse, probs};
 }
 
 // Either strategy's backward is deterministic (no atomics, fixed orders): `deterministic` is
-// accepted and always honoured.
+// accepted and always honoured. `probs` is checked but not read: P is recomputed (see the top).
 inline std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
     cudaStream_t stream, const at::Tensor& grad_out_in, const at::Tensor& q_in,
     const at::Tensor& k_in, const at::Tensor& v_in, const at::Tensor& out_in,
-    const at::Tensor& lse_in, const std::optional<at::Tensor>& bias_in, bool causal, double scale,
-    double dropout_p, const at::Tensor& seed_t, bool /*deterministic*/) {
+    const at::Tensor& lse_in, const std::optional<at::Tensor>& probs,
+    const std::optional<at::Tensor>& bias_in, bool causal, double scale, double dropout_p,
+    const at::Tensor& seed_t, bool /*deterministic*/) {
   using namespace attention_detail;
   checks::attention_backward(grad_out_in, q_in, k_in, v_in, out_in, lse_in, bias_in, dropout_p);
+  (void)checks::attention_probs_given(q_in, k_in, probs);
   const uint64_t seed = checks::dropout_seed(seed_t, "attention_backward");
   const Dims d = dims(q_in, k_in, v_in);
   const at::Tensor q = last_dim_contiguous(q_in), k = last_dim_contiguous(k_in),

@@ -47,6 +47,8 @@ struct AttnFwdArgs {
   double dropout_p;
   uint64_t seed;
   int64_t bq, bk;         // query rows per task, keys per step
+  float* probs;           // keep_probs: (B, Lq, Lk) fp32 contiguous, P = exp(s - lse) (0 where
+                          // masked or the row is fully masked); null otherwise
 };
 
 struct AttnBwdArgs {
@@ -80,6 +82,7 @@ struct AttnBwdArgs {
   double dropout_p;
   uint64_t seed;
   int64_t bq, bk;
+  const float* probs;     // the forward's kept P, (B, Lq, Lk) fp32 contiguous, or null: recompute
 };
 
 // Per-batch operand packing (see the operand formats above). `rows` x `cols` of src (row

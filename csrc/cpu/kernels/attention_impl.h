@@ -9,6 +9,10 @@
 //   Causal key blocks entirely past the block's last visible key are never visited; only the
 //   block straddling the diagonal is masked element by element.
 //   out = O / l, lse = m + log(l); l == 0 (every key masked) gives out 0, lse -inf.
+//   Keeping the probabilities (a.probs): each block's scores s go to the probs rows as they are
+//   computed, and once the task knows its rows' lse they become P = exp(s - lse) in place --
+//   the very expression the backward would recompute, from the same s (the same tile GEMM over
+//   D), so the kept P equal the recomputed ones and the two backward paths agree.
 // Backward, one task = (batch b, key blocks kb_begin, kb_begin + step, ...): for each key
 //   block, loop over the query blocks that see it; P = exp(s - lse) recomputed (same GEMM, same
 //   order as the forward, so the same s), dP = dO V^T, dS = P (dP - Delta) (dropout applied to
@@ -16,6 +20,7 @@
 //   tiles owned by the task, and dQ += scale dS K into the task's own fp32 dQ buffer (the first
 //   product into a query block overwrites it, so the buffers need no zeroing; the glue sums, per
 //   query block, the buffers that were written, in a fixed order: no atomics, bitwise repeatable).
+//   With the forward's kept P (a.probs) the S = Q K^T GEMM and the exp are skipped: P is read.
 // bf16: the tile GEMMs multiply bf16 operands with fp32 accumulation (vdpbf16ps); P and dS are
 // rounded to bf16 before their GEMMs, as flash attention does on GPUs.
 
@@ -179,6 +184,8 @@ void attn_forward_typed(const AttnFwdArgs& a, int64_t b, int64_t qb, float* scra
 #pragma omp simd reduction(max : mx)
       for (int64_t c = 0; c < nvis; ++c) mx = s[c] > mx ? s[c] : mx;
       for (int64_t c = nvis; c < nk; ++c) s[c] = -INFINITY;
+      if (a.probs != nullptr)  // the scores, turned into P = exp(s - lse) after the last block
+        __builtin_memcpy(a.probs + (b * a.Lq + i) * a.Lk + j0, s, nk * sizeof(float));
       const float m_new = mrow[r] > mx ? mrow[r] : mx;
       T* prow = P + r * lds;
       if (m_new == -INFINITY) {  // nothing visible yet in this row: P = 0, state unchanged
@@ -237,6 +244,21 @@ void attn_forward_typed(const AttnFwdArgs& a, int64_t b, int64_t qb, float* scra
 #pragma omp simd
     for (int64_t c = 0; c < a.Dv; ++c) dst[c] = from_f32<T>(o[c] * inv);
     lse[r] = l > 0.f ? mrow[r] + std::log(l) : (l != l ? l : -INFINITY);
+  }
+  if (a.probs != nullptr) {
+    // P = exp(s - lse) over the keys each row sees, 0 elsewhere and on a fully masked row: the
+    // backward's recomputation exactly (same visibility rule, same exp). Keys past kend were
+    // never scored; every row's visible keys end before kend.
+    for (int64_t r = 0; r < mq; ++r) {
+      const int64_t i = i0 + r;
+      const float l = lse[r];
+      const int64_t lim = a.causal ? i + off + 1 : a.Lk;
+      const int64_t nvis = l == -INFINITY ? 0 : (lim < 0 ? 0 : (lim < a.Lk ? lim : a.Lk));
+      float* p = a.probs + (b * a.Lq + i) * a.Lk;
+#pragma omp simd
+      for (int64_t c = 0; c < nvis; ++c) p[c] = math::exp_f32(p[c] - l);
+      for (int64_t c = nvis; c < a.Lk; ++c) p[c] = 0.f;
+    }
   }
 }
 
@@ -308,8 +330,9 @@ void attn_backward_typed(const AttnBwdArgs& a, int64_t b, int64_t kb_begin, int6
     const int64_t qfirst = a.causal ? (j0 - off > 0 ? j0 - off : 0) : 0;
     for (int64_t i0 = (qfirst / a.bq) * a.bq; i0 < a.Lq; i0 += a.bq) {
       const int64_t mq = a.Lq - i0 < a.bq ? a.Lq - i0 : a.bq;
-      attn_gemm<T>(mq, nk, a.D, Q + i0 * a.sqr, a.sqr, attn_b_at(Kt, a.pkt, 0, j0), a.pkt,
-                   S, ldt, false);
+      if (a.probs == nullptr)  // else P is read from the forward's kept probs below
+        attn_gemm<T>(mq, nk, a.D, Q + i0 * a.sqr, a.sqr, attn_b_at(Kt, a.pkt, 0, j0), a.pkt,
+                     S, ldt, false);
       attn_gemm<T>(mq, nk, a.Dv, dO + i0 * a.sdr, a.sdr, attn_b_at(Vt, a.pvt, 0, j0), a.pvt,
                    dP, ldt, false);
       for (int64_t r = 0; r < mq; ++r) {
@@ -322,19 +345,25 @@ void attn_backward_typed(const AttnBwdArgs& a, int64_t b, int64_t kb_begin, int6
         float* dp = dP + r * ldt;
         const uint64_t base = (static_cast<uint64_t>(b) * a.Lq + i) * a.Lk + j0;
         // P = exp(s - lse) <= 1 (s is computed exactly as in the forward); masked -> 0, and
-        // exp(-inf - lse) = 0 for a -inf bias. dS = P (dP_dropped - Delta).
-        attn_scores_row(s, nvis, a.scale, bp, a.sbk);
+        // exp(-inf - lse) = 0 for a -inf bias. Or the forward's kept P, the same values.
+        // dS = P (dP_dropped - Delta).
+        if (a.probs != nullptr) {
+          __builtin_memcpy(s, a.probs + (b * a.Lq + i) * a.Lk + j0, nvis * sizeof(float));
+        } else {
+          attn_scores_row(s, nvis, a.scale, bp, a.sbk);
+#pragma omp simd
+          for (int64_t c = 0; c < nvis; ++c) s[c] = math::exp_f32(s[c] - l);
+        }
         if (!dropout) {
 #pragma omp simd
           for (int64_t c = 0; c < nvis; ++c) {
-            const float p = math::exp_f32(s[c] - l);
-            s[c] = p;
+            const float p = s[c];
             dp[c] = p * (dp[c] - dl) * a.scale;
           }
         } else {
 #pragma omp simd
           for (int64_t c = 0; c < nvis; ++c) {
-            const float p = math::exp_f32(s[c] - l);
+            const float p = s[c];
             const bool keep = philox::keep(a.seed, base + static_cast<uint64_t>(c), threshold);
             s[c] = keep ? p * dscale : 0.f;
             dp[c] = p * ((keep ? dp[c] * dscale : 0.f) - dl) * a.scale;
