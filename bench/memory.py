@@ -159,6 +159,40 @@ def bench_case(n, steps, mode, fns, reps, device=torch.device("cpu")):
     return row
 
 
+def fused_vs_unfused(n, steps, reps):
+    """--unfused: the fused and the pre-fusion step (unfused_step) in alternating runs, so that
+    both see the same load: medians of each and of the per-pair ratio unfused / fused."""
+    import statistics
+    import time
+    rows = []
+    fns = {"fused": lambda s, x: M.dnc_access_step(s, x, backend="cpu"), "unfused": unfused_step}
+    for mode in ("fwd", "fwd+bwd"):
+        state, raw = make_problem(n, steps, requires_grad=(mode == "fwd+bwd"))
+        leaves = leaves_of(state, raw)
+
+        def run(fn):
+            t0 = time.perf_counter_ns()
+            if mode == "fwd":
+                with torch.no_grad():
+                    unroll(fn, state, raw, steps)
+            else:
+                torch.autograd.grad(unroll(fn, state, raw, steps), leaves)
+            return (time.perf_counter_ns() - t0) / 1e6
+
+        for fn in fns.values():
+            run(fn)  # warm-up
+        times = {k: [] for k in fns}
+        for _ in range(reps):
+            for k, fn in fns.items():
+                times[k].append(run(fn))
+        ratios = [u / f for u, f in zip(times["unfused"], times["fused"])]
+        rows.append({"N": n, "T": steps, "mode": mode, "pairs": reps,
+                     "fused_ms": round(statistics.median(times["fused"]), 2),
+                     "unfused_ms": round(statistics.median(times["unfused"]), 2),
+                     "unfused/fused": round(statistics.median(ratios), 3)})
+    return rows
+
+
 # Breakdown groups of the attnfast ops, by a substring of the profiler key (first match wins).
 _OP_GROUPS = [("link_read", "link update + reads"),
               ("allocation", "allocation + write weights"), ("write_weights", "allocation + write weights"),
@@ -220,7 +254,7 @@ def main(argv=None) -> int:
     p.add_argument("--breakdown", action="store_true")
     p.add_argument("--unfused", action="store_true",
                    help="cpu: also time the step composed as before its weight mixes were fused "
-                        "(row attnfast-unfused, same process)")
+                        "(row attnfast-unfused, same process; then both in alternating runs)")
     p.add_argument("--json", default=None)
     a, _ = p.parse_known_args(argv)  # `python -m bench` passes every table the same flags
     if a.quick:
@@ -243,6 +277,12 @@ def main(argv=None) -> int:
     harness.print_table(rows, cols, title=f"DNC access step on {device.type}, B={B} W={W} R={R} "
                         f"Hw={HW} (ms per run of T steps; vs_x = x_ms / attnfast_ms; x_kfaults = "
                         f"thousands of page faults per run)")
+    pairs = []
+    if a.unfused and device.type == "cpu":
+        for n in [int(s) for s in a.sizes.split(",")]:
+            pairs += fused_vs_unfused(n, a.steps if n < 2048 else a.big_steps // 2, max(a.reps, 9))
+        harness.print_table(pairs, list(pairs[0]), title="fused vs pre-fusion step, alternating "
+                            "runs (medians; unfused/fused: median of the per-pair ratios)")
     parts = []
     if a.breakdown and device.type != "cpu":
         print("--breakdown profiles the cpu backend only; skipped on", device)
@@ -253,7 +293,7 @@ def main(argv=None) -> int:
         harness.print_table(parts, ["N", "T", "mode", "part", "ms", "share"],
                             title="attnfast: where the time goes (profiler self CPU time)")
     path = a.json or harness.default_json_path("memory", device.type)
-    harness.save_json(path, {"env": env, "rows": rows, "breakdown": parts})
+    harness.save_json(path, {"env": env, "rows": rows, "breakdown": parts, "unfused": pairs})
     return 0
 
 
