@@ -159,8 +159,10 @@ def read_args(b, n, w, r, g):
 
 # (B, N, W, R, Hw): N = 1, R = 1, Hw = 1, batch 1; odd N with Hw = 2 (the allocation runs heads in
 # sequence); batch 1, R = 1, Hw = 2; N = 37 rows with W = 64 and R = 5 (the CPU read's lanes and
-# a second group of four read heads).
-MIX_SHAPES = [(1, 1, 1, 1, 1), (2, 7, 5, 3, 2), (1, 6, 3, 1, 2), (3, 37, 64, 5, 1)]
+# a second group of four read heads); then empty sizes: no batch, no read head, no slot, no write
+# head (the mixes of zero heads: zero write weights' gate gradients, a content-only read).
+MIX_SHAPES = [(1, 1, 1, 1, 1), (2, 7, 5, 3, 2), (1, 6, 3, 1, 2), (3, 37, 64, 5, 1),
+              (0, 4, 3, 2, 1), (2, 4, 3, 0, 1), (2, 0, 3, 2, 2), (1, 3, 2, 2, 0)]
 # Against the float64 reference: float64 to rounding; float32 outputs within conftest's FP32_TOL,
 # gradients within F32_GRAD_TOL (the allocation's cumulative product and its reverse pass).
 MIX_F64_TOL = {"atol": 1e-12, "rtol": 1e-10}
@@ -196,7 +198,8 @@ def op_pair_parity(forward, backward, ref_fn, inputs, dtype, name, *, device="cp
     out_ref = _as_tuple(ref_fn(*x_ref))
     g = gen(1)
     cot = [torch.randn(o.shape, generator=g, dtype=F64) for o in out_ref]
-    g_ref = torch.autograd.grad(out_ref, x_ref, cot)
+    g_ref = torch.autograd.grad(out_ref, x_ref, cot, allow_unused=True)  # (usage: no write head)
+    g_ref = [torch.zeros_like(t) if gr is None else gr for t, gr in zip(x_ref, g_ref)]
     x = [t.detach().to(dtype).to(device) for t in inputs]
     out = _as_tuple(forward(*x, *extra))
     grads = backward(*(c.to(dtype).to(device) for c in cot), *x, *extra)
