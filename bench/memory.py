@@ -15,10 +15,12 @@ its link-sized temporaries), so its time moves with the allocator's state: compa
 before reading much into a ratio. attnfast serves its link tensors from a bounded block cache
 (attnfast.memory.cpu_cache_info) and takes almost none.
 
-The breakdown (--breakdown) profiles one attnfast fwd+bwd run and splits its CPU time into the
-link update + directional reads (forward and backward ops), the allocation (forward and
-backward), the other fused ops (content addressing, erase/add write) and everything else
-(usage, weight mixing, read bmm, autograd bookkeeping).
+The breakdown (--breakdown) profiles one attnfast fwd run and one fwd+bwd run and splits their
+CPU time (profiler self time, which sums to the profiled total) by op group: the link update +
+directional reads, the allocation + write weights, content addressing + erase/add write, the read
+(+ read-mode mix), the usage (each forward and backward op), the small torch ops (aten::*: the
+interface activations of the harness, gradient accumulation, any weight mix left in Python) and
+autograd + Python (autograd's nodes and engine, the ops' Python backward wrappers).
 
     python -m bench.memory [--sizes 128,512,2048] [--steps 64] [--no-compile] [--breakdown]
                            [--device cuda]   (GPU: rows attnfast-cuda and attnfast-triton)
@@ -91,9 +93,37 @@ def attnfast_rows(device: torch.device) -> dict:
             for be in ("cuda", "triton") if attnfast.backends()[be] is None}
 
 
-def peers(no_compile: bool, device: torch.device):
+def unfused_step(state, x):
+    """The cpu access step as composed before its weight mixes were fused (commit 6090798): the
+    write-weight mix and the read-mode mix as torch ops around dnc_allocation_forward and
+    memory_read_forward, every compiled op as in dnc_access_step. Same checks and backend choice
+    as the public op, so --unfused times the two compositions in one process (the machine's load
+    moves between processes)."""
+    from attnfast.ops import memory as ops_memory, spec
+    from attnfast.ops.memory import allocation
+    inp = ops_memory.prep_access_step(state, x)
+    ops_memory.OPS["dnc_access_step"].select(inp, "cpu")
+    s, x = inp.args
+    ops, eps = spec.kernels("cpu"), ref.EPS
+    usage = allocation.usage(ops, s.usage, s.write_weights, x.free_gate, s.read_weights)
+    write_content = ops.memory_content_forward(s.memory, x.write_keys, x.write_strengths, eps)
+    alloc = ops.dnc_allocation_forward(usage, x.allocation_gate * x.write_gate, eps)
+    ga, gw = x.allocation_gate[:, :, None], x.write_gate[:, :, None]
+    write_weights = gw * (ga * alloc + (1 - ga) * write_content)
+    memory = ops.memory_write_forward(s.memory, write_weights, x.erase_vectors, x.write_vectors)
+    link, precedence, fwd, bwd = ops.dnc_link_read_forward(s.link, s.precedence, write_weights,
+                                                           s.read_weights)
+    read_content = ops.memory_content_forward(memory, x.read_keys, x.read_strengths, eps)
+    read_weights = ref.dnc_read_weights(read_content, fwd, bwd, x.read_mode)
+    words = ops.memory_read_forward(memory, read_weights)
+    return words, ref.DNCState(memory, read_weights, write_weights, link, precedence, usage)
+
+
+def peers(no_compile: bool, device: torch.device, unfused: bool = False):
     out = {"eager": ref.dnc_access_step}
     out.update(attnfast_rows(device))
+    if unfused and device.type == "cpu":
+        out["attnfast-unfused"] = unfused_step
     if not no_compile:
         out["compile"] = torch.compile(ref.dnc_access_step, dynamic=False)
     return out
@@ -129,30 +159,80 @@ def bench_case(n, steps, mode, fns, reps, device=torch.device("cpu")):
     return row
 
 
-def breakdown(n, steps):
-    state, raw = make_problem(n, steps, requires_grad=True)
+def fused_vs_unfused(n, steps, reps):
+    """--unfused: the fused and the pre-fusion step (unfused_step) in alternating runs, so that
+    both see the same load: medians of each and of the per-pair ratio unfused / fused."""
+    import statistics
+    import time
+    rows = []
+    fns = {"fused": lambda s, x: M.dnc_access_step(s, x, backend="cpu"), "unfused": unfused_step}
+    for mode in ("fwd", "fwd+bwd"):
+        state, raw = make_problem(n, steps, requires_grad=(mode == "fwd+bwd"))
+        leaves = leaves_of(state, raw)
+
+        def run(fn):
+            t0 = time.perf_counter_ns()
+            if mode == "fwd":
+                with torch.no_grad():
+                    unroll(fn, state, raw, steps)
+            else:
+                torch.autograd.grad(unroll(fn, state, raw, steps), leaves)
+            return (time.perf_counter_ns() - t0) / 1e6
+
+        for fn in fns.values():
+            run(fn)  # warm-up
+        times = {k: [] for k in fns}
+        for _ in range(reps):
+            for k, fn in fns.items():
+                times[k].append(run(fn))
+        ratios = [u / f for u, f in zip(times["unfused"], times["fused"])]
+        rows.append({"N": n, "T": steps, "mode": mode, "pairs": reps,
+                     "fused_ms": round(statistics.median(times["fused"]), 2),
+                     "unfused_ms": round(statistics.median(times["unfused"]), 2),
+                     "unfused/fused": round(statistics.median(ratios), 3)})
+    return rows
+
+
+# Breakdown groups of the attnfast ops, by a substring of the profiler key (first match wins).
+_OP_GROUPS = [("link_read", "link update + reads"),
+              ("allocation", "allocation + write weights"), ("write_weights", "allocation + write weights"),
+              ("memory_content", "content + erase/add"), ("memory_write", "content + erase/add"),
+              ("read", "read (+ mode mix)"), ("usage", "usage")]
+
+
+def _group(key: str) -> str:
+    # Under autograd a compiled forward runs inside torch.library's autograd Function
+    # ("GeneratedBackwardFor_attnfast_<op>_default"), which redispatches to the kernel without a
+    # profiler record of its own: that record's self time is the forward kernel (plus the
+    # wrapper's few us). Its "...Backward" twin is the autograd node calling the backward op.
+    fwd_wrapper = key.startswith("GeneratedBackwardFor_attnfast_") and not key.endswith("Backward")
+    if key.startswith("attnfast::") or fwd_wrapper:
+        return next((g for sub, g in _OP_GROUPS if sub in key), "other attnfast ops")
+    if key.startswith("aten::"):
+        return "small torch ops"
+    return "autograd + Python"  # autograd nodes and engine, the ops' Python backward wrappers
+
+
+def breakdown(n, steps, mode="fwd+bwd"):
+    state, raw = make_problem(n, steps, requires_grad=(mode == "fwd+bwd"))
     leaves = leaves_of(state, raw)
     fn = lambda s, x: M.dnc_access_step(s, x, backend="cpu")  # noqa: E731
-    torch.autograd.grad(unroll(fn, state, raw, steps), leaves)  # warm-up
+
+    def run():
+        if mode == "fwd":
+            with torch.no_grad():
+                return unroll(fn, state, raw, steps)
+        return torch.autograd.grad(unroll(fn, state, raw, steps), leaves)
+
+    run()  # warm-up
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        torch.autograd.grad(unroll(fn, state, raw, steps), leaves)
+        run()
     groups = collections.Counter()
-    total = 0.0
     for ev in prof.key_averages():
-        if not ev.key.startswith("attnfast::") and not ev.key.startswith("aten::"):
-            continue
-        t = ev.self_cpu_time_total / 1e3
-        total += t
-        if "link_read" in ev.key:
-            groups["link update + reads"] += t
-        elif "allocation" in ev.key:
-            groups["allocation (sort)"] += t
-        elif "memory_content" in ev.key or "memory_write" in ev.key:
-            groups["content + erase/add"] += t
-        else:
-            groups["other torch ops"] += t
-    return [{"N": n, "T": steps, "part": k, "ms": round(v, 1), "share": f"{100 * v / total:.0f}%"}
-            for k, v in groups.most_common()]
+        groups[_group(ev.key)] += ev.self_cpu_time_total / 1e3
+    total = sum(groups.values())
+    return [{"N": n, "T": steps, "mode": mode, "part": k, "ms": round(v, 1),
+             "share": f"{100 * v / total:.0f}%"} for k, v in groups.most_common()]
 
 
 def main(argv=None) -> int:
@@ -172,13 +252,16 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--breakdown", action="store_true")
+    p.add_argument("--unfused", action="store_true",
+                   help="cpu: also time the step composed as before its weight mixes were fused "
+                        "(row attnfast-unfused, same process; then both in alternating runs)")
     p.add_argument("--json", default=None)
     a, _ = p.parse_known_args(argv)  # `python -m bench` passes every table the same flags
     if a.quick:
         a.sizes, a.steps, a.reps = "512", 16, 3
     device = torch.device(a.device)
     torch.set_num_threads(a.threads)
-    fns = peers(a.no_compile, device)
+    fns = peers(a.no_compile, device, a.unfused)
     rows = []
     for n in [int(s) for s in a.sizes.split(",")]:
         for mode in ("fwd", "fwd+bwd"):
@@ -194,15 +277,23 @@ def main(argv=None) -> int:
     harness.print_table(rows, cols, title=f"DNC access step on {device.type}, B={B} W={W} R={R} "
                         f"Hw={HW} (ms per run of T steps; vs_x = x_ms / attnfast_ms; x_kfaults = "
                         f"thousands of page faults per run)")
+    pairs = []
+    if a.unfused and device.type == "cpu":
+        for n in [int(s) for s in a.sizes.split(",")]:
+            pairs += fused_vs_unfused(n, a.steps if n < 2048 else a.big_steps // 2, max(a.reps, 9))
+        harness.print_table(pairs, list(pairs[0]), title="fused vs pre-fusion step, alternating "
+                            "runs (medians; unfused/fused: median of the per-pair ratios)")
     parts = []
     if a.breakdown and device.type != "cpu":
         print("--breakdown profiles the cpu backend only; skipped on", device)
     elif a.breakdown:
         for n in [int(s) for s in a.sizes.split(",")]:
-            parts += breakdown(n, a.steps if n < 2048 else a.big_steps // 2)
-        harness.print_table(parts, ["N", "T", "part", "ms", "share"], title="attnfast fwd+bwd: where time goes")
+            for mode in ("fwd", "fwd+bwd"):
+                parts += breakdown(n, a.steps if n < 2048 else a.big_steps // 2, mode)
+        harness.print_table(parts, ["N", "T", "mode", "part", "ms", "share"],
+                            title="attnfast: where the time goes (profiler self CPU time)")
     path = a.json or harness.default_json_path("memory", device.type)
-    harness.save_json(path, {"env": env, "rows": rows, "breakdown": parts})
+    harness.save_json(path, {"env": env, "rows": rows, "breakdown": parts, "unfused": pairs})
     return 0
 
 

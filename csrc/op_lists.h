@@ -40,7 +40,9 @@
   X(dnc_allocation_forward)               \
   X(dnc_allocation_backward)              \
   X(dnc_usage_forward)                    \
-  X(dnc_usage_backward)
+  X(dnc_usage_backward)                   \
+  X(dnc_write_weights_forward)            \
+  X(dnc_write_weights_backward)
 
 #define ATTNFAST_MEMORY_LINKS_OPS(X) \
   X(dnc_link_read_forward)           \
@@ -50,7 +52,9 @@
   X(memory_write_forward)                 \
   X(memory_write_backward)                \
   X(memory_read_forward)                  \
-  X(memory_read_backward)
+  X(memory_read_backward)                 \
+  X(dnc_read_mix_forward)                 \
+  X(dnc_read_mix_backward)
 
 #define ATTNFAST_MEMORY_WINDOW_OPS(X) \
   X(graves_window_forward)            \

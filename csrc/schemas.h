@@ -101,6 +101,14 @@ inline constexpr const char* kMemoryAllocation[] = {
   "dnc_usage_backward(Tensor grad_usage, Tensor usage, Tensor write_weights, "
         "Tensor free_gate, Tensor read_weights) "
         "-> (Tensor grad_usage_in, Tensor grad_free_gate, Tensor grad_read_weights)",
+  // DNC write weights: usage (B,N), content_weights (B,Hw,N), allocation_gate, write_gate (B,Hw):
+  // a = dnc_allocation_forward(usage, allocation_gate * write_gate, eps);
+  // write_weights (B,Hw,N) = gw (ga a + (1 - ga) content_weights). The backward recomputes a.
+  "dnc_write_weights_forward(Tensor usage, Tensor content_weights, Tensor allocation_gate, "
+        "Tensor write_gate, float eps) -> Tensor write_weights",
+  "dnc_write_weights_backward(Tensor grad_write_weights, Tensor usage, Tensor content_weights, "
+        "Tensor allocation_gate, Tensor write_gate, float eps) -> (Tensor grad_usage, "
+        "Tensor grad_content_weights, Tensor grad_allocation_gate, Tensor grad_write_gate)",
 };
 
 // Links: the DNC temporal link matrix and the directional reads through it.
@@ -134,6 +142,17 @@ inline constexpr const char* kMemoryReadWrite[] = {
   "memory_read_forward(Tensor memory, Tensor read_weights) -> Tensor words",
   "memory_read_backward(Tensor grad_words, Tensor memory, Tensor read_weights) "
         "-> (Tensor grad_memory, Tensor grad_read_weights)",
+  // The DNC read: the read-mode mix, then the read. memory (B,N,W), content (B,R,N), forward,
+  // backward (B,R,Hw,N) (dnc_link_read_forward's), read_mode (B,R,1+2Hw) laid out
+  // [backward x Hw, forward x Hw, content]: read_weights (B,R,N) = pi_c content
+  // + sum_h pi_f,h forward_h + sum_h pi_b,h backward_h; words (B,R,W) = read_weights memory.
+  "dnc_read_mix_forward(Tensor memory, Tensor content, Tensor forward, Tensor backward, "
+        "Tensor read_mode) -> (Tensor read_weights, Tensor words)",
+  // Recomputes read_weights from the inputs.
+  "dnc_read_mix_backward(Tensor grad_read_weights, Tensor grad_words, Tensor memory, "
+        "Tensor content, Tensor forward, Tensor backward, Tensor read_mode) "
+        "-> (Tensor grad_memory, Tensor grad_content, Tensor grad_forward, Tensor grad_backward, "
+        "Tensor grad_read_mode)",
 };
 
 // Window: Graves' soft attention window over a character sequence.

@@ -1,6 +1,7 @@
 """What the memory tests share (tests/test_memory.py, test_memory_simt.py, test_memory_triton.py):
-random inputs of each op, the reference compositions the compiled ops implement, and the parity
-check of float32 kernels against the float64 reference. Grouped by concept like the ops
+random inputs of each op, the reference compositions the compiled ops implement, the parity
+check of float32 kernels against the float64 reference, and the cases of the fused weight-mix op
+pairs (every backend runs the same ones). Grouped by concept like the ops
 (attnfast/ops/memory/): addressing, allocation, read/write, links, window, access step.
 
 Every builder draws from the generator it is given in a fixed order, so a test's cases depend only
@@ -154,6 +155,80 @@ def read_args(b, n, w, r, g):
     return [torch.randn(b, n, w, generator=g, dtype=F64), dist(b, r, n, g=g)]
 
 
+# ---- the fused weight mixes: write weights (allocation + gate mix), DNC read (mode mix + read) -----
+
+# (B, N, W, R, Hw): N = 1, R = 1, Hw = 1, batch 1; odd N with Hw = 2 (the allocation runs heads in
+# sequence); batch 1, R = 1, Hw = 2; N = 37 rows with W = 64 and R = 5 (the CPU read's lanes and
+# a second group of four read heads); then empty sizes: no batch, no read head, no slot, no write
+# head (the mixes of zero heads: zero write weights' gate gradients, a content-only read).
+MIX_SHAPES = [(1, 1, 1, 1, 1), (2, 7, 5, 3, 2), (1, 6, 3, 1, 2), (3, 37, 64, 5, 1),
+              (0, 4, 3, 2, 1), (2, 4, 3, 0, 1), (2, 0, 3, 2, 2), (1, 3, 2, 2, 0)]
+# Against the float64 reference: float64 to rounding; float32 outputs within conftest's FP32_TOL,
+# gradients within F32_GRAD_TOL (the allocation's cumulative product and its reverse pass).
+MIX_F64_TOL = {"atol": 1e-12, "rtol": 1e-10}
+
+
+def write_weights_op_args(b, n, hw, g):
+    """usage, content_weights, allocation_gate, write_gate (>= 0.3) of dnc_write_weights_forward."""
+    return [rand(b, n, g=g), dist(b, hw, n, g=g), rand(b, hw, g=g), rand(b, hw, g=g, lo=0.3)]
+
+
+def write_weights_ref(usage, content, allocation_gate, write_gate):
+    return ref.dnc_write_weights(usage, content, allocation_gate, write_gate, EPS)
+
+
+def read_mix_op_args(b, n, w, r, hw, g):
+    """memory, content, forward, backward (B, R, Hw, N), read_mode of dnc_read_mix_forward."""
+    return [torch.randn(b, n, w, generator=g, dtype=F64), dist(b, r, n, g=g),
+            dist(b, r, hw, n, g=g, total=0.8), dist(b, r, hw, n, g=g, total=0.7),
+            dist(b, r, 1 + 2 * hw, g=g)]
+
+
+def read_mix_ref(memory, content, fwd, bwd, read_mode):
+    """What the fused DNC read computes: the read-mode mix, then the read."""
+    read_weights = ref.dnc_read_weights(content, fwd, bwd, read_mode)
+    return read_weights, ref.memory_read(memory, read_weights)
+
+
+def op_pair_parity(forward, backward, ref_fn, inputs, dtype, name, *, device="cpu", extra=()):
+    """A compiled op pair called directly, `forward(*x, *extra)` and `backward(*cotangents, *x,
+    *extra)` (a gradient per input), on the float64 `inputs` cast to `dtype` on `device`, against
+    `ref_fn(*inputs)` in float64 differentiated by autograd with the same float64 cotangents."""
+    x_ref = [t.detach().clone().requires_grad_(True) for t in inputs]
+    out_ref = _as_tuple(ref_fn(*x_ref))
+    g = gen(1)
+    cot = [torch.randn(o.shape, generator=g, dtype=F64) for o in out_ref]
+    g_ref = torch.autograd.grad(out_ref, x_ref, cot, allow_unused=True)  # (usage: no write head)
+    g_ref = [torch.zeros_like(t) if gr is None else gr for t, gr in zip(x_ref, g_ref)]
+    x = [t.detach().to(dtype).to(device) for t in inputs]
+    out = _as_tuple(forward(*x, *extra))
+    grads = backward(*(c.to(dtype).to(device) for c in cot), *x, *extra)
+    out_tol = MIX_F64_TOL if dtype == F64 else {}
+    grad_tol = MIX_F64_TOL if dtype == F64 else F32_GRAD_TOL
+    assert len(out) == len(out_ref) and len(grads) == len(inputs), name
+    for k, (a, o) in enumerate(zip(out, out_ref)):
+        assert a.dtype == dtype, f"{name} out{k}: {a.dtype}"
+        assert_parity(a, o, name=f"{name} out{k}", **out_tol)
+    for k, (a, o) in enumerate(zip(grads, g_ref)):
+        assert a.dtype == dtype, f"{name} grad{k}: {a.dtype}"
+        assert_parity(a, o, name=f"{name} grad{k}", **grad_tol)
+
+
+def mix_op_cases(ops, dtypes, device="cpu"):
+    """Runs both fused op pairs of `ops` (a backend's ops under their schema names, forward and
+    backward) over MIX_SHAPES in `dtypes` against the reference."""
+    for b, n, w, r, hw in MIX_SHAPES:
+        g = gen(b * 1000 + n * 10 + hw)
+        ww_args, mix_args = write_weights_op_args(b, n, hw, g), read_mix_op_args(b, n, w, r, hw, g)
+        for dtype in dtypes:
+            shape = f"B{b} N{n} W{w} R{r} Hw{hw} {dtype}"
+            op_pair_parity(ops.dnc_write_weights_forward, ops.dnc_write_weights_backward,
+                           write_weights_ref, ww_args, dtype, f"write weights {shape}",
+                           device=device, extra=(EPS,))
+            op_pair_parity(ops.dnc_read_mix_forward, ops.dnc_read_mix_backward, read_mix_ref,
+                           mix_args, dtype, f"read mix {shape}", device=device)
+
+
 # ---- links ---------------------------------------------------------------------------------------
 
 def link_read_args(b, n, hw, r, g):
@@ -229,8 +304,8 @@ def access_step(*flat, backend):
 # ---- argument checks -----------------------------------------------------------------------------
 
 def check_argument_errors(ops):
-    """The shape and dtype checks (csrc/checks/memory.h) of the compiled NTM location, read, window
-    and usage ops, which every backend's ops (`ops`: a namespace of them) share: each error names
+    """The shape and dtype checks (csrc/checks/memory.h) of the compiled NTM location, read, window,
+    usage, write-weights and DNC read ops, which every backend's ops (`ops`: a namespace of them) share: each error names
     the argument."""
     w = torch.rand(1, 1, 5)
     with pytest.raises(RuntimeError, match="shift must have an odd last dim"):
@@ -242,3 +317,15 @@ def check_argument_errors(ops):
                                   torch.rand(1, 3), torch.rand(1, 4, 2), torch.ones(1, 5))
     with pytest.raises(RuntimeError, match="free_gate must have shape"):
         ops.dnc_usage_forward(torch.rand(1, 5), w, torch.rand(1, 2), w)
+    with pytest.raises(RuntimeError, match="write_gate must have shape"):
+        ops.dnc_write_weights_forward(torch.rand(1, 5), w, torch.rand(1, 1), torch.rand(1, 2), EPS)
+    with pytest.raises(RuntimeError, match="grad_write_weights must have shape"):
+        ops.dnc_write_weights_backward(torch.rand(1, 2, 5), torch.rand(1, 5), w, torch.rand(1, 1),
+                                       torch.rand(1, 1), EPS)
+    mem, fb = torch.rand(1, 5, 2), torch.rand(1, 1, 1, 5)
+    with pytest.raises(RuntimeError, match="read_mode must have shape"):
+        ops.dnc_read_mix_forward(mem, w, fb, fb, torch.rand(1, 1, 2))
+    with pytest.raises(RuntimeError, match="backward must have shape"):
+        ops.dnc_read_mix_forward(mem, w, fb, torch.rand(1, 1, 2, 5), torch.rand(1, 1, 3))
+    with pytest.raises(RuntimeError, match="grad_words must have shape"):
+        ops.dnc_read_mix_backward(w, torch.rand(1, 1, 3), mem, w, fb, fb, torch.rand(1, 1, 3))

@@ -20,9 +20,9 @@ from attnfast.ops import memory as memory_ops
 from attnfast.reference import memory as ref
 from conftest import assert_parity, require_backend
 from memory_cases import (F32_GRAD_TOL, F64, access_step, backend_parity, check_argument_errors,
-                          dist, graves_inputs, interface, link_read_ref, ntm_address_args,
-                          random_state, rand, read_args, usage_args, usage_one_hot_free_args,
-                          write_args)
+                          dist, graves_inputs, interface, link_read_ref, mix_op_cases,
+                          ntm_address_args, random_state, rand, read_args, read_mix_op_args,
+                          usage_args, usage_one_hot_free_args, write_args)
 
 # Ops with a C++ CPU kernel; the others run on the reference only (explain() says so).
 CPU_OPS = {"content_addressing", "dnc_allocation", "dnc_write_weights", "memory_write",
@@ -287,6 +287,24 @@ def test_write_weights(backend):
     parity(M.dnc_write_weights, args, backend, "write weights")
     ww = M.dnc_write_weights(*args, backend=backend)
     assert (ww >= 0).all() and (ww.sum(-1) <= 1 + 1e-9).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_fused_mix_ops(dtype):
+    """The fused op pairs called directly, forward and backward, at memory_cases.MIX_SHAPES (N = 1,
+    odd N, Hw = 2, R = 1, batch 1, the read's lanes): dnc_write_weights_* (the allocation with
+    its gate mix) and dnc_read_mix_* (the read-mode mix with the read)."""
+    require_backend("cpu")
+    mix_op_cases(torch.ops.attnfast, [dtype])
+
+
+def test_read_mix_op_gradcheck():
+    """The read mix through autograd (its KernelOp formula, both outputs) in float64."""
+    require_backend("cpu")
+    args = read_mix_op_args(2, 5, 3, 2, 2, torch.Generator().manual_seed(5))
+    args = [t.requires_grad_(True) for t in args]
+    assert torch.autograd.gradcheck(torch.ops.attnfast.dnc_read_mix_forward, args, eps=1e-6,
+                                    atol=1e-6)
 
 
 # ---- read / write --------------------------------------------------------------------------------

@@ -21,8 +21,8 @@ from conftest import assert_parity, require_backend
 from memory_cases import (EPS, F32_GRAD_TOL, F64, access_step, access_step_inputs, allocation_args,
                           backend_parity, check_argument_errors, content_args, dist, gen,
                           graves_inputs, graves_window_ref, link_read_args, link_read_ref,
-                          ntm_address_args, ntm_location_args, ntm_location_ref, read_args,
-                          usage_args, usage_one_hot_free_args, write_args)
+                          mix_op_cases, ntm_address_args, ntm_location_args, ntm_location_ref,
+                          read_args, usage_args, usage_one_hot_free_args, write_args)
 
 _OK, _WHY = simt.simt_available()
 
@@ -186,6 +186,13 @@ def test_allocation_rejects_too_many_slots():
     usage = torch.rand(1, 8193)
     with pytest.raises(RuntimeError, match=r"N <= 8192"):
         ops().dnc_allocation_forward(usage, torch.ones(1, 1), EPS)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_mix_ops(dtype):
+    """dnc_write_weights_* (gates, the allocation kernels, the mix) and dnc_read_mix_* (the mix,
+    the read kernels, the mode gradients) at memory_cases.MIX_SHAPES, forward and backward."""
+    mix_op_cases(ops(), [dtype])
 
 
 # ---- allocation: usage ---------------------------------------------------------------------------

@@ -19,14 +19,15 @@ from attnfast.reference import memory as ref
 from conftest import assert_parity, device_for, require_backend
 from memory_cases import (EPS, F32_GRAD_TOL, F64, access_step, access_step_inputs, allocation_args,
                           content_args, dist, gen, graves_inputs, graves_window_ref, link_read_args,
-                          link_read_ref, ntm_location_args, ntm_location_ref, parity, read_args,
-                          usage_args, usage_one_hot_free_args, write_args)
+                          link_read_ref, mix_op_cases, ntm_location_args, ntm_location_ref,
+                          parity, read_args, usage_args, usage_one_hot_free_args, write_args)
 
 # The Triton ops (attnfast/ops/spec.py defines them from the C++ schemas): dense, any strides.
 tri = SimpleNamespace(**{name: getattr(torch.ops.attnfast, f"{name}_triton") for name in (
     "memory_content_forward", "ntm_location_forward", "ntm_location_backward",
     "dnc_allocation_forward", "dnc_usage_forward", "memory_write_forward", "memory_read_forward",
-    "dnc_link_read_forward", "graves_window_forward")})
+    "dnc_link_read_forward", "graves_window_forward", "dnc_write_weights_forward",
+    "dnc_write_weights_backward", "dnc_read_mix_forward", "dnc_read_mix_backward")})
 DEV = device_for("triton")
 _parity = partial(parity, device=DEV)
 
@@ -121,6 +122,12 @@ def test_memory_write(shape):
 
 
 # (B, N, W, R): one slot; W > one column block (64); N > one slot block; R = 0.
+def test_fused_mix_ops():
+    """dnc_write_weights_* and dnc_read_mix_* at memory_cases.MIX_SHAPES, forward and backward,
+    float32 only: the Triton memory kernels are float32 (dispatch refuses float64 for them)."""
+    mix_op_cases(tri, [torch.float32], device=DEV)
+
+
 @pytest.mark.parametrize("shape", [(1, 1, 3, 1), (2, 7, 5, 3), (1, 40, 70, 2), (1, 4, 3, 0)])
 def test_memory_read(shape):
     b, n, w, r = shape

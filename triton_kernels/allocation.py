@@ -19,6 +19,10 @@ Kernels
   ds_i = (sum_{k after i} ga_k a_k) / s_i - P_i ga_i (s_i >= eps, so the division is safe), again
   a masked pairwise sum. The usages each head saw and its allocation are recomputed into a
   workspace first.
+* write weights: the gate product ga gw, the allocation above, then the mix
+  gw (ga a + (1 - ga) c) a program per (b, h) row; the backward recomputes the allocation, the
+  mix's gradients per row (gate gradients as in-program sums), the allocation backward, and adds
+  its gate gradient to both gates'.
 * usage: ``_usage_fwd`` per (b, slot block). Backward per b: d usage, d read weights through
   the exclusive product of the other heads' factors (no division by a factor that may be 0),
   d free summed over slot blocks in order.
@@ -34,7 +38,8 @@ import triton.language as tl
 
 from ._common import block_size, check_float32
 
-__all__ = ["allocation_forward", "allocation_backward", "dnc_usage_forward", "dnc_usage_backward"]
+__all__ = ["allocation_forward", "allocation_backward", "write_weights_forward",
+           "write_weights_backward", "dnc_usage_forward", "dnc_usage_backward"]
 
 ALLOC_BLOCK = 32   # tile edge of the allocation's pairwise (slot x slot) tiles
 USAGE_BLOCK = 256  # slots per program block of the usage kernels
@@ -187,6 +192,106 @@ def allocation_backward(grad, usage, gates, eps):
         ws = torch.empty((B * (2 * Hw + 3) * N,), dtype=usage.dtype, device=usage.device)
         _alloc_bwd[(B,)](grad, usage, gates, gu, gg, ws, N, Hw, eps, BLK=ALLOC_BLOCK)
     return gu, gg
+
+
+# ---- write weights ----------------------------------------------------------------------------
+# ww = gw (ga a + (1 - ga) c), a the allocation under the gates ga * gw: the gate product, the
+# allocation kernels above, and the mix, a program per (b, h) row. The backward recomputes a.
+
+MIX_BLOCK = 256  # slots per step of the mix programs
+
+
+@triton.jit
+def _gate_product(ga_ptr, gw_ptr, gates_ptr, n, BLK: tl.constexpr):
+    k = tl.program_id(0).to(tl.int64) * BLK + tl.arange(0, BLK)
+    m = k < n
+    tl.store(gates_ptr + k, tl.load(ga_ptr + k, mask=m) * tl.load(gw_ptr + k, mask=m), mask=m)
+
+
+@triton.jit
+def _write_mix_fwd(ga_ptr, gw_ptr, c_ptr, w_ptr, N, BLK: tl.constexpr):
+    """w[bh] <- gw (ga w + (1 - ga) c) in place, w holding the allocation (the CPU order)."""
+    bh = tl.program_id(0).to(tl.int64)
+    ga = tl.load(ga_ptr + bh)
+    gw = tl.load(gw_ptr + bh)
+    for i0 in range(0, N, BLK):
+        ri = i0 + tl.arange(0, BLK)
+        mi = ri < N
+        a = tl.load(w_ptr + bh * N + ri, mask=mi, other=0.0)
+        c = tl.load(c_ptr + bh * N + ri, mask=mi, other=0.0)
+        tl.store(w_ptr + bh * N + ri, gw * (ga * a + (1.0 - ga) * c), mask=mi)
+
+
+@triton.jit
+def _write_mix_bwd(g_ptr, ga_ptr, gw_ptr, c_ptr, a_ptr, da_ptr, dc_ptr, dga_ptr, dgw_ptr, N,
+                   BLK: tl.constexpr):
+    """dt = g gw; d a = dt ga; d c = dt (1 - ga); d ga = sum dt (a - c); d gw = sum g t."""
+    bh = tl.program_id(0).to(tl.int64)
+    ga = tl.load(ga_ptr + bh)
+    gw = tl.load(gw_ptr + bh)
+    sa = tl.zeros((BLK,), dtype=tl.float32)
+    sw = tl.zeros((BLK,), dtype=tl.float32)
+    for i0 in range(0, N, BLK):
+        ri = i0 + tl.arange(0, BLK)
+        mi = ri < N
+        g = tl.load(g_ptr + bh * N + ri, mask=mi, other=0.0)
+        a = tl.load(a_ptr + bh * N + ri, mask=mi, other=0.0)
+        c = tl.load(c_ptr + bh * N + ri, mask=mi, other=0.0)
+        dt = g * gw
+        sw += g * (ga * a + (1.0 - ga) * c)
+        sa += dt * (a - c)
+        tl.store(da_ptr + bh * N + ri, dt * ga, mask=mi)
+        tl.store(dc_ptr + bh * N + ri, dt * (1.0 - ga), mask=mi)
+    tl.store(dga_ptr + bh, tl.sum(sa, 0))
+    tl.store(dgw_ptr + bh, tl.sum(sw, 0))
+
+
+@triton.jit
+def _write_gates_bwd(ga_ptr, gw_ptr, dg_ptr, dga_ptr, dgw_ptr, n, BLK: tl.constexpr):
+    """The allocation's gate gradient dg (gate = ga gw): d ga += dg gw, d gw += dg ga."""
+    k = tl.program_id(0).to(tl.int64) * BLK + tl.arange(0, BLK)
+    m = k < n
+    ga = tl.load(ga_ptr + k, mask=m, other=0.0)
+    gw = tl.load(gw_ptr + k, mask=m, other=0.0)
+    dg = tl.load(dg_ptr + k, mask=m, other=0.0)
+    tl.store(dga_ptr + k, tl.load(dga_ptr + k, mask=m, other=0.0) + dg * gw, mask=m)
+    tl.store(dgw_ptr + k, tl.load(dgw_ptr + k, mask=m, other=0.0) + dg * ga, mask=m)
+
+
+def _gates(ga, gw):
+    gates = torch.empty_like(ga)
+    if ga.numel() > 0:
+        _gate_product[(triton.cdiv(ga.numel(), MIX_BLOCK),)](ga, gw, gates, ga.numel(),
+                                                             BLK=MIX_BLOCK)
+    return gates
+
+
+def write_weights_forward(usage, content, ga, gw, eps):
+    check_float32(usage, content, ga, gw)
+    B, N = usage.shape
+    Hw = content.shape[1]
+    out = allocation_forward(usage, _gates(ga, gw), eps)
+    if B * Hw > 0 and N > 0:
+        _write_mix_fwd[(B * Hw,)](ga, gw, content, out, N, BLK=MIX_BLOCK)
+    return out
+
+
+def write_weights_backward(grad, usage, content, ga, gw, eps):
+    check_float32(grad, usage, content, ga, gw)
+    B, N = usage.shape
+    Hw = content.shape[1]
+    gates = _gates(ga, gw)
+    alloc = allocation_forward(usage, gates, eps)
+    d_alloc, d_content = torch.empty_like(content), torch.empty_like(content)
+    d_ga, d_gw = torch.zeros_like(ga), torch.zeros_like(gw)
+    if B * Hw > 0:
+        _write_mix_bwd[(B * Hw,)](grad, ga, gw, content, alloc, d_alloc, d_content, d_ga, d_gw,
+                                  N, BLK=MIX_BLOCK)
+    d_usage, dg = allocation_backward(d_alloc, usage, gates, eps)
+    if B * Hw > 0:
+        _write_gates_bwd[(triton.cdiv(B * Hw, MIX_BLOCK),)](ga, gw, dg, d_ga, d_gw, B * Hw,
+                                                           BLK=MIX_BLOCK)
+    return d_usage, d_content, d_ga, d_gw
 
 
 # ---- usage ------------------------------------------------------------------------------------

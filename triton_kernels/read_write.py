@@ -12,6 +12,9 @@ Kernels
   over N in a fixed block order).
 * read: ``_read_fwd`` per (b, r, column block) (a sum over slot blocks); ``_read_bwd`` per
   (b, slot block): d memory (heads in order) and d read weights (row dots over W).
+* DNC read: ``_read_mix`` per (b, r) row (the read-mode mix), then the read above; backward: the
+  mix recomputed, the read backward, then ``_read_mix_bwd`` per (b, r) row (d read_mode as
+  in-program sums).
 
 Interpreter (TRITON_INTERPRET=1, CPU tensors): fp32 only, every load is fp32 already.
 Offsets that multiply sizes are int64.
@@ -24,7 +27,8 @@ import triton.language as tl
 
 from ._common import block_size, check_float32, row_block_shape, row_block_tile, weighted_row_sum
 
-__all__ = ["write_forward", "write_backward", "memory_read_forward", "memory_read_backward"]
+__all__ = ["write_forward", "write_backward", "memory_read_forward", "memory_read_backward",
+           "read_mix_forward", "read_mix_backward"]
 
 
 # ---- erase / add write --------------------------------------------------------------------------
@@ -169,3 +173,88 @@ def memory_read_backward(grad, memory, rw):
         BN, BW = row_block_shape(W)
         _read_bwd[(triton.cdiv(N, BN), B)](grad, memory, rw, dm, dr, N, W, R, BN=BN, BW=BW)
     return dm, dr
+
+
+# ---- DNC read: read-mode mix + read -------------------------------------------------------------
+
+MIX_BLOCK = 256  # slots per step of the mix programs
+
+
+@triton.jit
+def _read_mix(c_ptr, f_ptr, b_ptr, mode_ptr, rw_ptr, N, Hw, BLK: tl.constexpr):
+    """rw[br] = (pi_c c + sum_h pi_f,h f_h) + sum_h pi_b,h b_h (the CPU loop's order)."""
+    br = tl.program_id(0).to(tl.int64)
+    mrow = mode_ptr + br * (1 + 2 * Hw)
+    pc = tl.load(mrow + 2 * Hw)
+    for i0 in range(0, N, BLK):
+        ri = i0 + tl.arange(0, BLK)
+        mi = ri < N
+        f = tl.zeros((BLK,), dtype=tl.float32)
+        k = tl.zeros((BLK,), dtype=tl.float32)
+        for h in range(0, Hw):
+            row = (br * Hw + h) * N + ri
+            f += tl.load(mrow + Hw + h) * tl.load(f_ptr + row, mask=mi, other=0.0)
+            k += tl.load(mrow + h) * tl.load(b_ptr + row, mask=mi, other=0.0)
+        c = tl.load(c_ptr + br * N + ri, mask=mi, other=0.0)
+        tl.store(rw_ptr + br * N + ri, (pc * c + f) + k, mask=mi)
+
+
+@triton.jit
+def _read_mix_bwd(grw_ptr, drw_ptr, c_ptr, f_ptr, b_ptr, mode_ptr, dc_ptr, df_ptr, db_ptr,
+                  dmode_ptr, N, Hw, BLK: tl.constexpr):
+    """d rw = grad_rw + the read's d rw; d c, d f_h, d b_h = pi d rw; d pi = sums over the row."""
+    br = tl.program_id(0).to(tl.int64)
+    M = 1 + 2 * Hw
+    mrow = mode_ptr + br * M
+    pc = tl.load(mrow + 2 * Hw)
+    acc = tl.zeros((BLK,), dtype=tl.float32)
+    for i0 in range(0, N, BLK):
+        ri = i0 + tl.arange(0, BLK)
+        mi = ri < N
+        d = (tl.load(drw_ptr + br * N + ri, mask=mi, other=0.0)
+             + tl.load(grw_ptr + br * N + ri, mask=mi, other=0.0))
+        tl.store(dc_ptr + br * N + ri, pc * d, mask=mi)
+        acc += d * tl.load(c_ptr + br * N + ri, mask=mi, other=0.0)
+    tl.store(dmode_ptr + br * M + 2 * Hw, tl.sum(acc, 0))
+    for h in range(0, Hw):
+        pf = tl.load(mrow + Hw + h)
+        pb = tl.load(mrow + h)
+        acc_f = tl.zeros((BLK,), dtype=tl.float32)
+        acc_b = tl.zeros((BLK,), dtype=tl.float32)
+        for i0 in range(0, N, BLK):
+            ri = i0 + tl.arange(0, BLK)
+            mi = ri < N
+            row = (br * Hw + h) * N + ri
+            d = (tl.load(drw_ptr + br * N + ri, mask=mi, other=0.0)
+                 + tl.load(grw_ptr + br * N + ri, mask=mi, other=0.0))
+            tl.store(df_ptr + row, pf * d, mask=mi)
+            tl.store(db_ptr + row, pb * d, mask=mi)
+            acc_f += d * tl.load(f_ptr + row, mask=mi, other=0.0)
+            acc_b += d * tl.load(b_ptr + row, mask=mi, other=0.0)
+        tl.store(dmode_ptr + br * M + Hw + h, tl.sum(acc_f, 0))
+        tl.store(dmode_ptr + br * M + h, tl.sum(acc_b, 0))
+
+
+def _mix(content, fwd, bwd, mode):
+    B, R, N = content.shape
+    rw = torch.empty_like(content)
+    if B * R * N > 0:
+        _read_mix[(B * R,)](content, fwd, bwd, mode, rw, N, fwd.shape[2], BLK=MIX_BLOCK)
+    return rw
+
+
+def read_mix_forward(memory, content, fwd, bwd, mode):
+    check_float32(memory, content, fwd, bwd, mode)
+    rw = _mix(content, fwd, bwd, mode)
+    return rw, memory_read_forward(memory, rw)
+
+
+def read_mix_backward(grad_rw, grad_words, memory, content, fwd, bwd, mode):
+    check_float32(grad_rw, grad_words, memory, content, fwd, bwd, mode)
+    B, R, N = content.shape
+    dm, drw = memory_read_backward(grad_words, memory, _mix(content, fwd, bwd, mode))
+    dc, df, db, dmode = (torch.empty_like(t) for t in (content, fwd, bwd, mode))
+    if B * R > 0:
+        _read_mix_bwd[(B * R,)](grad_rw, drw, content, fwd, bwd, mode, dc, df, db, dmode, N,
+                                fwd.shape[2], BLK=MIX_BLOCK)
+    return dm, dc, df, db, dmode

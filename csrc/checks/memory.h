@@ -128,6 +128,28 @@ inline void dnc_usage_backward(const at::Tensor& grad, const at::Tensor& usage,
   memory_tensor("dnc_usage_backward", "grad_usage", grad, {usage.size(0), usage.size(1)}, usage);
 }
 
+inline void dnc_write_weights(const at::Tensor& usage, const at::Tensor& content,
+                              const at::Tensor& allocation_gate, const at::Tensor& write_gate) {
+  const char* op = "dnc_write_weights";
+  memory_rank(op, "usage", usage, 2, "(B, N)");
+  memory_rank(op, "content_weights", content, 3, "(B, Hw, N)");
+  memory_dtype(op, usage);
+  TORCH_CHECK(usage.size(1) < (int64_t(1) << 31), op, ": N must be < 2^31, got ", usage.size(1));
+  const int64_t B = usage.size(0), N = usage.size(1), Hw = content.size(1);
+  memory_tensor(op, "usage", usage, {B, N}, usage);
+  memory_tensor(op, "content_weights", content, {B, Hw, N}, usage);
+  memory_tensor(op, "allocation_gate", allocation_gate, {B, Hw}, usage);
+  memory_tensor(op, "write_gate", write_gate, {B, Hw}, usage);
+}
+
+inline void dnc_write_weights_backward(const at::Tensor& grad, const at::Tensor& usage,
+                                       const at::Tensor& content, const at::Tensor& allocation_gate,
+                                       const at::Tensor& write_gate) {
+  dnc_write_weights(usage, content, allocation_gate, write_gate);
+  memory_tensor("dnc_write_weights_backward", "grad_write_weights", grad,
+                {usage.size(0), content.size(1), usage.size(1)}, usage);
+}
+
 // ---- links: DNC temporal link + directional reads -----------------------------------------------
 
 inline void dnc_link_read(const at::Tensor& link, const at::Tensor& prec, const at::Tensor& ww,
@@ -194,6 +216,34 @@ inline void memory_read_backward(const at::Tensor& grad, const at::Tensor& memor
   memory_read(memory, rw);
   memory_tensor("memory_read_backward", "grad_words", grad,
                 {memory.size(0), rw.size(1), memory.size(2)}, memory);
+}
+
+inline void dnc_read_mix(const at::Tensor& memory, const at::Tensor& content,
+                         const at::Tensor& fwd, const at::Tensor& bwd, const at::Tensor& mode) {
+  const char* op = "dnc_read_mix";
+  memory_rank(op, "memory", memory, 3, "(B, N, W)");
+  memory_rank(op, "content", content, 3, "(B, R, N)");
+  memory_rank(op, "forward", fwd, 4, "(B, R, Hw, N)");
+  memory_dtype(op, memory);
+  const int64_t B = memory.size(0), N = memory.size(1), W = memory.size(2), R = content.size(1),
+                Hw = fwd.size(2);
+  memory_tensor(op, "memory", memory, {B, N, W}, memory);
+  memory_tensor(op, "content", content, {B, R, N}, memory);
+  memory_tensor(op, "forward", fwd, {B, R, Hw, N}, memory);
+  memory_tensor(op, "backward", bwd, {B, R, Hw, N}, memory);
+  memory_tensor(op, "read_mode", mode, {B, R, 1 + 2 * Hw}, memory);
+}
+
+inline void dnc_read_mix_backward(const at::Tensor& grad_rw, const at::Tensor& grad_words,
+                                  const at::Tensor& memory, const at::Tensor& content,
+                                  const at::Tensor& fwd, const at::Tensor& bwd,
+                                  const at::Tensor& mode) {
+  dnc_read_mix(memory, content, fwd, bwd, mode);
+  const char* op = "dnc_read_mix_backward";
+  memory_tensor(op, "grad_read_weights", grad_rw, {memory.size(0), content.size(1), memory.size(1)},
+                memory);
+  memory_tensor(op, "grad_words", grad_words, {memory.size(0), content.size(1), memory.size(2)},
+                memory);
 }
 
 // ---- window: Graves' soft window ----------------------------------------------------------------

@@ -74,6 +74,14 @@ ATTNFAST_HD ATTNFAST_INLINE T usage_after_alloc(T u, T gate, T alloc) {
   return u + t;
 }
 
+// DNC write weight gw (ga a + (1 - ga) c): the allocation a and the content weight c mixed by
+// the allocation gate ga, scaled by the write gate gw, in the reference's operation order.
+template <typename T>
+ATTNFAST_HD ATTNFAST_INLINE T write_weight(T ga, T gw, T a, T c) {
+  const T mixed = ga * a + (T(1) - ga) * c;
+  return gw * mixed;
+}
+
 // DNC usage u' psi with u' = u + (1 - u) written, written = 1 - prod_h (1 - ww_h) = 1 - keep,
 // psi = prod_r (1 - f_r rw_r) (the retention vector).
 template <typename T>

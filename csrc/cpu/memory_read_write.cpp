@@ -1,5 +1,5 @@
-// Memory write (erase / add) and read ops on the CPU: the glue (memory_glue.h) around the
-// per-ISA loops of kernels/memory_read_write_impl.h.
+// Memory write (erase / add) and read ops on the CPU, and the DNC read (read-mode mix, then the
+// read): the glue (memory_glue.h) around the per-ISA loops of kernels/memory_read_write_impl.h.
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -110,6 +110,64 @@ std::tuple<at::Tensor, at::Tensor> memory_read_backward(const at::Tensor& grad,
     run(B, 2 * R * N * W, a, table<scalar_t>().read_backward);
   });
   return {dm, dr};
+}
+
+template <typename T>
+ReadMixArgs<T> read_mix_args(const at::Tensor& memory, const at::Tensor& rw,
+                             const at::Tensor& content, const at::Tensor& fwd,
+                             const at::Tensor& bwd, const at::Tensor& mode) {
+  ReadMixArgs<T> a{};
+  a.read = read_args<T>(memory, rw);
+  a.rw = rw.data_ptr<T>();
+  a.content = content.data_ptr<T>();
+  a.fwd = fwd.data_ptr<T>();
+  a.bwd = bwd.data_ptr<T>();
+  a.mode = mode.data_ptr<T>();
+  a.Hw = fwd.size(2);
+  return a;
+}
+
+std::tuple<at::Tensor, at::Tensor> dnc_read_mix_forward(const at::Tensor& memory,
+                                                        const at::Tensor& content,
+                                                        const at::Tensor& fwd,
+                                                        const at::Tensor& bwd,
+                                                        const at::Tensor& mode) {
+  checks::dnc_read_mix(memory, content, fwd, bwd, mode);
+  const int64_t B = memory.size(0), N = memory.size(1), W = memory.size(2),
+                R = content.size(1), Hw = fwd.size(2);
+  at::Tensor rw = at::empty_like(content);
+  at::Tensor words = at::empty({B, R, W}, memory.options());
+  AT_DISPATCH_FLOATING_TYPES(memory.scalar_type(), "dnc_read_mix_forward", [&] {
+    auto a = read_mix_args<scalar_t>(memory, rw, content, fwd, bwd, mode);
+    a.read.words = words.data_ptr<scalar_t>();
+    run(B, R * N * (W + 2 * Hw + 1), a, table<scalar_t>().read_mix_forward);
+  });
+  return {rw, words};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> dnc_read_mix_backward(
+    const at::Tensor& grad_rw, const at::Tensor& grad_words, const at::Tensor& memory,
+    const at::Tensor& content, const at::Tensor& fwd, const at::Tensor& bwd,
+    const at::Tensor& mode) {
+  checks::dnc_read_mix_backward(grad_rw, grad_words, memory, content, fwd, bwd, mode);
+  const int64_t B = memory.size(0), N = memory.size(1), W = memory.size(2),
+                R = content.size(1), Hw = fwd.size(2);
+  at::Tensor dm = at::empty_like(memory), dc = at::empty_like(content),
+             df = at::empty_like(fwd), db = at::empty_like(bwd), dmode = at::empty_like(mode);
+  at::Tensor rw = at::empty_like(content), drw = at::empty_like(content);  // buffers
+  AT_DISPATCH_FLOATING_TYPES(memory.scalar_type(), "dnc_read_mix_backward", [&] {
+    auto a = read_mix_args<scalar_t>(memory, rw, content, fwd, bwd, mode);
+    a.read.grad = grad_words.data_ptr<scalar_t>();
+    a.read.d_memory = dm.data_ptr<scalar_t>();
+    a.read.d_rw = drw.data_ptr<scalar_t>();
+    a.grad_rw = grad_rw.data_ptr<scalar_t>();
+    a.d_content = dc.data_ptr<scalar_t>();
+    a.d_fwd = df.data_ptr<scalar_t>();
+    a.d_bwd = db.data_ptr<scalar_t>();
+    a.d_mode = dmode.data_ptr<scalar_t>();
+    run(B, R * N * (2 * W + 4 * Hw + 2), a, table<scalar_t>().read_mix_backward);
+  });
+  return {dm, dc, df, db, dmode};
 }
 
 }  // namespace

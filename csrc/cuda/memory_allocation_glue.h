@@ -1,4 +1,4 @@
-// ATen side of the CUDA DNC allocation kernels (allocation weights, usage update;
+// ATen side of the CUDA DNC allocation kernels (allocation weights, write weights, usage update;
 // memory_allocation_kernels.cuh), shared by the CUDA ops (memory_allocation.cu) and the SIMT
 // harness ops (csrc/simt/memory_ops.cpp): the argument checks of the CPU ops (csrc/checks/memory.h:
 // same messages), outputs, workspaces and launcher calls. One function per op,
@@ -62,6 +62,44 @@ inline std::tuple<at::Tensor, at::Tensor> dnc_allocation_backward(cudaStream_t s
                                      static_cast<T>(eps), stream);
   });
   return {gu, gg};
+}
+
+inline at::Tensor dnc_write_weights_forward(cudaStream_t stream, const at::Tensor& usage,
+                                            const at::Tensor& content, const at::Tensor& ga,
+                                            const at::Tensor& gw, double eps) {
+  checks::dnc_write_weights(usage, content, ga, gw);
+  check_allocation_slots(usage);
+  const int64_t B = usage.size(0), N = usage.size(1), Hw = content.size(1);
+  at::Tensor out = at::empty({B, Hw, N}, usage.options());
+  at::Tensor ws = workspace(usage, cuda::dnc_write_weights_forward_ws(B, Hw), usage.scalar_type());
+  dispatch_memory_dtype(usage.scalar_type(), [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    cuda::dnc_write_weights_forward<T>(ptr<T>(usage), ptr<T>(content), ptr<T>(ga), ptr<T>(gw),
+                                       ptr<T>(out), ptr<T>(ws), B, N, Hw, static_cast<T>(eps),
+                                       stream);
+  });
+  return out;
+}
+
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> dnc_write_weights_backward(
+    cudaStream_t stream, const at::Tensor& grad, const at::Tensor& usage, const at::Tensor& content,
+    const at::Tensor& ga, const at::Tensor& gw, double eps) {
+  checks::dnc_write_weights_backward(grad, usage, content, ga, gw);
+  check_allocation_slots(usage);
+  const int64_t B = usage.size(0), N = usage.size(1), Hw = content.size(1);
+  at::Tensor gu = at::zeros_like(usage), gc = at::empty_like(content), gga = at::empty_like(ga),
+             ggw = at::empty_like(gw);
+  at::Tensor ws = workspace(usage, cuda::dnc_write_weights_backward_ws(B, N, Hw),
+                            usage.scalar_type());
+  at::Tensor ws_int = workspace(usage, cuda::dnc_allocation_backward_ws_int(B, N, Hw), at::kInt);
+  dispatch_memory_dtype(usage.scalar_type(), [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    cuda::dnc_write_weights_backward<T>(ptr<T>(grad), ptr<T>(usage), ptr<T>(content), ptr<T>(ga),
+                                        ptr<T>(gw), ptr<T>(gu), ptr<T>(gc), ptr<T>(gga),
+                                        ptr<T>(ggw), ptr<T>(ws), ptr<int32_t>(ws_int), B, N, Hw,
+                                        static_cast<T>(eps), stream);
+  });
+  return {gu, gc, gga, ggw};
 }
 
 inline at::Tensor dnc_usage_forward(cudaStream_t stream, const at::Tensor& usage,

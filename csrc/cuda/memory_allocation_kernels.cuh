@@ -12,6 +12,11 @@
 //             reverse recurrence G_j = ga_j (1 - s_j) + s_j G_{j+1} is an affine scan, done as
 //             the same chunked scan over composed affine maps. N is capped at kMaxAllocSlots
 //             (csrc/cuda/limits.h): all N keys live in shared memory.
+//   write weights  the allocation kernels between elementwise ones: fwd: gates ga gw, the
+//             allocation under them, the mix gw (ga a + (1 - ga) c) in place. bwd: gates, the
+//             allocation recomputed, a block per (b, h) row for d content, d allocation and the
+//             mix's gate gradients (block sums), the allocation backward, then its gate gradient
+//             added to both gates'.
 //   usage     fwd: elementwise over (b, i). bwd: elementwise over (b, i) (d usage, d read weights
 //             through the exclusive product of the other read heads' factors -- no division by a
 //             factor that may be 0), each head's contribution to d free into a (B, R, N)
@@ -303,6 +308,72 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   if (threadIdx.x == 0) d_free[br] = -part;
 }
 
+// ---- write weights -----------------------------------------------------------------------------
+
+// gates[k] = ga[k] gw[k] over the B Hw (batch, head) pairs.
+template <typename T>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
+    write_gates_kernel(const T* __restrict__ ga, const T* __restrict__ gw, T* __restrict__ gates,
+                       int64_t total) {
+  for (int64_t k = int64_t(blockIdx.x) * kThreads + threadIdx.x; k < total;
+       k += int64_t(gridDim.x) * kThreads)
+    gates[k] = ga[k] * gw[k];
+}
+
+// ww = gw (ga a + (1 - ga) c), in place over the allocation, elementwise over (b, h, i).
+template <typename T>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
+    write_mix_kernel(const T* __restrict__ ga, const T* __restrict__ gw,
+                     const T* __restrict__ content, T* __restrict__ ww, int64_t total, int64_t N) {
+  for (int64_t k = int64_t(blockIdx.x) * kThreads + threadIdx.x; k < total;
+       k += int64_t(gridDim.x) * kThreads) {
+    const int64_t bh = k / N;
+    ww[k] = mm::write_weight(ga[bh], gw[bh], ww[k], content[k]);
+  }
+}
+
+// A block per (b, h) row, as the CPU loop: dt = g gw; d a = dt ga; d c = dt (1 - ga);
+// d ga = sum_i dt (a - c), d gw = sum_i g (ga a + (1 - ga) c) (block sums).
+template <typename T>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
+    write_mix_backward_kernel(const T* __restrict__ grad, const T* __restrict__ ga,
+                              const T* __restrict__ gw, const T* __restrict__ content,
+                              const T* __restrict__ alloc, T* __restrict__ d_alloc,
+                              T* __restrict__ d_content, T* __restrict__ d_ga,
+                              T* __restrict__ d_gw, int64_t N) {
+  __shared__ T red[kThreads];
+  const int64_t k = blockIdx.x;
+  const T a_gate = ga[k], w_gate = gw[k];
+  T sa = 0, sw = 0;
+  for (int64_t i = threadIdx.x; i < N; i += kThreads) {
+    const int64_t o = k * N + i;
+    const T dt = grad[o] * w_gate;
+    sw += grad[o] * (a_gate * alloc[o] + (T(1) - a_gate) * content[o]);
+    sa += dt * (alloc[o] - content[o]);
+    d_alloc[o] = dt * a_gate;
+    d_content[o] = dt * (T(1) - a_gate);
+  }
+  sa = block_sum(sa, red);
+  sw = block_sum(sw, red);
+  if (threadIdx.x == 0) {
+    d_ga[k] = sa;
+    d_gw[k] = sw;
+  }
+}
+
+// The allocation's gate gradient dg (gate = ga gw): d ga += dg gw, d gw += dg ga.
+template <typename T>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
+    write_gates_backward_kernel(const T* __restrict__ ga, const T* __restrict__ gw,
+                                const T* __restrict__ dg, T* __restrict__ d_ga,
+                                T* __restrict__ d_gw, int64_t total) {
+  for (int64_t k = int64_t(blockIdx.x) * kThreads + threadIdx.x; k < total;
+       k += int64_t(gridDim.x) * kThreads) {
+    d_ga[k] += dg[k] * gw[k];
+    d_gw[k] += dg[k] * ga[k];
+  }
+}
+
 }  // namespace mem_detail
 
 // ---- host launchers (raw pointers, contiguous row-major tensors, stream-ordered) ----------------
@@ -341,6 +412,52 @@ void dnc_allocation_backward(const T* grad, const T* usage, const T* gates, T* g
   if (smem > 48 * 1024) allow_dynamic_smem(allocation_backward_kernel<T>, smem);
   ATTNFAST_LAUNCH(allocation_backward_kernel<T>, dim3(unsigned(B)), dim3(kThreads), smem, stream)(
       grad, usage, gates, grad_usage, grad_gates, ws, ws_int, int32_t(N), P, Hw, eps);
+}
+
+// Workspace of dnc_write_weights_forward: the gates (B Hw).
+inline int64_t dnc_write_weights_forward_ws(int64_t B, int64_t Hw) { return B * Hw; }
+// Of dnc_write_weights_backward: gates, dg (B Hw each), A, d A (B Hw N each), then the allocation
+// backward's; int32: the allocation backward's.
+inline int64_t dnc_write_weights_backward_ws(int64_t B, int64_t N, int64_t Hw) {
+  return 2 * B * Hw + 2 * B * Hw * N + dnc_allocation_backward_ws(B, N, Hw);
+}
+
+template <typename T>
+void dnc_write_weights_forward(const T* usage, const T* content, const T* ga, const T* gw,
+                               T* out, T* ws, int64_t B, int64_t N, int64_t Hw, T eps,
+                               cudaStream_t stream) {
+  using namespace mem_detail;
+  if (B * Hw == 0 || N == 0) return;
+  T* gates = ws;
+  ATTNFAST_LAUNCH(write_gates_kernel<T>, dim3(elementwise_blocks(B * Hw)), dim3(kThreads), 0,
+                  stream)(ga, gw, gates, B * Hw);
+  dnc_allocation_forward(usage, gates, out, B, N, Hw, eps, stream);
+  ATTNFAST_LAUNCH(write_mix_kernel<T>, dim3(elementwise_blocks(B * Hw * N)), dim3(kThreads), 0,
+                  stream)(ga, gw, content, out, B * Hw * N, N);
+}
+
+// d_usage must come zeroed (no write head: nothing writes it); d_ga, d_gw are written.
+template <typename T>
+void dnc_write_weights_backward(const T* grad, const T* usage, const T* content, const T* ga,
+                                const T* gw, T* d_usage, T* d_content, T* d_ga, T* d_gw, T* ws,
+                                int32_t* ws_int, int64_t B, int64_t N, int64_t Hw, T eps,
+                                cudaStream_t stream) {
+  using namespace mem_detail;
+  if (B * Hw == 0) return;
+  T* gates = ws;
+  T* dg = gates + B * Hw;
+  T* A = dg + B * Hw;
+  T* dA = A + B * Hw * N;
+  T* alloc_ws = dA + B * Hw * N;
+  ATTNFAST_LAUNCH(write_gates_kernel<T>, dim3(elementwise_blocks(B * Hw)), dim3(kThreads), 0,
+                  stream)(ga, gw, gates, B * Hw);
+  dnc_allocation_forward(usage, gates, A, B, N, Hw, eps, stream);
+  ATTNFAST_LAUNCH(write_mix_backward_kernel<T>, dim3(unsigned(B * Hw)), dim3(kThreads), 0,
+                  stream)(grad, ga, gw, content, A, dA, d_content, d_ga, d_gw, N);
+  if (N == 0) return;  // no slots: the gate gradients are the (empty) sums above
+  dnc_allocation_backward(dA, usage, gates, d_usage, dg, alloc_ws, ws_int, B, N, Hw, eps, stream);
+  ATTNFAST_LAUNCH(write_gates_backward_kernel<T>, dim3(elementwise_blocks(B * Hw)),
+                  dim3(kThreads), 0, stream)(ga, gw, dg, d_ga, d_gw, B * Hw);
 }
 
 template <typename T>

@@ -1,7 +1,7 @@
-// ATen side of the CUDA memory write (erase / add) and read kernels
-// (memory_read_write_kernels.cuh), shared by the CUDA ops (memory_read_write.cu) and the SIMT harness ops
-// (csrc/simt/memory_ops.cpp): the argument checks of the CPU ops (csrc/checks/memory.h: same
-// messages), outputs and launcher calls. One function per op,
+// ATen side of the CUDA memory write (erase / add), read and DNC read (read-mode mix + read)
+// kernels (memory_read_write_kernels.cuh), shared by the CUDA ops (memory_read_write.cu) and the
+// SIMT harness ops (csrc/simt/memory_ops.cpp): the argument checks of the CPU ops
+// (csrc/checks/memory.h: same messages), outputs and launcher calls. One function per op,
 // glue::<op>(stream, <the schema's arguments>); the device adaptors (csrc/device_op.h) check the
 // devices and pass the stream. float32 and float64; deterministic (no atomics).
 #pragma once
@@ -77,6 +77,44 @@ inline std::tuple<at::Tensor, at::Tensor> memory_read_backward(cudaStream_t stre
                                   B, N, W, R, stream);
   });
   return {dm, dr};
+}
+
+inline std::tuple<at::Tensor, at::Tensor> dnc_read_mix_forward(
+    cudaStream_t stream, const at::Tensor& memory, const at::Tensor& content, const at::Tensor& fwd,
+    const at::Tensor& bwd, const at::Tensor& mode) {
+  checks::dnc_read_mix(memory, content, fwd, bwd, mode);
+  const int64_t B = memory.size(0), N = memory.size(1), W = memory.size(2),
+                R = content.size(1), Hw = fwd.size(2);
+  at::Tensor rw = at::empty_like(content);
+  at::Tensor words = at::empty({B, R, W}, memory.options());
+  dispatch_memory_dtype(memory.scalar_type(), [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    cuda::dnc_read_mix_forward<T>(ptr<T>(memory), ptr<T>(content), ptr<T>(fwd), ptr<T>(bwd),
+                                  ptr<T>(mode), ptr<T>(rw), ptr<T>(words), B, N, W, R, Hw,
+                                  stream);
+  });
+  return {rw, words};
+}
+
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+dnc_read_mix_backward(cudaStream_t stream, const at::Tensor& grad_rw, const at::Tensor& grad_words,
+                      const at::Tensor& memory, const at::Tensor& content, const at::Tensor& fwd,
+                      const at::Tensor& bwd, const at::Tensor& mode) {
+  checks::dnc_read_mix_backward(grad_rw, grad_words, memory, content, fwd, bwd, mode);
+  const int64_t B = memory.size(0), N = memory.size(1), W = memory.size(2),
+                R = content.size(1), Hw = fwd.size(2);
+  // zeros: with no read head (R = 0) nothing writes the memory's gradient.
+  at::Tensor dm = at::zeros_like(memory), dc = at::empty_like(content), df = at::empty_like(fwd),
+             db = at::empty_like(bwd), dmode = at::empty_like(mode);
+  at::Tensor ws = workspace(memory, cuda::dnc_read_mix_backward_ws(B, R, N), memory.scalar_type());
+  dispatch_memory_dtype(memory.scalar_type(), [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    cuda::dnc_read_mix_backward<T>(ptr<T>(grad_rw), ptr<T>(grad_words), ptr<T>(memory),
+                                   ptr<T>(content), ptr<T>(fwd), ptr<T>(bwd), ptr<T>(mode),
+                                   ptr<T>(dm), ptr<T>(dc), ptr<T>(df), ptr<T>(db), ptr<T>(dmode),
+                                   ptr<T>(ws), B, N, W, R, Hw, stream);
+  });
+  return {dm, dc, df, db, dmode};
 }
 
 }  // namespace glue

@@ -9,6 +9,10 @@
 //             kReadChunk read heads at a time, the 8 partials added in order. bwd: a warp per
 //             (b, i) memory row: d memory row (lanes over W, heads in order) and d read weights
 //             (a dot over W per head).
+//   read mix  fwd: the read-mode mix elementwise over (b, r, i) into the read_weights output,
+//             then the read. bwd: the mix recomputed into a workspace, the read backward, then a
+//             block per (b, r) row: d content / forward / backward elementwise, d read_mode as
+//             block sums.
 #pragma once
 #include <cstdint>
 
@@ -190,6 +194,71 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks)
   }
 }
 
+// ---- DNC read: read-mode mix ------------------------------------------------------------------
+
+// rw[b, r, i] = (pi_c c + sum_h pi_f,h f_h) + sum_h pi_b,h b_h, in the CPU loop's order.
+template <typename T>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
+    read_mix_kernel(const T* __restrict__ content, const T* __restrict__ fwd,
+                    const T* __restrict__ bwd, const T* __restrict__ mode, T* __restrict__ rw,
+                    int64_t total, int64_t N, int64_t Hw) {
+  for (int64_t k = int64_t(blockIdx.x) * kThreads + threadIdx.x; k < total;
+       k += int64_t(gridDim.x) * kThreads) {
+    const int64_t br = k / N, i = k % N;
+    const T* m = mode + br * (1 + 2 * Hw);
+    T f = 0, b = 0;
+    for (int64_t h = 0; h < Hw; ++h) {
+      f += m[Hw + h] * fwd[(br * Hw + h) * N + i];
+      b += m[h] * bwd[(br * Hw + h) * N + i];
+    }
+    rw[k] = (m[2 * Hw] * content[k] + f) + b;
+  }
+}
+
+// A block per (b, r) row: d rw = grad_rw + the read's d rw (in place); d c = pi_c d rw,
+// d f_h = pi_f,h d rw, d b_h = pi_b,h d rw; d pi: block sums of d rw times c, f_h, b_h. Each
+// thread reads back only the d rw entries it wrote.
+template <typename T>
+__global__ void __launch_bounds__(kThreads, kMinBlocks)
+    read_mix_backward_kernel(const T* __restrict__ grad_rw, T* __restrict__ drw,
+                             const T* __restrict__ content, const T* __restrict__ fwd,
+                             const T* __restrict__ bwd, const T* __restrict__ mode,
+                             T* __restrict__ d_content, T* __restrict__ d_fwd,
+                             T* __restrict__ d_bwd, T* __restrict__ d_mode, int64_t N, int64_t Hw) {
+  __shared__ T red[kThreads];
+  const int64_t br = blockIdx.x, M = 1 + 2 * Hw;
+  const T* m = mode + br * M;
+  const T pc = m[2 * Hw];
+  T part = 0;
+  for (int64_t i = threadIdx.x; i < N; i += kThreads) {
+    const int64_t o = br * N + i;
+    const T d = drw[o] + grad_rw[o];
+    drw[o] = d;
+    d_content[o] = pc * d;
+    part += d * content[o];
+  }
+  part = block_sum(part, red);
+  if (threadIdx.x == 0) d_mode[br * M + 2 * Hw] = part;
+  for (int64_t h = 0; h < Hw; ++h) {
+    const T pf = m[Hw + h], pb = m[h];
+    T pf_part = 0, pb_part = 0;
+    for (int64_t i = threadIdx.x; i < N; i += kThreads) {
+      const int64_t row = (br * Hw + h) * N + i;
+      const T d = drw[br * N + i];
+      d_fwd[row] = pf * d;
+      d_bwd[row] = pb * d;
+      pf_part += d * fwd[row];
+      pb_part += d * bwd[row];
+    }
+    pf_part = block_sum(pf_part, red);
+    pb_part = block_sum(pb_part, red);
+    if (threadIdx.x == 0) {
+      d_mode[br * M + Hw + h] = pf_part;
+      d_mode[br * M + h] = pb_part;
+    }
+  }
+}
+
 }  // namespace mem_detail
 
 // ---- host launchers (raw pointers, contiguous row-major tensors, stream-ordered) ----------------
@@ -236,6 +305,40 @@ void memory_read_backward(const T* grad, const T* memory, const T* rw, T* d_memo
   if (B * N == 0) return;
   ATTNFAST_LAUNCH(read_backward_kernel<T>, dim3(unsigned(ceil_div(B * N, kWarps))), dim3(kThreads),
                   0, stream)(grad, memory, rw, d_memory, d_rw, B, N, W, R);
+}
+
+// Workspace of dnc_read_mix_backward: the recomputed read weights and the read's d rw.
+inline int64_t dnc_read_mix_backward_ws(int64_t B, int64_t R, int64_t N) { return 2 * B * R * N; }
+
+template <typename T>
+void dnc_read_mix_forward(const T* memory, const T* content, const T* fwd, const T* bwd,
+                          const T* mode, T* rw, T* words, int64_t B, int64_t N, int64_t W,
+                          int64_t R, int64_t Hw, cudaStream_t stream) {
+  using namespace mem_detail;
+  if (B * R * N > 0)
+    ATTNFAST_LAUNCH(read_mix_kernel<T>, dim3(elementwise_blocks(B * R * N)), dim3(kThreads), 0,
+                    stream)(content, fwd, bwd, mode, rw, B * R * N, N, Hw);
+  memory_read_forward(memory, rw, words, B, N, W, R, stream);
+}
+
+// d_memory must come zeroed (no slot or no read head: the read backward may not write it).
+template <typename T>
+void dnc_read_mix_backward(const T* grad_rw, const T* grad_words, const T* memory,
+                           const T* content, const T* fwd, const T* bwd, const T* mode,
+                           T* d_memory, T* d_content, T* d_fwd, T* d_bwd, T* d_mode, T* ws,
+                           int64_t B, int64_t N, int64_t W, int64_t R, int64_t Hw,
+                           cudaStream_t stream) {
+  using namespace mem_detail;
+  if (B * R == 0) return;
+  T* rw = ws;
+  T* drw = ws + B * R * N;
+  if (N > 0) {
+    ATTNFAST_LAUNCH(read_mix_kernel<T>, dim3(elementwise_blocks(B * R * N)), dim3(kThreads), 0,
+                    stream)(content, fwd, bwd, mode, rw, B * R * N, N, Hw);
+    memory_read_backward(grad_words, memory, rw, d_memory, drw, B, N, W, R, stream);
+  }
+  ATTNFAST_LAUNCH(read_mix_backward_kernel<T>, dim3(unsigned(B * R)), dim3(kThreads), 0, stream)(
+      grad_rw, drw, content, fwd, bwd, mode, d_content, d_fwd, d_bwd, d_mode, N, Hw);
 }
 
 }  // namespace cuda

@@ -1,6 +1,6 @@
 """The DNC access step: one time step of DeepMind's memory access module, composed of the
-compiled ops of every concept (usage, content, allocation, write, links, read). The read-mode
-mix is a few torch ops (the reference's formula)."""
+compiled ops of every concept (usage, content, write weights = allocation + gate mix, write,
+links, read = read-mode mix + read): seven compiled ops, no torch op between them."""
 from __future__ import annotations
 
 from attnfast.ops.memory import allocation, links
@@ -13,14 +13,14 @@ def access_step(ops, state: ref.DNCState, x: ref.DNCInterface):
     s = state
     usage = allocation.usage(ops, s.usage, s.write_weights, x.free_gate, s.read_weights)
     write_content = ops.memory_content_forward(s.memory, x.write_keys, x.write_strengths, EPS)
-    write_weights = allocation.write_weights(ops, usage, write_content, x.allocation_gate,
-                                             x.write_gate)
+    write_weights = ops.dnc_write_weights_forward(usage, write_content, x.allocation_gate,
+                                                  x.write_gate, EPS)
     memory = ops.memory_write_forward(s.memory, write_weights, x.erase_vectors, x.write_vectors)
     link, precedence, forward, backward = ops.dnc_link_read_forward(
         s.link, s.precedence, write_weights, s.read_weights)
     read_content = ops.memory_content_forward(memory, x.read_keys, x.read_strengths, EPS)
-    read_weights = ref.dnc_read_weights(read_content, forward, backward, x.read_mode)
-    read_words = ops.memory_read_forward(memory, read_weights)
+    read_weights, read_words = ops.dnc_read_mix_forward(memory, read_content, forward, backward,
+                                                        x.read_mode)
     return read_words, ref.DNCState(memory, read_weights, write_weights, link, precedence, usage)
 
 
@@ -54,7 +54,7 @@ def prep_access_step(state, interface):
 
 PUBLIC_OPS = [
     public_op("dnc_access_step", prep_access_step, ref.dnc_access_step, access_step,
-              ["dnc_usage_forward", "memory_content_forward", "dnc_allocation_forward",
-               "memory_write_forward", "dnc_link_read_forward", "memory_read_forward"],
+              ["dnc_usage_forward", "memory_content_forward", "dnc_write_weights_forward",
+               "memory_write_forward", "dnc_link_read_forward", "dnc_read_mix_forward"],
               [allocation_cap, links.LINK_GRID_CAP, memory_slots_cap]),
 ]

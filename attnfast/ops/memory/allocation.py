@@ -1,5 +1,6 @@
 """Allocation: DNC usage (retention by the free gates, then the writes), the sort-based
-allocation weights and the write weights that mix them with content weights."""
+allocation weights and the write weights that mix them with content weights (one compiled op
+pair: the allocation and the gate mix in one kernel)."""
 from __future__ import annotations
 
 import functools
@@ -40,6 +41,27 @@ spec.register(spec.KernelOp(
     setup_context=_allocation_setup, backward_formula=_allocation_backward))
 
 
+def _write_weights_backward(ctx, backward_op, grad):
+    return (*spec.backward_from_inputs(ctx, backward_op, grad), None)  # eps: no gradient
+
+
+def _write_weights_example():
+    g = spec.example_generator()
+    return (torch.rand(2, 5, generator=g), spec.example_distribution(2, 2, 5, generator=g),
+            torch.rand(2, 2, generator=g), torch.rand(2, 2, generator=g), EPS)
+
+
+# The backward recomputes the allocation from the saved inputs.
+spec.register(spec.KernelOp(
+    "dnc_write_weights_forward", "dnc_write_weights_backward", public="dnc_write_weights",
+    fake=lambda usage, content_weights, allocation_gate, write_gate, eps: usage.new_empty(
+        (usage.shape[0], content_weights.shape[1], usage.shape[1])),
+    fake_backward=lambda grad, usage, content_weights, allocation_gate, write_gate, eps: tuple(
+        torch.empty_like(t) for t in (usage, content_weights, allocation_gate, write_gate)),
+    triton="allocation:write_weights_forward:write_weights_backward",
+    example=_write_weights_example, backward_formula=_write_weights_backward))
+
+
 def _usage_backward(ctx, backward_op, grad):
     gu, gf, gr = spec.backward_from_inputs(ctx, backward_op, grad)
     return gu, None, gf, gr  # write_weights: stop_gradient, as in DeepMind's DNC
@@ -74,9 +96,7 @@ def allocation(ops, usage, write_gates=None):
 
 
 def write_weights(ops, usage, content_weights, allocation_gate, write_gate):
-    alloc = ops.dnc_allocation_forward(usage, allocation_gate * write_gate, EPS)
-    ga, gw = allocation_gate[:, :, None], write_gate[:, :, None]
-    return gw * (ga * alloc + (1 - ga) * content_weights)
+    return ops.dnc_write_weights_forward(usage, content_weights, allocation_gate, write_gate, EPS)
 
 
 def prep_usage(usage, write_weights, free_gate, read_weights):
@@ -105,5 +125,5 @@ PUBLIC_OPS = [
     public_op("dnc_allocation", prep_allocation, ref.dnc_allocation, allocation,
               ["dnc_allocation_forward"], [allocation_cap]),
     public_op("dnc_write_weights", prep_write_weights, ref.dnc_write_weights, write_weights,
-              ["dnc_allocation_forward"], [allocation_cap]),
+              ["dnc_write_weights_forward"], [allocation_cap]),
 ]

@@ -1,5 +1,6 @@
-"""Reading and writing the memory: the erase/add write of every write head and the weighted
-read of every read head."""
+"""Reading and writing the memory: the erase/add write of every write head, the weighted read of
+every read head, and the DNC read (the read-mode mix of content, forward and backward weightings,
+then the read: one compiled op pair, used by the DNC access step)."""
 from __future__ import annotations
 
 import functools
@@ -35,6 +36,24 @@ spec.register(spec.KernelOp(
     fake_backward=lambda grad, memory, read_weights: (
         torch.empty_like(memory), torch.empty_like(read_weights)),
     triton="read_write:memory_read_forward:memory_read_backward", example=_read_example))
+
+
+def _read_mix_example():
+    g = spec.example_generator()
+    dist = functools.partial(spec.example_distribution, generator=g)
+    return (torch.randn(2, 5, 3, generator=g), dist(2, 3, 5), dist(2, 3, 2, 5), dist(2, 3, 2, 5),
+            dist(2, 3, 5))
+
+
+# The DNC read: the read-mode mix of content, forward and backward weightings, then the read;
+# the backward recomputes the mix from the saved inputs.
+spec.register(spec.KernelOp(
+    "dnc_read_mix_forward", "dnc_read_mix_backward", public="dnc_access_step",
+    fake=lambda memory, content, forward, backward, read_mode: (
+        content.new_empty(content.shape),
+        memory.new_empty((memory.shape[0], content.shape[1], memory.shape[2]))),
+    fake_backward=lambda grad_rw, grad_words, *inputs: tuple(torch.empty_like(t) for t in inputs),
+    triton="read_write:read_mix_forward:read_mix_backward", example=_read_mix_example))
 
 
 def memory_write(ops, memory, write_weights, erase, add):

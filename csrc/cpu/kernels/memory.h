@@ -65,6 +65,24 @@ struct AllocationArgs {
   T eps;
 };
 
+// DNC write weights ww = gw (ga a + (1 - ga) c), a the allocation with gates ga * gw. `alloc` is
+// the allocation's block (its gates: `gates`, written by the loops); forward: its
+// alloc is the output and its scratch / order as the allocation forward's; backward: its
+// grad_usage the output, grad_gates a (B, Hw) buffer, scratch (3 Hw + 4) N per batch (the
+// allocation backward's, then d allocation), order as the allocation backward's.
+template <typename T>
+struct WriteWeightsArgs {
+  AllocationArgs<T> alloc;
+  T* gates;          // (B, Hw) buffer: ga * gw, the allocation's gates (alloc.gates points here)
+  const T* content;  // (B, Hw, N)
+  const T* ga;       // (B, Hw) allocation gate
+  const T* gw;       // (B, Hw) write gate
+  const T* grad;     // (B, Hw, N) backward input
+  T* d_content;      // (B, Hw, N) backward outputs
+  T* d_ga;           // (B, Hw)
+  T* d_gw;           // (B, Hw)
+};
+
 // DNC usage: u' = u + (1 - u)(1 - prod_h (1 - ww_h)); out = u' prod_r (1 - f_r rw_r).
 template <typename T>
 struct UsageArgs {
@@ -158,6 +176,25 @@ struct ReadArgs {
   int64_t B, N, W, R;
 };
 
+// The DNC read: read-mode mix rw = pi_c c + sum_h pi_f,h f_h + sum_h pi_b,h b_h, then words =
+// rw M. `read` is the read's block (its rw: `rw`): forward, its words the words output;
+// backward, its grad the words' gradient, d_memory the output and d_rw a (B, R, N) buffer.
+template <typename T>
+struct ReadMixArgs {
+  ReadArgs<T> read;
+  T* rw;             // (B, R, N): forward the read_weights output, backward a buffer (recomputed)
+  const T* content;  // (B, R, N)
+  const T* fwd;      // (B, R, Hw, N)
+  const T* bwd;      // (B, R, Hw, N)
+  const T* mode;     // (B, R, 1 + 2 Hw): [backward x Hw, forward x Hw, content]
+  const T* grad_rw;  // (B, R, N) backward input
+  T* d_content;      // backward outputs, shaped like the inputs
+  T* d_fwd;
+  T* d_bwd;
+  T* d_mode;
+  int64_t Hw;
+};
+
 // ---- window: Graves' soft window ----------------------------------------------------------------
 
 // Graves' window over T steps: kappa = kappa0 + cumsum_t exp(kappa_hat),
@@ -200,12 +237,16 @@ struct MemoryKernelsT {
   void (*allocation_backward)(const AllocationArgs<T>&, int64_t, int64_t);
   void (*usage_forward)(const UsageArgs<T>&, int64_t, int64_t);
   void (*usage_backward)(const UsageArgs<T>&, int64_t, int64_t);
+  void (*write_weights_forward)(const WriteWeightsArgs<T>&, int64_t, int64_t);
+  void (*write_weights_backward)(const WriteWeightsArgs<T>&, int64_t, int64_t);
   void (*link_forward)(const LinkArgs<T>&, int64_t, int64_t);
   void (*link_backward)(const LinkArgs<T>&, int64_t, int64_t);
   void (*write_forward)(const WriteArgs<T>&, int64_t, int64_t);
   void (*write_backward)(const WriteArgs<T>&, int64_t, int64_t);
   void (*read_forward)(const ReadArgs<T>&, int64_t, int64_t);
   void (*read_backward)(const ReadArgs<T>&, int64_t, int64_t);
+  void (*read_mix_forward)(const ReadMixArgs<T>&, int64_t, int64_t);
+  void (*read_mix_backward)(const ReadMixArgs<T>&, int64_t, int64_t);
   void (*graves_forward)(const GravesArgs<T>&, int64_t, int64_t);
   void (*graves_backward)(const GravesArgs<T>&, int64_t, int64_t);
 };

@@ -80,62 +80,166 @@ void allocation_forward_impl(const AllocationArgs<T>& a, int64_t b0, int64_t b1)
 // Backward: recompute the per-head usages and permutations, then reverse over heads. Through one
 // head's cumulative product, reverse accumulation (no division by s): with G_j = dL/dP_j,
 // ds_j = P_j (G_{j+1} - ga_j), G_j = ga_j (1 - s_j) + G_{j+1} s_j.
+// Per batch element b, its scratch holds U ((Hw + 1) N: the usage each head saw), A (Hw N: the
+// allocations), P, du, ga (N each); its order (Hw, N) permutations + an N merge buffer.
+template <typename T>
+struct AllocationRows {
+  T *U, *A, *P, *du, *ga;
+  int32_t *perms, *tmp;
+};
+
+template <typename T>
+AllocationRows<T> allocation_rows(const AllocationArgs<T>& a, int64_t b) {
+  const int64_t N = a.N, Hw = a.Hw;
+  AllocationRows<T> r;
+  r.U = a.scratch + b * a.scratch_stride;
+  r.A = r.U + (Hw + 1) * N;
+  r.P = r.A + Hw * N;
+  r.du = r.P + N;
+  r.ga = r.du + N;
+  r.perms = a.order + b * a.order_stride;
+  r.tmp = r.perms + Hw * N;
+  return r;
+}
+
+// The forward of batch element b again, keeping every head's usage, allocation and permutation.
+template <typename T>
+void allocation_recompute(const AllocationArgs<T>& a, int64_t b, const AllocationRows<T>& r) {
+  const int64_t N = a.N, Hw = a.Hw;
+  for (int64_t i = 0; i < N; ++i) r.U[i] = a.usage[b * N + i];
+  for (int64_t h = 0; h < Hw; ++h) {
+    int32_t* ph = r.perms + h * N;
+    const int32_t* sorted = stable_argsort(r.U + h * N, ph, r.tmp, N);
+    if (sorted != ph)
+      for (int64_t j = 0; j < N; ++j) ph[j] = sorted[j];
+    allocate_one(r.U + h * N, ph, r.A + h * N, N, a.eps);
+    const T g = a.gates[b * Hw + h];
+#pragma omp simd
+    for (int64_t i = 0; i < N; ++i)
+      r.U[(h + 1) * N + i] = mm::usage_after_alloc(r.U[h * N + i], g, r.A[h * N + i]);
+  }
+}
+
+// The reverse pass of batch element b from dL/d allocation `grad` (Hw, N), after
+// allocation_recompute: writes grad_usage[b] and grad_gates[b].
+template <typename T>
+void allocation_reverse(const AllocationArgs<T>& a, int64_t b, const T* grad,
+                        const AllocationRows<T>& r) {
+  const int64_t N = a.N, Hw = a.Hw;
+  T* du = r.du;
+  T* ga = r.ga;
+  for (int64_t i = 0; i < N; ++i) du[i] = 0;
+  for (int64_t h = Hw - 1; h >= 0; --h) {
+    const T* uh = r.U + h * N;
+    const T* ah = r.A + h * N;
+    const T* gh = grad + h * N;
+    const T g = a.gates[b * Hw + h];
+    // u_next = u + (1 - u) g a: du_next flows to u, g and a.
+    T dg = 0;
+#pragma omp simd reduction(+ : dg)
+    for (int64_t i = 0; i < N; ++i) {
+      const T free = T(1) - uh[i];
+      dg += du[i] * free * ah[i];
+      ga[i] = gh[i] + du[i] * free * g;
+      du[i] = du[i] * (T(1) - g * ah[i]);
+    }
+    a.grad_gates[b * Hw + h] = dg;
+    const int32_t* ph = r.perms + h * N;
+    T prod = 1;
+    for (int64_t j = 0; j < N; ++j) {
+      r.P[j] = prod;
+      prod *= mm::squash_usage(uh[ph[j]], a.eps);
+    }
+    T G = 0;
+    const T dsquash = T(1) - a.eps;
+    for (int64_t j = N - 1; j >= 0; --j) {
+      const int32_t i = ph[j];
+      const T s = mm::squash_usage(uh[i], a.eps);
+      const T ds = r.P[j] * (G - ga[i]);
+      G = ga[i] * (T(1) - s) + G * s;
+      du[i] += ds * dsquash;
+    }
+  }
+  for (int64_t i = 0; i < N; ++i) a.grad_usage[b * N + i] = du[i];
+}
+
 template <typename T>
 void allocation_backward_impl(const AllocationArgs<T>& a, int64_t b0, int64_t b1) {
-  const int64_t N = a.N, Hw = a.Hw;
   for (int64_t b = b0; b < b1; ++b) {
-    T* U = a.scratch + b * a.scratch_stride;  // (Hw + 1, N): the usage each head saw
-    T* A = U + (Hw + 1) * N;                   // (Hw, N)
-    T* P = A + Hw * N;                         // (N,) exclusive products, sorted order
-    T* du = P + N;
-    T* ga = du + N;
-    int32_t* perms = a.order + b * a.order_stride;  // (Hw, N) + N merge buffer
-    int32_t* tmp = perms + Hw * N;
-    for (int64_t i = 0; i < N; ++i) U[i] = a.usage[b * N + i];
+    const AllocationRows<T> r = allocation_rows(a, b);
+    allocation_recompute(a, b, r);
+    allocation_reverse(a, b, a.grad + b * a.Hw * a.N, r);
+  }
+}
+
+// ---- DNC write weights --------------------------------------------------------------------------
+// ww = gw (ga a + (1 - ga) c) with a the allocation under the gates ga * gw (as the reference:
+// the product of the two gates, then the allocation, then the mix).
+
+template <typename T>
+void write_weights_gates(const WriteWeightsArgs<T>& a, int64_t b) {
+  for (int64_t h = 0; h < a.alloc.Hw; ++h) {
+    const int64_t k = b * a.alloc.Hw + h;
+    a.gates[k] = a.ga[k] * a.gw[k];
+  }
+}
+
+template <typename T>
+void write_weights_forward_impl(const WriteWeightsArgs<T>& a, int64_t b0, int64_t b1) {
+  const int64_t N = a.alloc.N, Hw = a.alloc.Hw;
+  for (int64_t b = b0; b < b1; ++b) {
+    write_weights_gates(a, b);
+    allocation_forward_impl(a.alloc, b, b + 1);  // every head's usage update reads the raw a
     for (int64_t h = 0; h < Hw; ++h) {
-      int32_t* ph = perms + h * N;
-      const int32_t* sorted = stable_argsort(U + h * N, ph, tmp, N);
-      if (sorted != ph)
-        for (int64_t j = 0; j < N; ++j) ph[j] = sorted[j];
-      allocate_one(U + h * N, ph, A + h * N, N, a.eps);
-      const T g = a.gates[b * Hw + h];
+      const int64_t k = b * Hw + h;
+      const T ga = a.ga[k], gw = a.gw[k];
+      T* w = a.alloc.alloc + k * N;
+      const T* c = a.content + k * N;
 #pragma omp simd
-      for (int64_t i = 0; i < N; ++i)
-        U[(h + 1) * N + i] = mm::usage_after_alloc(U[h * N + i], g, A[h * N + i]);
+      for (int64_t i = 0; i < N; ++i) w[i] = mm::write_weight(ga, gw, w[i], c[i]);
     }
-    for (int64_t i = 0; i < N; ++i) du[i] = 0;
-    for (int64_t h = Hw - 1; h >= 0; --h) {
-      const T* uh = U + h * N;
-      const T* ah = A + h * N;
-      const T* gh = a.grad + (b * Hw + h) * N;
-      const T g = a.gates[b * Hw + h];
-      // u_next = u + (1 - u) g a: du_next flows to u, g and a.
-      T dg = 0;
-#pragma omp simd reduction(+ : dg)
+  }
+}
+
+// With t = ga a + (1 - ga) c, ww = gw t: dt = g gw; d gw = sum_i g t; d a = dt ga;
+// d c = dt (1 - ga); d ga = sum_i dt (a - c); then the allocation's reverse pass from d a, whose
+// gate gradient dg (gate = ga gw) adds dg gw to d ga and dg ga to d gw.
+template <typename T>
+void write_weights_backward_impl(const WriteWeightsArgs<T>& a, int64_t b0, int64_t b1) {
+  const AllocationArgs<T>& al = a.alloc;
+  const int64_t N = al.N, Hw = al.Hw;
+  for (int64_t b = b0; b < b1; ++b) {
+    write_weights_gates(a, b);
+    const AllocationRows<T> r = allocation_rows(al, b);
+    allocation_recompute(al, b, r);
+    T* G = r.ga + N;  // (Hw, N): d allocation, after the allocation backward's rows
+    for (int64_t h = 0; h < Hw; ++h) {
+      const int64_t k = b * Hw + h;
+      const T ga = a.ga[k], gw = a.gw[k];
+      const T* g = a.grad + k * N;
+      const T* c = a.content + k * N;
+      const T* ah = r.A + h * N;
+      T* gh = G + h * N;
+      T* dc = a.d_content + k * N;
+      T dga = 0, dgw = 0;
+#pragma omp simd reduction(+ : dga, dgw)
       for (int64_t i = 0; i < N; ++i) {
-        const T free = T(1) - uh[i];
-        dg += du[i] * free * ah[i];
-        ga[i] = gh[i] + du[i] * free * g;
-        du[i] = du[i] * (T(1) - g * ah[i]);
+        const T dt = g[i] * gw;
+        dgw += g[i] * (ga * ah[i] + (T(1) - ga) * c[i]);
+        dga += dt * (ah[i] - c[i]);
+        gh[i] = dt * ga;
+        dc[i] = dt * (T(1) - ga);
       }
-      a.grad_gates[b * Hw + h] = dg;
-      const int32_t* ph = perms + h * N;
-      T prod = 1;
-      for (int64_t j = 0; j < N; ++j) {
-        P[j] = prod;
-        prod *= mm::squash_usage(uh[ph[j]], a.eps);
-      }
-      T G = 0;
-      const T dsquash = T(1) - a.eps;
-      for (int64_t j = N - 1; j >= 0; --j) {
-        const int32_t i = ph[j];
-        const T s = mm::squash_usage(uh[i], a.eps);
-        const T ds = P[j] * (G - ga[i]);
-        G = ga[i] * (T(1) - s) + G * s;
-        du[i] += ds * dsquash;
-      }
+      a.d_ga[k] = dga;
+      a.d_gw[k] = dgw;
     }
-    for (int64_t i = 0; i < N; ++i) a.grad_usage[b * N + i] = du[i];
+    allocation_reverse(al, b, G, r);
+    for (int64_t h = 0; h < Hw; ++h) {
+      const int64_t k = b * Hw + h;
+      const T dg = al.grad_gates[k];
+      a.d_ga[k] += dg * a.gw[k];
+      a.d_gw[k] += dg * a.ga[k];
+    }
   }
 }
 

@@ -35,12 +35,16 @@ constexpr MemoryKernelsT<T> memory_table() {
   t.allocation_backward = &allocation_backward_impl<T>;
   t.usage_forward = &usage_forward_impl<T>;
   t.usage_backward = &usage_backward_impl<T>;
+  t.write_weights_forward = &write_weights_forward_impl<T>;
+  t.write_weights_backward = &write_weights_backward_impl<T>;
   t.link_forward = &link_forward_impl<T>;
   t.link_backward = &link_backward_impl<T>;
   t.write_forward = &write_forward_impl<T>;
   t.write_backward = &write_backward_impl<T>;
   t.read_forward = &read_forward_impl<T>;
   t.read_backward = &read_backward_impl<T>;
+  t.read_mix_forward = &read_mix_forward_impl<T>;
+  t.read_mix_backward = &read_mix_backward_impl<T>;
   t.graves_forward = &graves_forward_impl<T>;
   t.graves_backward = &graves_backward_impl<T>;
   return t;

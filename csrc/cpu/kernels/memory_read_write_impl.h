@@ -137,3 +137,79 @@ void read_backward_impl(const ReadArgs<T>& a, int64_t b0, int64_t b1) {
     lanes_dot_rows_keys(mem, W, N, g, R, W, static_cast<T*>(nullptr), a.d_rw + b * R * N, N);
   }
 }
+
+// ---- DNC read: read-mode mix + read -------------------------------------------------------------
+
+// rw[r] = (pi_c c + sum_h pi_f,h f_h) + sum_h pi_b,h b_h for batch element b, in the reference's
+// order (the two sums over heads in head order, then added to the content term).
+template <typename T>
+void read_mix_weights(const ReadMixArgs<T>& a, int64_t b, T* rw) {
+  const int64_t N = a.read.N, R = a.read.R, Hw = a.Hw, M = 1 + 2 * Hw;
+  for (int64_t r = 0; r < R; ++r) {
+    const int64_t br = b * R + r;
+    const T* mode = a.mode + br * M;
+    const T* c = a.content + br * N;
+    T* out = rw + r * N;
+    const T pc = mode[2 * Hw];
+    for (int64_t i = 0; i < N; ++i) {
+      T f = 0, k = 0;
+      for (int64_t h = 0; h < Hw; ++h) {
+        f += mode[Hw + h] * a.fwd[(br * Hw + h) * N + i];
+        k += mode[h] * a.bwd[(br * Hw + h) * N + i];
+      }
+      out[i] = (pc * c[i] + f) + k;
+    }
+  }
+}
+
+template <typename T>
+void read_mix_forward_impl(const ReadMixArgs<T>& a, int64_t b0, int64_t b1) {
+  const int64_t N = a.read.N, R = a.read.R;
+  for (int64_t b = b0; b < b1; ++b) {
+    read_mix_weights(a, b, a.rw + b * R * N);  // the read_weights output
+    read_forward_impl(a.read, b, b + 1);
+  }
+}
+
+// d rw = grad_rw + (the read's d rw); d c = pi_c d rw, d f_h = pi_f,h d rw, d b_h = pi_b,h d rw;
+// d pi = the dots of d rw with c, f_h, b_h over the slots.
+template <typename T>
+void read_mix_backward_impl(const ReadMixArgs<T>& a, int64_t b0, int64_t b1) {
+  const int64_t N = a.read.N, R = a.read.R, Hw = a.Hw, M = 1 + 2 * Hw;
+  for (int64_t b = b0; b < b1; ++b) {
+    read_mix_weights(a, b, a.rw + b * R * N);  // the glue's buffer
+    read_backward_impl(a.read, b, b + 1);
+    for (int64_t r = 0; r < R; ++r) {
+      const int64_t br = b * R + r;
+      const T* mode = a.mode + br * M;
+      T* drw = a.read.d_rw + br * N;  // the read's d rw, then the total
+      const T* g = a.grad_rw + br * N;
+#pragma omp simd
+      for (int64_t i = 0; i < N; ++i) drw[i] += g[i];
+      const T* c = a.content + br * N;
+      T* dc = a.d_content + br * N;
+      const T pc = mode[2 * Hw];
+      T dpc = 0;
+#pragma omp simd reduction(+ : dpc)
+      for (int64_t i = 0; i < N; ++i) {
+        dc[i] = pc * drw[i];
+        dpc += drw[i] * c[i];
+      }
+      a.d_mode[br * M + 2 * Hw] = dpc;
+      for (int64_t h = 0; h < Hw; ++h) {
+        const int64_t row = (br * Hw + h) * N;
+        const T pf = mode[Hw + h], pb = mode[h];
+        T dpf = 0, dpb = 0;
+#pragma omp simd reduction(+ : dpf, dpb)
+        for (int64_t i = 0; i < N; ++i) {
+          a.d_fwd[row + i] = pf * drw[i];
+          a.d_bwd[row + i] = pb * drw[i];
+          dpf += drw[i] * a.fwd[row + i];
+          dpb += drw[i] * a.bwd[row + i];
+        }
+        a.d_mode[br * M + Hw + h] = dpf;
+        a.d_mode[br * M + h] = dpb;
+      }
+    }
+  }
+}
