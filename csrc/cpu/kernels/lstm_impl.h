@@ -75,6 +75,64 @@ inline void lstm_panel_rows(float* out, int64_t ldo, const float* a, int64_t lda
   }
 }
 
+// bf16 forward on AVX-512 BF16: w_hh stays bf16 in its panels (half the bytes of fp32: 8 MiB at
+// H = 1024, what the two L2s hold) and vdpbf16ps multiplies pairs of k exactly, accumulating in
+// fp32. h_{t-1} is bf16 already (h is stored in bf16), so the product is the one the fp32
+// kernel computes up to the summation order. Panel per tile: [k pair][gate][16 lanes][2 k].
+#if ATTNFAST_CPU_GEMM_AVX512
+constexpr bool kLstmBf16Dot = true;
+
+template <int BB>
+void lstm_panel_bf16(float* out, int64_t ldo, const uint16_t* a, int64_t lda,
+                     const uint16_t* panel, int64_t kp0, int64_t kp1, bool init) {
+  __m512 acc[BB][4];
+  for (int b = 0; b < BB; ++b)
+    for (int v = 0; v < 4; ++v)
+      acc[b][v] = init ? _mm512_setzero_ps() : _mm512_loadu_ps(out + b * ldo + v * 16);
+  for (int64_t kp = kp0; kp < kp1; ++kp) {
+    const uint16_t* p = panel + kp * 2 * kLstmGroup;
+    const __m512bh w0 = (__m512bh)_mm512_loadu_si512(p), w1 = (__m512bh)_mm512_loadu_si512(p + 32);
+    const __m512bh w2 = (__m512bh)_mm512_loadu_si512(p + 64), w3 = (__m512bh)_mm512_loadu_si512(p + 96);
+    for (int b = 0; b < BB; ++b) {
+      int32_t pair;
+      __builtin_memcpy(&pair, a + b * lda + 2 * kp, sizeof pair);
+      const __m512bh s = (__m512bh)_mm512_set1_epi32(pair);
+      acc[b][0] = _mm512_dpbf16_ps(acc[b][0], s, w0);
+      acc[b][1] = _mm512_dpbf16_ps(acc[b][1], s, w1);
+      acc[b][2] = _mm512_dpbf16_ps(acc[b][2], s, w2);
+      acc[b][3] = _mm512_dpbf16_ps(acc[b][3], s, w3);
+    }
+  }
+  for (int b = 0; b < BB; ++b)
+    for (int v = 0; v < 4; ++v) _mm512_storeu_ps(out + b * ldo + v * 16, acc[b][v]);
+}
+
+// out (B x 64) = a (B x 2 KP bf16, row stride lda) @ panel (KP pairs x 64 x 2).
+inline void lstm_panel_rows_bf16(float* out, int64_t ldo, const uint16_t* a, int64_t lda,
+                                 const uint16_t* panel, int64_t B, int64_t KP) {
+  for (int64_t k0 = 0; k0 < KP; k0 += kLstmChunkK / 2) {
+    const int64_t k1 = lstm_min(k0 + kLstmChunkK / 2, KP);
+    for (int64_t b0 = 0; b0 < B; b0 += kLstmMaxRows) {
+      const int64_t bb = lstm_min(B - b0, kLstmMaxRows);
+      float* o = out + b0 * ldo;
+      const uint16_t* ab = a + b0 * lda;
+      switch (bb) {
+        case 1: lstm_panel_bf16<1>(o, ldo, ab, lda, panel, k0, k1, k0 == 0); break;
+        case 2: lstm_panel_bf16<2>(o, ldo, ab, lda, panel, k0, k1, k0 == 0); break;
+        case 3: lstm_panel_bf16<3>(o, ldo, ab, lda, panel, k0, k1, k0 == 0); break;
+        case 4: lstm_panel_bf16<4>(o, ldo, ab, lda, panel, k0, k1, k0 == 0); break;
+        case 5: lstm_panel_bf16<5>(o, ldo, ab, lda, panel, k0, k1, k0 == 0); break;
+        default: lstm_panel_bf16<6>(o, ldo, ab, lda, panel, k0, k1, k0 == 0); break;
+      }
+    }
+  }
+}
+#else
+constexpr bool kLstmBf16Dot = false;
+inline void lstm_panel_rows_bf16(float*, int64_t, const uint16_t*, int64_t, const uint16_t*,
+                                 int64_t, int64_t) {}
+#endif
+
 // tanh accurate to a few ulp in RELATIVE terms near 0 as well: math::tanh_f32's (1 - e)/(1 + e)
 // loses the low bits of tanh(x) to cancellation for small |x| (relative error ~6e-8 / |x|),
 // which the fp32 gates' ~1e-6 relative tolerance would not take; below |x| = 0.625 Cephes'
@@ -101,6 +159,12 @@ ATTNFAST_INLINE void lstm_for_order(int64_t begin, int64_t end, bool down, F&& f
 }
 
 template <typename T>
+ATTNFAST_INLINE uint16_t bf16_bits(T v) {
+  if constexpr (std::is_same_v<T, bf16_t>) return v.bits;
+  else return 0;
+}
+
+template <typename T>
 void lstm_forward_typed(const LstmForwardArgs& a, int tid, int nthreads) {
   const int64_t T_ = a.T, B = a.B, H = a.H, H4 = 4 * H;
   const int64_t Hp = lstm_padded_units(H);
@@ -117,7 +181,30 @@ void lstm_forward_typed(const LstmForwardArgs& a, int tid, int nthreads) {
 
   // Pack the own tiles (padding units: zero rows) and load h0 into the first buffer.
   const int64_t tile0 = u0 / kLstmTile, tile1 = (u1 + kLstmTile - 1) / kLstmTile;
-  for (int64_t jt = tile0; jt < tile1; ++jt) {
+  // bf16 on AVX-512 BF16: bf16 panels and h buffers (k padded to even: a zero weight pair
+  // half and h's zero padding column H).
+  constexpr bool dot = kLstmBf16Dot && std::is_same_v<T, bf16_t>;
+  const int64_t KP = (H + 1) / 2;
+  uint16_t* hbuf16 = reinterpret_cast<uint16_t*>(a.hbuf);
+  uint16_t* packed16 = reinterpret_cast<uint16_t*>(a.packed);
+  if constexpr (dot) {
+    for (int64_t jt = tile0; jt < tile1; ++jt) {
+      uint16_t* p = packed16 + jt * KP * 2 * kLstmGroup;
+      for (int64_t gate = 0; gate < 4; ++gate)
+        for (int64_t l = 0; l < kLstmTile; ++l) {
+          const int64_t j = jt * kLstmTile + l;
+          uint16_t* dst = p + (gate * kLstmTile + l) * 2;
+          const T* row = w + (gate * H + (j < H ? j : 0)) * H;
+          for (int64_t k = 0; k < 2 * KP; ++k)
+            dst[(k / 2) * 2 * kLstmGroup + (k & 1)] = j < H && k < H ? bf16_bits(row[k]) : 0;
+        }
+    }
+    for (int64_t half = 0; half < 2; ++half)
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t j = u0; j < lstm_group_begin(groups, tid + 1, nthreads) * kLstmGroup; ++j)
+          hbuf16[(half * B + b) * Hp + j] = half == 0 && j < H ? bf16_bits(h0[b * H + j]) : 0;
+  }
+  for (int64_t jt = tile0; jt < tile1 && !dot; ++jt) {
     float* p = a.packed + jt * H * kLstmGroup;
     for (int64_t gate = 0; gate < 4; ++gate)
       for (int64_t l = 0; l < kLstmTile; ++l) {
@@ -131,15 +218,20 @@ void lstm_forward_typed(const LstmForwardArgs& a, int tid, int nthreads) {
         }
       }
   }
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t j = u0; j < u1; ++j) a.hbuf[b * Hp + j] = to_f32(h0[b * H + j]);
+  if constexpr (!dot)
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t j = u0; j < u1; ++j) a.hbuf[b * Hp + j] = to_f32(h0[b * H + j]);
 #pragma omp barrier
 
   for (int64_t t = 0; t < T_; ++t) {
     const float* hprev = a.hbuf + (t & 1) * B * Hp;
     float* hnext = a.hbuf + ((t + 1) & 1) * B * Hp;
     lstm_for_order(tile0, tile1, a.zigzag && (t & 1), [&](int64_t jt) {
-      lstm_panel_rows(acc, kLstmGroup, hprev, Hp, a.packed + jt * H * kLstmGroup, B, H);
+      if constexpr (dot)
+        lstm_panel_rows_bf16(acc, kLstmGroup, hbuf16 + (t & 1) * B * Hp, Hp,
+                             packed16 + jt * KP * 2 * kLstmGroup, B, KP);
+      else
+        lstm_panel_rows(acc, kLstmGroup, hprev, Hp, a.packed + jt * H * kLstmGroup, B, H);
       const int64_t j0 = jt * kLstmTile;
       const int64_t nl = lstm_min(kLstmTile, H - j0);
       for (int64_t b = 0; b < B; ++b) {
@@ -151,6 +243,7 @@ void lstm_forward_typed(const LstmForwardArgs& a, int tid, int nthreads) {
         float* cn = a.c + row * H + j0;
         T* hn = hout + row * H + j0;
         float* hf = hnext + b * Hp + j0;
+        uint16_t* hf16 = hbuf16 + (((t + 1) & 1) * B + b) * Hp + j0;
         T* gs = gates ? gates + row * H4 + j0 : nullptr;
 #pragma omp simd
         for (int64_t l = 0; l < nl; ++l) {
@@ -164,7 +257,11 @@ void lstm_forward_typed(const LstmForwardArgs& a, int tid, int nthreads) {
           const T hv = from_f32<T>(o * lstm_tanh(c));
           cn[l] = c;
           hn[l] = hv;
-          hf[l] = to_f32(hv);  // the next step multiplies h_t as stored (rounded to T)
+          // the next step multiplies h_t as stored (rounded to T)
+          if constexpr (dot)
+            hf16[l] = bf16_bits(hv);
+          else
+            hf[l] = to_f32(hv);
           if (gs) {
             gs[l] = from_f32<T>(i);
             gs[H + l] = from_f32<T>(f);
