@@ -122,6 +122,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_backward(const at::Tensor& g
   at::Tensor dabuf = f32_buffer(2 * B * 4 * H);
   at::Tensor dh = f32_buffer(B * Hp);
   at::Tensor dc = f32_buffer(B * Hp);
+  at::Tensor c0f = f32_buffer(B * Hp);
   LstmBackwardArgs a{};
   a.dtype = dtype_of(grad_h);
   a.T = T;
@@ -140,6 +141,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_backward(const at::Tensor& g
   a.dabuf = dabuf.data_ptr<float>();
   a.dh = dh.data_ptr<float>();
   a.dc = dc.data_ptr<float>();
+  a.c0f = c0f.data_ptr<float>();
   a.zigzag = zigzag();
   const LstmBackwardFn fn = kernels().backward;
   run_region(nt, [&](int tid, int n) { fn(a, tid, n); });

@@ -58,6 +58,7 @@ struct LstmBackwardArgs {
   float* dabuf;          // 2 * B * 4H fp32: dA_t (double buffer, read by every thread)
   float* dh;             // B * Hp fp32: the recurrent dh (each column owned by one thread)
   float* dc;             // B * Hp fp32: the carried dc (owner only)
+  float* c0f;            // B * Hp fp32: c0 in fp32 (owner only)
   bool zigzag;
 };
 

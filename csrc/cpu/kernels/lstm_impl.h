@@ -35,13 +35,16 @@ void lstm_panel(float* out, int64_t ldo, const float* a, int64_t lda, const floa
                 int64_t k0, int64_t k1, bool init) {
   using V = Lanes<float>::V;
   V acc[BB][4];
+#pragma GCC unroll 8
   for (int b = 0; b < BB; ++b)
+#pragma GCC unroll 4
     for (int v = 0; v < 4; ++v)
       acc[b][v] = init ? V{} : lanes_load<V>(out + b * ldo + v * 16);
   for (int64_t k = k0; k < k1; ++k) {
     const float* p = panel + k * kLstmGroup;
     const V w0 = lanes_load<V>(p), w1 = lanes_load<V>(p + 16);
     const V w2 = lanes_load<V>(p + 32), w3 = lanes_load<V>(p + 48);
+#pragma GCC unroll 8
     for (int b = 0; b < BB; ++b) {
       const V s = lanes_splat<V>(a[b * lda + k]);
       acc[b][0] = lstm_fma(s, w0, acc[b][0]);
@@ -50,7 +53,9 @@ void lstm_panel(float* out, int64_t ldo, const float* a, int64_t lda, const floa
       acc[b][3] = lstm_fma(s, w3, acc[b][3]);
     }
   }
+#pragma GCC unroll 8
   for (int b = 0; b < BB; ++b)
+#pragma GCC unroll 4
     for (int v = 0; v < 4; ++v) lanes_store(out + b * ldo + v * 16, acc[b][v]);
 }
 
@@ -86,13 +91,16 @@ template <int BB>
 void lstm_panel_bf16(float* out, int64_t ldo, const uint16_t* a, int64_t lda,
                      const uint16_t* panel, int64_t kp0, int64_t kp1, bool init) {
   __m512 acc[BB][4];
+#pragma GCC unroll 8
   for (int b = 0; b < BB; ++b)
+#pragma GCC unroll 4
     for (int v = 0; v < 4; ++v)
       acc[b][v] = init ? _mm512_setzero_ps() : _mm512_loadu_ps(out + b * ldo + v * 16);
   for (int64_t kp = kp0; kp < kp1; ++kp) {
     const uint16_t* p = panel + kp * 2 * kLstmGroup;
     const __m512bh w0 = (__m512bh)_mm512_loadu_si512(p), w1 = (__m512bh)_mm512_loadu_si512(p + 32);
     const __m512bh w2 = (__m512bh)_mm512_loadu_si512(p + 64), w3 = (__m512bh)_mm512_loadu_si512(p + 96);
+#pragma GCC unroll 8
     for (int b = 0; b < BB; ++b) {
       int32_t pair;
       __builtin_memcpy(&pair, a + b * lda + 2 * kp, sizeof pair);
@@ -103,7 +111,9 @@ void lstm_panel_bf16(float* out, int64_t ldo, const uint16_t* a, int64_t lda,
       acc[b][3] = _mm512_dpbf16_ps(acc[b][3], s, w3);
     }
   }
+#pragma GCC unroll 8
   for (int b = 0; b < BB; ++b)
+#pragma GCC unroll 4
     for (int v = 0; v < 4; ++v) _mm512_storeu_ps(out + b * ldo + v * 16, acc[b][v]);
 }
 
@@ -234,42 +244,51 @@ void lstm_forward_typed(const LstmForwardArgs& a, int tid, int nthreads) {
         lstm_panel_rows(acc, kLstmGroup, hprev, Hp, a.packed + jt * H * kLstmGroup, B, H);
       const int64_t j0 = jt * kLstmTile;
       const int64_t nl = lstm_min(kLstmTile, H - j0);
-      for (int64_t b = 0; b < B; ++b) {
-        const int64_t row = t * B + b;  // 64-bit: row * 4H can pass 2^31
-        const T* g = gx + row * H4 + j0;
-        const float* ab = acc + b * kLstmGroup;
-        const float* cp = t > 0 ? a.c + (row - B) * H + j0 : nullptr;
-        const T* cp0 = c0 + b * H + j0;
-        float* cn = a.c + row * H + j0;
-        T* hn = hout + row * H + j0;
-        float* hf = hnext + b * Hp + j0;
-        uint16_t* hf16 = hbuf16 + (((t + 1) & 1) * B + b) * Hp + j0;
-        T* gs = gates ? gates + row * H4 + j0 : nullptr;
+      // The loop body is branch-free (both cases as template flags), so that it vectorises for
+      // every T: a conditional 16-bit store or a load from a maybe-null pointer kept GCC from it.
+      auto epilogue = [&](auto save) {
+        for (int64_t b = 0; b < B; ++b) {
+          const int64_t row = t * B + b;  // 64-bit: row * 4H can pass 2^31
+          const T* g = gx + row * H4 + j0;
+          const float* ab = acc + b * kLstmGroup;
+          float c0row[kLstmTile];
+          if (t == 0)
+            for (int64_t l = 0; l < nl; ++l) c0row[l] = to_f32(c0[b * H + j0 + l]);
+          const float* cp = t > 0 ? a.c + (row - B) * H + j0 : c0row;
+          float* cn = a.c + row * H + j0;
+          T* hn = hout + row * H + j0;
+          float* hf = hnext + b * Hp + j0;
+          uint16_t* hf16 = hbuf16 + (((t + 1) & 1) * B + b) * Hp + j0;
+          T* gs = gates + row * H4 + j0;  // dereferenced only when save
 #pragma omp simd
-        for (int64_t l = 0; l < nl; ++l) {
-          // fp32 throughout: pre-activation = recurrent part + input part (gates_x).
-          const float i = lstm_sigmoid(ab[l] + to_f32(g[l]));
-          const float f = lstm_sigmoid(ab[16 + l] + to_f32(g[H + l]));
-          const float gg = lstm_tanh(ab[32 + l] + to_f32(g[2 * H + l]));
-          const float o = lstm_sigmoid(ab[48 + l] + to_f32(g[3 * H + l]));
-          const float c_prev = cp ? cp[l] : to_f32(cp0[l]);
-          const float c = f * c_prev + i * gg;
-          const T hv = from_f32<T>(o * lstm_tanh(c));
-          cn[l] = c;
-          hn[l] = hv;
-          // the next step multiplies h_t as stored (rounded to T)
-          if constexpr (dot)
-            hf16[l] = bf16_bits(hv);
-          else
-            hf[l] = to_f32(hv);
-          if (gs) {
-            gs[l] = from_f32<T>(i);
-            gs[H + l] = from_f32<T>(f);
-            gs[2 * H + l] = from_f32<T>(gg);
-            gs[3 * H + l] = from_f32<T>(o);
+          for (int64_t l = 0; l < nl; ++l) {
+            // fp32 throughout: pre-activation = recurrent part + input part (gates_x).
+            const float i = lstm_sigmoid(ab[l] + to_f32(g[l]));
+            const float f = lstm_sigmoid(ab[16 + l] + to_f32(g[H + l]));
+            const float gg = lstm_tanh(ab[32 + l] + to_f32(g[2 * H + l]));
+            const float o = lstm_sigmoid(ab[48 + l] + to_f32(g[3 * H + l]));
+            const float c = f * cp[l] + i * gg;
+            const T hv = from_f32<T>(o * lstm_tanh(c));
+            cn[l] = c;
+            hn[l] = hv;
+            // the next step multiplies h_t as stored (rounded to T)
+            if constexpr (dot)
+              hf16[l] = bf16_bits(hv);
+            else
+              hf[l] = to_f32(hv);
+            if constexpr (decltype(save)::value) {
+              gs[l] = from_f32<T>(i);
+              gs[H + l] = from_f32<T>(f);
+              gs[2 * H + l] = from_f32<T>(gg);
+              gs[3 * H + l] = from_f32<T>(o);
+            }
           }
         }
-      }
+      };
+      if (gates != nullptr)
+        epilogue(std::true_type{});
+      else
+        epilogue(std::false_type{});
     });
 #pragma omp barrier
   }
@@ -305,6 +324,7 @@ void lstm_backward_typed(const LstmBackwardArgs& a, int tid, int nthreads) {
     for (int64_t j = u0; j < u1; ++j) {
       a.dh[b * Hp + j] = 0.f;
       a.dc[b * Hp + j] = to_f32(gcn[b * H + j]);
+      a.c0f[b * Hp + j] = to_f32(c0[b * H + j]);
     }
 
   for (int64_t t = T_ - 1; t >= 0; --t) {
@@ -315,8 +335,8 @@ void lstm_backward_typed(const LstmBackwardArgs& a, int tid, int nthreads) {
       const T* gt = gates + row * H4;
       const T* ght = gh + row * H;
       const float* ct = a.c + row * H;
-      const float* cp = t > 0 ? a.c + (row - B) * H : nullptr;
-      const T* cp0 = c0 + b * H;
+      // c_{t-1}, c0 as fp32 at t = 0 (a pointer, not a branch in the loop: it vectorises)
+      const float* cp = t > 0 ? a.c + (row - B) * H : a.c0f + b * Hp;
       float* dh = a.dh + b * Hp;
       float* dc = a.dc + b * Hp;
       float* dab = da + b * H4;
@@ -325,7 +345,7 @@ void lstm_backward_typed(const LstmBackwardArgs& a, int tid, int nthreads) {
       for (int64_t j = u0; j < u1; ++j) {
         const float i = to_f32(gt[j]), f = to_f32(gt[H + j]);
         const float gg = to_f32(gt[2 * H + j]), o = to_f32(gt[3 * H + j]);
-        const float c_prev = cp ? cp[j] : to_f32(cp0[j]);
+        const float c_prev = cp[j];
         const float dhv = to_f32(ght[j]) + dh[j];
         const float tc = lstm_tanh(ct[j]);
         const float dcv = dc[j] + dhv * o * (1.f - tc * tc);
