@@ -174,8 +174,8 @@ ATTNFAST_INLINE uint16_t bf16_bits(T v) {
   else return 0;
 }
 
-template <typename T>
-void lstm_forward_typed(const LstmForwardArgs& a, int tid, int nthreads) {
+template <typename T, bool kDot>
+void lstm_forward_body(const LstmForwardArgs& a, int tid, int nthreads) {
   const int64_t T_ = a.T, B = a.B, H = a.H, H4 = 4 * H;
   const int64_t Hp = lstm_padded_units(H);
   const int64_t groups = Hp / kLstmGroup;
@@ -193,7 +193,7 @@ void lstm_forward_typed(const LstmForwardArgs& a, int tid, int nthreads) {
   const int64_t tile0 = u0 / kLstmTile, tile1 = (u1 + kLstmTile - 1) / kLstmTile;
   // bf16 on AVX-512 BF16: bf16 panels and h buffers (k padded to even: a zero weight pair
   // half and h's zero padding column H).
-  constexpr bool dot = kLstmBf16Dot && std::is_same_v<T, bf16_t>;
+  constexpr bool dot = kDot;
   const int64_t KP = (H + 1) / 2;
   uint16_t* hbuf16 = reinterpret_cast<uint16_t*>(a.hbuf);
   uint16_t* packed16 = reinterpret_cast<uint16_t*>(a.packed);
@@ -292,6 +292,21 @@ void lstm_forward_typed(const LstmForwardArgs& a, int tid, int nthreads) {
     });
 #pragma omp barrier
   }
+}
+
+// bf16 panels (vdpbf16ps) up to one micro-kernel row block: there the step streams w_hh and half
+// the bytes is the gain. From B = 7 on the panel is re-read from L1 per row block and the step is
+// bound by the multiply: vdpbf16ps (16 lanes x 2 k per instruction) did not beat fp32 FMAs on this
+// CPU (1 thread, B 16, H 1024: ~1.74 ms/step bf16 panels vs ~1.48 fp32; bench/notes/lstm_cpu.md),
+// so fp32 panels there.
+constexpr int64_t kLstmBf16DotMaxRows = kLstmMaxRows;
+
+template <typename T>
+void lstm_forward_typed(const LstmForwardArgs& a, int tid, int nthreads) {
+  if constexpr (kLstmBf16Dot && std::is_same_v<T, bf16_t>) {
+    if (a.B <= kLstmBf16DotMaxRows) return lstm_forward_body<T, true>(a, tid, nthreads);
+  }
+  lstm_forward_body<T, false>(a, tid, nthreads);
 }
 
 template <typename T>
