@@ -14,9 +14,11 @@ forward+backward of the output with a random gradient):
   torch      torch.nn.LSTM(1024, 1024) on the same weights
 Columns: median ms (p10-p90), GFLOP/s (forward 8 T B H (I + H), fwd+bwd 3x), % of the fp32
 physical peak (bench/peak), speed-up vs torch, and the recurrence's physical limit: the bytes of
-w_hh read per step (4H x H x 4: attnfast streams fp32 panels whatever the dtype; the backward
-reads them once more per step) x T over the measured read bandwidth of a w_hh-sized buffer
-(`read GB/s`: 2 threads summing a 16 MiB fp32 tensor, i.e. L3 on this machine).
+w_hh read per step (4H x H x 2 for the bf16 forward's panels at B <= 6, x 4 for fp32, for bf16
+from B = 7 on and for the backward's panels) x T over the read bandwidth of the threads (`read GB/s`: one core summing a 16 MiB fp32
+tensor, i.e. L3 on this machine, times the threads: an assumption, see the notes).
+--thread-time: one thread, the ops' per-step CPU time of the calling thread (robust on a shared
+machine), the w_hh bytes per step over it, and torch's layer on one thread beside them.
 """
 from __future__ import annotations
 
@@ -54,16 +56,22 @@ def _env(name: str, value: str | None):
 
 
 def read_bandwidth_gbs(nbytes: int, reps: int = 200) -> float:
-    """GB/s of a streaming read of an nbytes buffer, repeated (so it is served from the cache
-    level that holds it): torch.sum over all threads; the best of `reps` runs (other processes
-    can only slow a read down, so the best is the machine's figure)."""
-    buf = torch.ones(nbytes // 4)
-    buf.sum()
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter_ns()
+    """GB/s of one core's streaming read of an nbytes buffer, repeated (so it is served from the
+    cache level that holds it): torch.sum on one thread; the best of `reps` runs (other processes
+    can only slow a read down). One thread, because a 2-thread torch.sum of a few MiB measures
+    the wake-up of the second thread on a busy machine (1-4 GB/s here) rather than the cache."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        buf = torch.ones(nbytes // 4)
         buf.sum()
-        best = min(best, (time.perf_counter_ns() - t0) / 1e9)
+        best = float("inf")
+        for _ in range(reps):
+            t0 = time.perf_counter_ns()
+            buf.sum()
+            best = min(best, (time.perf_counter_ns() - t0) / 1e9)
+    finally:
+        torch.set_num_threads(threads)
     return nbytes / best / 1e9
 
 
@@ -97,7 +105,14 @@ def run(dtype, B, T, H, I, *, quick, reps, warmup, peak_record, bw_gbs, zigzag_o
     grad_out = torch.randn(T, B, H, dtype=dtype)
     flop_fwd = 8.0 * T * B * H * (I + H)
     peak = _peak.peak_gflops(peak_record, torch.float32)
-    limit_fwd_ms = 4 * H * H * 4 * T / (bw_gbs * 1e9) * 1e3
+    # w_hh bytes streamed per step: the forward's panels are bf16 for bf16 at B <= 6 (AVX-512
+    # BF16), fp32 otherwise; the backward's are fp32. Both cores stream disjoint halves, at one core's
+    # measured read bandwidth each (an assumption: L3 serving two cores at twice one core's rate).
+    cores = min(torch.get_num_threads(), max(1, (H + 63) // 64))
+    fwd_bytes = 4 * H * H * (2 if dtype == torch.bfloat16 and B <= 6 else 4)
+    bwd_bytes = 4 * H * H * 4
+    limit_fwd_ms = fwd_bytes * T / (cores * bw_gbs * 1e9) * 1e3
+    limit_bwd_ms = bwd_bytes * T / (cores * bw_gbs * 1e9) * 1e3
     default_reps = 3 if quick else 7
     reps = reps or default_reps
     warmup = 1 if warmup is None else warmup
@@ -135,7 +150,7 @@ def run(dtype, B, T, H, I, *, quick, reps, warmup, peak_record, bw_gbs, zigzag_o
                 print(f"{name} {pas} {dtype}: {str(e).splitlines()[0]}", file=sys.stderr)
                 continue
             flop = flop_fwd * (1 if pas == "fwd" else 3)
-            limit = limit_fwd_ms * (1 if pas == "fwd" else 2)
+            limit = limit_fwd_ms + (0 if pas == "fwd" else limit_bwd_ms)
             if name == "torch":
                 torch_ms = t.median_ms
             g = harness.gflops(flop, t.median_ms)
@@ -153,6 +168,56 @@ def run(dtype, B, T, H, I, *, quick, reps, warmup, peak_record, bw_gbs, zigzag_o
     return rows
 
 
+def thread_time_table(dtypes, batches, T, H, I, reps) -> list[dict]:
+    """One thread, the calling thread's CPU time (time.thread_time_ns: unaffected by being
+    descheduled, so robust on a shared machine): the recurrence ops alone and torch's whole
+    layer (oneDNN on one thread also runs on the calling thread), best of `reps`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    rows = []
+    try:
+        for dtype in dtypes:
+            for B in batches:
+                torch.manual_seed(0)
+                lstm = torch.nn.LSTM(I, H).to(dtype)
+                x = torch.randn(T, B, I, dtype=dtype)
+                h0 = torch.zeros(B, H, dtype=dtype)
+                w_ih, w_hh = lstm.weight_ih_l0.detach(), lstm.weight_hh_l0.detach()
+                bias = (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach()
+                gx = F.linear(x, w_ih, bias)
+                fwd = torch.ops.attnfast.lstm_forward(gx, h0, h0, w_hh, True)
+                gh = torch.randn(T, B, H, dtype=dtype)
+
+                def best(fn):
+                    fn()
+                    out = float("inf")
+                    for _ in range(reps):
+                        t0 = time.thread_time_ns()
+                        fn()
+                        out = min(out, (time.thread_time_ns() - t0) / 1e6)
+                    return out
+
+                with torch.no_grad():
+                    f_ms = best(lambda: torch.ops.attnfast.lstm_forward(gx, h0, h0, w_hh, False))
+                    b_ms = best(lambda: torch.ops.attnfast.lstm_backward(gh, h0, h0, w_hh, fwd[1],
+                                                                         fwd[2]))
+                    t_ms = best(lambda: lstm(x, (h0[None], h0[None])))
+                    g_ms = best(lambda: F.linear(x, w_ih, bias))
+                fb = 4 * H * H * (2 if dtype == torch.bfloat16 and B <= 6 else 4)
+                rows.append({
+                    "B": B, "dtype": str(dtype).replace("torch.", ""),
+                    "fwd us/step": f"{f_ms / T * 1e3:.0f}", "bwd us/step": f"{b_ms / T * 1e3:.0f}",
+                    "fwd w_hh GB/s": f"{fb * T / (f_ms * 1e6):.1f}",
+                    "bwd w_hh GB/s": f"{4 * H * H * 4 * T / (b_ms * 1e6):.1f}",
+                    "torch layer fwd us/step": f"{t_ms / T * 1e3:.0f}",
+                    "input GEMM us/step": f"{g_ms / T * 1e3:.0f}",
+                    "x torch (fwd: ops + GEMM)": f"{t_ms / (f_ms + g_ms):.2f}",
+                })
+    finally:
+        torch.set_num_threads(threads)
+    return rows
+
+
 def main(argv=None) -> int:
     p = harness.common_args("One LSTM layer: attnfast's CPU recurrence vs torch.nn.LSTM.")
     p.add_argument("--batch", type=int, action="append", help="batch sizes (default 2 and 16)")
@@ -161,6 +226,8 @@ def main(argv=None) -> int:
     p.add_argument("--input", type=int, default=1024)
     p.add_argument("--zigzag-off", action="store_true",
                    help="add rows with ATTNFAST_CPU_LSTM_ZIGZAG=0")
+    p.add_argument("--thread-time", action="store_true",
+                   help="instead: one thread, per-step CPU time of the ops (robust when shared)")
     args = p.parse_args(argv)
     device = harness.resolve_device(args.device)
     if device.type != "cpu":
@@ -171,6 +238,11 @@ def main(argv=None) -> int:
     batches = args.batch or [2, 16]
     T = args.seq_len or (128 if args.quick else 1024)
     H, I = args.hidden, args.input
+    if args.thread_time:
+        rows = thread_time_table(dtypes, batches, T, H, I, args.reps or 5)
+        harness.print_table(rows, list(rows[0]), title=f"LSTM T {T}, H {H}, I {I}: one thread, "
+                            f"thread CPU time, best of {args.reps or 5}")
+        return 0
     peak_record = _peak.peak("cpu", refresh=args.refresh_peak, quick=args.quick)
     bw = read_bandwidth_gbs(4 * H * H * 4)
     env = harness.environment(device)
@@ -181,7 +253,7 @@ def main(argv=None) -> int:
                         peak_record=peak_record, bw_gbs=bw, zigzag_off=args.zigzag_off)
     title = (f"LSTM layer T {T}, H {H}, I {I} on {env['cpu']} ({env['cpu_cores']} cores, "
              f"{torch.get_num_threads()} threads); fp32 peak {peak_record['fp32_gflops']:.0f} "
-             f"GFLOP/s; read GB/s of a {4 * H * H * 4 >> 20} MiB buffer {bw:.1f}; torch "
+             f"GFLOP/s; one core's read GB/s of a {4 * H * H * 4 >> 20} MiB buffer {bw:.1f}; torch "
              f"{env['torch']}, commit {str(env['git']['commit'])[:10]}"
              f"{' (dirty)' if env['git']['dirty'] else ''}, load avg {env['load_avg_1min']}")
     harness.print_table(rows, COLUMNS, title=title)
