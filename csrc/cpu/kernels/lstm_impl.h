@@ -1,13 +1,15 @@
 // LSTM recurrence CPU loops, included once per ISA inside namespace attnfast::cpu::<isa>
 // (isa_*.cpp); the argument blocks and the partition are in lstm.h.
 //
-// w_hh is packed once per call, by each thread for its own units only, into fp32 panels its
-// micro-kernel streams contiguously (bf16/fp16 weights convert exactly to fp32: the packing
-// trades twice the bytes of a bf16 copy for one micro-kernel and fp32 FMAs on every ISA):
-//   forward   [tile of 16 units][k < H][gate][16 lanes]: one step of a tile = B x 64 outputs,
-//             all four gates of 16 units, so the gate math runs on the accumulators at once;
-//   backward  [group of 64 units][r < 4H][64 lanes]: the columns of w_hh a thread owns, for
-//             dh_{t-1}[:, own units] = dA_t (B x 4H) @ w_hh[:, own units] (every row r).
+// w_hh is packed once per call, by each thread for its own units only, into panels its
+// micro-kernel streams contiguously:
+//   forward   [tile of 16 units][k < H][gate][16 lanes] fp32: one step of a tile = B x 64
+//             outputs, all four gates of 16 units, so the gate math runs on them at once; for
+//             bf16 at B <= 6 on AVX-512 BF16, [tile][k pair][gate][16 lanes][2] bf16 instead
+//             (vdpbf16ps: half the bytes where the step streams w_hh);
+//   backward  [group of 64 units][r < 4H][64 lanes] fp32: the columns of w_hh a thread owns,
+//             for dh_{t-1}[:, own units] = dA_t (B x 4H) @ w_hh[:, own units] (every row r).
+// bf16/fp16 weights convert exactly to fp32; fp32 accumulation everywhere.
 // Both products are one micro-kernel: out (BB x 64) += a (BB x K) @ panel (K x 64), 4 x BB
 // lane-vector accumulators (BB <= 6: 24 of the 32 zmm registers), a broadcast of a per (b, k).
 // No include guard on purpose: each isa_*.cpp includes it once, in its own namespace.
