@@ -21,7 +21,7 @@ Saved runs go to bench/results/pytest-benchmark/ (git-ignored); bench/README.md 
 import importlib
 import sys
 
-MODULES = ["bench.boom", "bench.attention", "bench.memory", "bench.sharnn"]
+MODULES = ["bench.boom", "bench.attention", "bench.memory", "bench.lstm", "bench.sharnn"]
 
 
 def main(argv=None) -> int:

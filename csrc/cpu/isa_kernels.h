@@ -10,6 +10,7 @@
 #include "cpu/kernel_table.h"
 #include "cpu/kernels/attention.h"
 #include "cpu/kernels/boom.h"
+#include "cpu/kernels/lstm.h"
 #include "cpu/kernels/gemm_isa.h"  // <immintrin.h> + ATTNFAST_CPU_GEMM_AVX512 (avx512 TU only)
 #include "cpu/kernels/memory.h"
 
@@ -22,9 +23,11 @@ namespace ATTNFAST_CPU_ISA {
 #include "cpu/kernels/attention_impl.h"
 #include "cpu/kernels/boom_impl.h"
 #include "cpu/kernels/memory_impl.h"
+#include "cpu/kernels/lstm_impl.h"  // after memory_impl.h, which brings in lanes.h
 
 extern const KernelTable kernel_table;
-const KernelTable kernel_table{&attention_kernels, &boom_kernels, &memory_kernels};
+const KernelTable kernel_table{&attention_kernels, &boom_kernels, &memory_kernels,
+                               &lstm_kernels};
 
 }  // namespace ATTNFAST_CPU_ISA
 }  // namespace cpu

@@ -9,12 +9,14 @@ namespace cpu {
 
 struct AttentionKernels;
 struct BoomKernels;
+struct LstmKernels;
 struct MemoryKernels;
 
 struct KernelTable {
   const AttentionKernels* attention;
   const BoomKernels* boom;
   const MemoryKernels* memory;
+  const LstmKernels* lstm;
 };
 
 namespace base { extern const KernelTable kernel_table; }
