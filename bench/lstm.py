@@ -7,9 +7,10 @@ nn.LSTM (its oneDNN path on the CPU), measured in the same run.
 H = I = 1024, T = 1024 (--quick: T = 128, few repetitions), B = 2 and 16; bf16 rows run with
 bf16 weights and inputs on both sides. Rows per batch, dtype and pass (forward under no_grad;
 forward+backward of the output with a random gradient):
-  attnfast   the layer composed from attnfast's ops: gates_x = F.linear(x, w_ih, b) (one GEMM),
-             torch.ops.attnfast.lstm_forward (+ lstm_backward, then the weight/input gradients
-             as GEMMs: grad_w_hh = dA^T [h0; h[:-1]], grad_w_ih = dA^T x, grad_x = dA w_ih)
+  attnfast   attnfast.nn.LSTM (backend "cpu") on the same state_dict: gates_x = F.linear(x,
+             w_ih, b) (one GEMM), the recurrence kernels lstm_forward / lstm_backward, the weight
+             and input gradients as GEMMs (grad_w_hh = dA^T [h0; h[:-1]], grad_w_ih = dA^T x,
+             grad_x = dA w_ih) through autograd, as a user runs it
   attnfast-zz0  the same with ATTNFAST_CPU_LSTM_ZIGZAG=0 (tiles ascending every step; --zigzag-off)
   torch      torch.nn.LSTM(1024, 1024) on the same weights
 Columns: median ms (p10-p90), GFLOP/s (forward 8 T B H (I + H), fwd+bwd 3x), % of the fp32
@@ -30,7 +31,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-import attnfast  # noqa: F401  (loads torch.ops.attnfast)
+import attnfast
+import attnfast.nn  # noqa: F401
 from bench import harness
 from bench import peak as _peak
 
@@ -75,33 +77,12 @@ def read_bandwidth_gbs(nbytes: int, reps: int = 200) -> float:
     return nbytes / best / 1e9
 
 
-def attnfast_layer(x, h0, c0, w_ih, w_hh, bias, grad_out=None):
-    """One layer through attnfast's ops; with grad_out, also every gradient."""
-    T, B, _ = x.shape
-    H = h0.shape[1]
-    gates_x = F.linear(x, w_ih, bias)
-    h, c, gates = torch.ops.attnfast.lstm_forward(gates_x, h0, c0, w_hh, grad_out is not None)
-    if grad_out is None:
-        return h
-    da, gh0, gc0 = torch.ops.attnfast.lstm_backward(grad_out, torch.zeros_like(h0), c0, w_hh, c,
-                                                     gates)
-    da2 = da.reshape(T * B, 4 * H)
-    h_prev = torch.cat([h0[None], h[:-1]]).reshape(T * B, H)
-    grad_w_hh = da2.t() @ h_prev
-    grad_w_ih = da2.t() @ x.reshape(T * B, -1)
-    grad_x = da2 @ w_ih
-    grad_b = da2.sum(0)
-    return h, grad_w_hh, grad_w_ih, grad_x, grad_b, gh0, gc0
-
-
 def run(dtype, B, T, H, I, *, quick, reps, warmup, peak_record, bw_gbs, zigzag_off):
     torch.manual_seed(0)
     lstm = torch.nn.LSTM(I, H).to(dtype)
     x = torch.randn(T, B, I, dtype=dtype)
     h0 = torch.zeros(B, H, dtype=dtype)
     c0 = torch.zeros(B, H, dtype=dtype)
-    w_ih, w_hh = lstm.weight_ih_l0.detach(), lstm.weight_hh_l0.detach()
-    bias = (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach()
     grad_out = torch.randn(T, B, H, dtype=dtype)
     flop_fwd = 8.0 * T * B * H * (I + H)
     peak = _peak.peak_gflops(peak_record, torch.float32)
@@ -127,13 +108,19 @@ def run(dtype, B, T, H, I, *, quick, reps, warmup, peak_record, bw_gbs, zigzag_o
         out.backward(grad_out)
         return out
 
+    # attnfast's drop-in on the same weights (its state_dict is nn.LSTM's), on the cpu kernels.
+    af = attnfast.nn.LSTM(I, H, backend="cpu").to(dtype)
+    af.load_state_dict(lstm.state_dict())
+
     def af_fwd():
         with torch.no_grad():
-            return attnfast_layer(x, h0, c0, w_ih, w_hh, bias)
+            return af(x, (h0[None], c0[None]))
 
     def af_fwd_bwd():
-        with torch.no_grad():
-            return attnfast_layer(x, h0, c0, w_ih, w_hh, bias, grad_out)
+        xr = x.detach().requires_grad_()
+        out, _ = af(xr, (h0[None], c0[None]))
+        out.backward(grad_out)
+        return out
 
     impls = [("torch", torch_fwd, torch_fwd_bwd, None), ("attnfast", af_fwd, af_fwd_bwd, None)]
     if zigzag_off:
@@ -199,7 +186,7 @@ def thread_time_table(dtypes, batches, T, H, I, reps) -> list[dict]:
 
                 with torch.no_grad():
                     f_ms = best(lambda: torch.ops.attnfast.lstm_forward(gx, h0, h0, w_hh, False))
-                    b_ms = best(lambda: torch.ops.attnfast.lstm_backward(gh, h0, h0, w_hh, fwd[1],
+                    b_ms = best(lambda: torch.ops.attnfast.lstm_backward(gh, None, h0, w_hh, fwd[1],
                                                                          fwd[2]))
                     t_ms = best(lambda: lstm(x, (h0[None], h0[None])))
                     g_ms = best(lambda: F.linear(x, w_ih, bias))

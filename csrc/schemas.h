@@ -183,12 +183,13 @@ inline constexpr const char* kMemoryWindow[] = {
 inline constexpr const char* kLstm[] = {
   "lstm_forward(Tensor gates_x, Tensor h0, Tensor c0, Tensor w_hh, bool save_gates) "
         "-> (Tensor h, Tensor c, Tensor gates)",
-  // grad_h (T, B, H): the gradient of h, the final state's h gradient already added to
-  // grad_h[T-1]; grad_cn (B, H): of c[T-1]. dh and dc are carried in fp32 through the steps.
-  // grad_gates_x (T, B, 4H) in gates_x's dtype is d a_t: also the gradient of both biases
-  // (summed over T and B) and, by one GEMM each outside the op, of w_ih, x and w_hh
-  // (grad_w_hh = sum_t grad_gates_x[t]^T h_{t-1}). grad_h0, grad_c0 (B, H) in h0's dtype.
-  "lstm_backward(Tensor grad_h, Tensor grad_cn, Tensor c0, Tensor w_hh, Tensor c, "
+  // grad_h (T, B, H): the gradient of the output h (a final state h_n = h[T-1] has its gradient
+  // there); grad_c (T, B, H) fp32 or None (zero): of the output c. dh and dc are carried in fp32
+  // through the steps. grad_gates_x (T, B, 4H) in gates_x's dtype is d a_t: also the gradient of
+  // both biases (summed over T and B) and, by one GEMM each outside the op, of w_ih, x and w_hh
+  // (grad_w_hh = sum_t grad_gates_x[t]^T h_{t-1}). grad_h0, grad_c0 (B, H) in c0's dtype (h0's).
+  // T = 0: grad_h0 = grad_c0 = 0. gates may be empty only when there is no step.
+  "lstm_backward(Tensor grad_h, Tensor? grad_c, Tensor c0, Tensor w_hh, Tensor c, "
         "Tensor gates) -> (Tensor grad_gates_x, Tensor grad_h0, Tensor grad_c0)",
 };
 

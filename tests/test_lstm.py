@@ -1,18 +1,10 @@
 """The LSTM family: attnfast.lstm (one layer) and attnfast.nn.LSTM (the drop-in for
 torch.nn.LSTM) on every backend against the float64 reference and torch.nn.LSTM, forward and
-backward; state_dicts both ways; autocast; torch.compile; validation errors.
-
-A compiled backend without the LSTM kernels yet skips with spec.kernel_reasons' reason. The
-Python side of the compiled path (autograd formula, the one-GEMM grad_w_hh, c_n's dtype) is also
-tested without them, in a subprocess with pure-torch stand-ins for the CPU kernels
-(tests/lstm_stub_kernels.py), which give way to the real kernels once those are built.
+backward; state_dicts both ways; autocast; torch.compile; validation errors. A compiled backend
+whose build lacks the LSTM kernels skips with spec.kernel_reasons' reason.
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -301,18 +293,20 @@ def test_dropout_between_layers_only_in_training():
 
 # ---- autocast ------------------------------------------------------------------------------------
 
-def test_autocast_cpu_bf16_dtypes_match_torch_lstm():
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_autocast_cpu_bf16_dtypes_match_torch_lstm(backend):
     """torch's LSTM under CPU autocast runs in bf16 (oneDNN's mkldnn_rnn_layer is on autocast's
     lower-precision list): output, h_n and c_n are bf16; ours too, and equal to an explicit bf16
-    run; gradients land on the fp32 parameters in fp32."""
-    theirs, ours = _pair("reference", "cpu", input_size=6, hidden_size=5, num_layers=2)
+    run on the same backend; gradients land on the fp32 parameters in fp32."""
+    require(backend)
+    theirs, ours = _pair(backend, "cpu", input_size=6, hidden_size=5, num_layers=2)
     x = torch.randn(4, 3, 6)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         ty, (th, tc) = theirs(x)
         y, (h, c) = ours(x)
     assert (y.dtype, h.dtype, c.dtype) == (ty.dtype, th.dtype, tc.dtype) == (torch.bfloat16,) * 3
     torch.testing.assert_close(y.float(), ty.float(), atol=3e-2, rtol=3e-2)
-    explicit = attnfast.nn.LSTM(6, 5, num_layers=2).to(torch.bfloat16)
+    explicit = attnfast.nn.LSTM(6, 5, num_layers=2, backend=backend).to(torch.bfloat16)
     explicit.load_state_dict(ours.state_dict())
     ey, (eh, ec) = explicit(x.bfloat16())
     assert torch.equal(y, ey) and torch.equal(h, eh) and torch.equal(c, ec)
@@ -377,66 +371,53 @@ def test_module_compiles_fullgraph_with_dropout_without_recompiles(backend):
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
 
 
-# ---- the compiled path's Python side, with stand-in kernels --------------------------------------
+# ---- the autograd formula: every output's gradient -------------------------------------------
 
-_STUB_SCRIPT = textwrap.dedent("""
-    import sys
-    sys.path[:0] = [{repo!r}, {tests!r}]
-    import torch, attnfast
-    import lstm_stub_kernels
-    from attnfast.ops import spec
-    from test_lstm import layer_inputs, run_layer
-    print("stand-ins" if lstm_stub_kernels.register() else "real kernels")
-    assert spec.kernel_reasons("cpu", ["lstm_forward"]) == []
-    torch.manual_seed(0)
-    for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 6e-2)):
-        for bias in (True, False):
-            ts = layer_inputs(5, 3, 6, 7, bias=bias)
-            outs, grads = run_layer("cpu", ts, dtype)
-            want, want_grads = run_layer("reference", ts, torch.float32)
-            for a, b in zip(outs + grads, want + want_grads):
-                assert a.dtype == dtype
-                torch.testing.assert_close(a.float(), b, atol=tol, rtol=tol)
-    # Only h_n or only c_n used: the unused outputs' gradients stay None (no zeros filled).
-    x, h0, c0, *ps = [t.float().requires_grad_(True) for t in layer_inputs(3, 2, 4, 5)]
-    for pick in (lambda y, h, c: c, lambda y, h, c: h, lambda y, h, c: y):
-        y, (h, c) = attnfast.lstm(x, (h0, c0), *ps, backend="cpu")
-        ry, (rh, rc) = attnfast.lstm(x, (h0, c0), *ps, backend="reference")
-        got = torch.autograd.grad(pick(y, h, c).sum(), [x, h0, c0, *ps])
-        want = torch.autograd.grad(pick(ry, rh, rc).sum(), [x, h0, c0, *ps])
-        for a, b in zip(got, want):
-            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-    # No gradient needed: the gates are not saved.
-    with torch.no_grad():
-        attnfast.lstm(x, (h0, c0), *ps, backend="cpu")
-    args = [a.requires_grad_(True) if isinstance(a, torch.Tensor) else a
-            for a in spec.declared()["lstm_forward"].example()]
-    result = torch.library.opcheck(torch.ops.attnfast.lstm_forward, args)
-    assert all(v == "SUCCESS" for v in result.values()), result
-    m = attnfast.nn.LSTM(6, 5, num_layers=2, dropout=0.3, backend="cpu").train()
-    counter = torch._dynamo.testing.CompileCounterWithBackend("inductor")
-    compiled = torch.compile(m, backend=counter, fullgraph=True)
-    for _ in range(3):
-        y, (h, c) = compiled(torch.randn(4, 3, 6))
-        (y.sum() + c.sum()).backward()
-    assert counter.frame_count == 1, counter.frame_count
-    print("ok")
-""")
+@pytest.mark.parametrize("backend", ["cpu", "simt", "triton", "cuda"])
+@pytest.mark.parametrize("pick", ["output", "h_n", "c_n", "h_n+c_n"])
+def test_gradient_through_each_output(backend, pick):
+    """Only h_n, only c_n, or the output used: the unused outputs' gradients stay None in the
+    autograd formula (no zeros filled) and every input's gradient is the reference's."""
+    require(backend)
+    dev = device_for(backend)
+    x, h0, c0, *ps = [t.float().to(dev).requires_grad_(True) for t in layer_inputs(3, 2, 4, 5)]
+
+    def loss(y, h, c):
+        return {"output": y.sum(), "h_n": h.sum(), "c_n": c.sum(), "h_n+c_n": (h * c).sum()}[pick]
+
+    got = torch.autograd.grad(loss(*_flat(attnfast.lstm(x, (h0, c0), *ps, backend=backend))),
+                              [x, h0, c0, *ps])
+    want = torch.autograd.grad(loss(*_flat(attnfast.lstm(x, (h0, c0), *ps, backend="reference"))),
+                               [x, h0, c0, *ps])
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **FP32_TOL)
 
 
-def test_compiled_path_with_stand_in_kernels():
-    """The cpu backend's path (F.linear, lstm_forward, the autograd formula with its one-GEMM
-    grad_w_hh, c_n in the input dtype, opcheck of the declaration, torch.compile) against the
-    reference, fp32 and bf16, on pure-torch stand-ins for the CPU kernels (or the real kernels
-    once built)."""
-    if not spec._defined("attnfast::lstm_forward"):
-        pytest.skip("attnfast._C is not loaded: no attnfast::lstm_forward schema to implement")
-    here = os.path.dirname(os.path.abspath(__file__))
-    script = _STUB_SCRIPT.format(repo=os.path.dirname(here), tests=here)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=env, timeout=600)
-    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stdout + proc.stderr
+def _flat(result):
+    y, (h, c) = result
+    return y, h, c
+
+
+@pytest.mark.parametrize("backend", ["cpu", "simt", "triton", "cuda"])
+def test_op_backward_takes_every_steps_cell_state_gradient(backend):
+    """The compiled op's c output is every step's cell state: a loss on c[t] for t < T-1 (not only
+    on the final state) back-propagates through the op's autograd formula as through the
+    reference."""
+    require(backend)
+    dev = device_for(backend)
+    T, B, H = 4, 2, 5
+    g = torch.Generator().manual_seed(5)
+    gx, h0, c0 = (torch.randn(*s, generator=g).to(dev).requires_grad_(True)
+                  for s in ((T, B, 4 * H), (B, H), (B, H)))
+    w_hh = (torch.randn(4 * H, H, generator=g) / H ** 0.5).to(dev).requires_grad_(True)
+    weights = torch.randn(T, B, H, generator=g).to(dev)
+    forward = spec.kernels(backend).lstm_forward
+    h, c, _ = forward(gx, h0, c0, w_hh, True)
+    got = torch.autograd.grad((c * weights).sum() + h[1].sum(), [gx, h0, c0, w_hh])
+    rh, rc = reference_lstm.lstm_recurrence(gx, h0, c0, w_hh)
+    want = torch.autograd.grad((rc * weights).sum() + rh[1].sum(), [gx, h0, c0, w_hh])
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **FP32_TOL)
 
 
 # ---- validation ----------------------------------------------------------------------------------

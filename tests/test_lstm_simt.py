@@ -57,7 +57,7 @@ def test_gates_not_saved():
     h2, c2, none = fwd(x["gates_x"], x["h0"], x["c0"], x["w_hh"], False)
     assert none.shape == (0,) and torch.equal(h, h2) and torch.equal(c, c2)
     with pytest.raises(RuntimeError, match=r"gates must have shape.*save_gates=True"):
-        bwd(x["grad_h"], x["grad_cn"], x["c0"], x["w_hh"], c, none)
+        bwd(x["grad_h"], x["grad_c"], x["c0"], x["w_hh"], c, none)
 
 
 @pytest.mark.parametrize("shape", [(0, 3, 5), (0, 1, 16), (3, 0, 5), (0, 0, 5)])

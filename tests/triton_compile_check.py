@@ -47,13 +47,14 @@ def main(B: int = 64, H: int = 1024) -> None:
         cfg = L._config(B, H, "BLOCK_R")
         opts = {k: cfg.pop(k) for k in ("num_warps", "num_stages")}
         sig = dict(grad_h_ptr=p, w_ptr=p, dA_next_ptr="*fp32", gates_ptr=p, c_ptr="*fp32",
-                   c_prev_ptr="*fp32", dc_ptr="*fp32", dA_ptr="*fp32", grad_gx_ptr=p,
-                   grad_h0_ptr=p, grad_c0_ptr=p, B="i32", H="i32", HAS_NEXT="constexpr",
-                   FINAL="constexpr", BLOCK_B="constexpr", BLOCK_J="constexpr",
+                   c_prev_ptr="*fp32", grad_c_ptr="*fp32", dc_ptr="*fp32", dA_ptr="*fp32",
+                   grad_gx_ptr=p, grad_h0_ptr=p, grad_c0_ptr=p, B="i32", H="i32",
+                   HAS_NEXT="constexpr", HAS_GRAD_C="constexpr", FINAL="constexpr", BLOCK_B="constexpr", BLOCK_J="constexpr",
                    BLOCK_R="constexpr")
         for final in (False, True):
             k = triton.compile(ASTSource(L._lstm_bwd_step_kernel, sig,
-                                         constexprs=dict(HAS_NEXT=True, FINAL=final, **cfg)),
+                                         constexprs=dict(HAS_NEXT=True, HAS_GRAD_C=not final,
+                                                         FINAL=final, **cfg)),
                                target=target, options=opts)
             print("backward_final" if final else "backward", dt, usage(k), flush=True)
 

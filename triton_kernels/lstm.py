@@ -112,9 +112,9 @@ def _lstm_fwd_step_kernel(gx_ptr, h_prev_ptr, c_prev_ptr, w_ptr, h_ptr, c_ptr, g
 
 
 @triton.jit
-def _lstm_bwd_step_kernel(grad_h_ptr, w_ptr, dA_next_ptr, gates_ptr, c_ptr, c_prev_ptr, dc_ptr,
-                          dA_ptr, grad_gx_ptr, grad_h0_ptr, grad_c0_ptr, B, H,
-                          HAS_NEXT: tl.constexpr, FINAL: tl.constexpr,
+def _lstm_bwd_step_kernel(grad_h_ptr, w_ptr, dA_next_ptr, gates_ptr, c_ptr, c_prev_ptr,
+                          grad_c_ptr, dc_ptr, dA_ptr, grad_gx_ptr, grad_h0_ptr, grad_c0_ptr, B, H,
+                          HAS_NEXT: tl.constexpr, HAS_GRAD_C: tl.constexpr, FINAL: tl.constexpr,
                           BLOCK_B: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_R: tl.constexpr):
     rows, cols, rmask, cmask, m = _tile(B, H, BLOCK_B, BLOCK_J)
     R = 4 * H
@@ -143,7 +143,10 @@ def _lstm_bwd_step_kernel(grad_h_ptr, w_ptr, dA_next_ptr, gates_ptr, c_ptr, c_pr
         o = tl.load(gates_ptr + g_off + 3 * H, mask=m, other=0.0).to(tl.float32)
         tc = _tanh(tl.load(c_ptr + hc, mask=m, other=0.0))
         # c_t = f c_{t-1} + i g, h_t = o tanh(c_t); sigmoid' = s (1 - s), tanh' = 1 - tanh^2.
-        dc = tl.load(dc_ptr + hc, mask=m, other=0.0) + dh * o * (1.0 - tc * tc)
+        dc = tl.load(dc_ptr + hc, mask=m, other=0.0)
+        if HAS_GRAD_C:  # the gradient of the output c_t itself
+            dc += tl.load(grad_c_ptr + hc, mask=m, other=0.0)
+        dc += dh * o * (1.0 - tc * tc)
         c_prev = tl.load(c_prev_ptr + hc, mask=m, other=0.0)
         da_i = dc * g * i * (1.0 - i)
         da_f = dc * c_prev * f * (1.0 - f)
@@ -235,10 +238,10 @@ def lstm_forward(gates_x, h0, c0, w_hh, save_gates: bool):
     return h, c, gates
 
 
-def lstm_backward(grad_h, grad_cn, c0, w_hh, c, gates):
+def lstm_backward(grad_h, grad_c, c0, w_hh, c, gates):
     """Returns (grad_gates_x (T, B, 4H) in w_hh's dtype, grad_h0 and grad_c0 (B, H) in c0's
-    dtype). grad_h carries the final h's gradient in grad_h[T-1]; grad_cn is c[T-1]'s. With
-    T = 0: grad_h0 = 0 and grad_c0 = grad_cn (no step ran)."""
+    dtype). grad_h (T, B, H) and grad_c (T, B, H) fp32 or None (zero) are the gradients of the
+    outputs h and c. With T = 0: grad_h0 = grad_c0 = 0 (no step ran)."""
     op = "lstm_backward"
     H = _check_w_hh(op, w_hh)
     if grad_h.dim() != 3 or grad_h.shape[2] != H:
@@ -247,7 +250,8 @@ def lstm_backward(grad_h, grad_cn, c0, w_hh, c, gates):
     T, B = grad_h.shape[:2]
     dt, dev = w_hh.dtype, w_hh.device
     grad_h = _check(op, "grad_h", grad_h, (T, B, H), dt, dev, "(T, B, H)")
-    grad_cn = _check(op, "grad_cn", grad_cn, (B, H), dt, dev, "(B, H)")
+    if grad_c is not None:
+        grad_c = _check(op, "grad_c", grad_c, (T, B, H), torch.float32, dev, "(T, B, H)")
     c0 = _check(op, "c0", c0, (B, H), dt, dev, "(B, H)")
     c = _check(op, "c", c, (T, B, H), torch.float32, dev, "(T, B, H)")
     no_steps = T == 0 or B == 0 or H == 0
@@ -261,21 +265,22 @@ def lstm_backward(grad_h, grad_cn, c0, w_hh, c, gates):
 
     grad_gx = torch.empty((T, B, 4 * H), dtype=dt, device=dev)
     if no_steps:
-        return grad_gx, torch.zeros((B, H), dtype=dt, device=dev), grad_cn.clone()
+        zeros = torch.zeros((B, H), dtype=dt, device=dev)
+        return grad_gx, zeros, zeros.clone()
     grad_h0 = torch.empty((B, H), dtype=dt, device=dev)
     grad_c0 = torch.empty((B, H), dtype=dt, device=dev)
     c0 = c0.float()
-    dc = grad_cn.to(torch.float32, copy=True)  # carried in fp32, updated in place by the steps
+    dc = torch.zeros((B, H), dtype=torch.float32, device=dev)  # carried in fp32, in place
     dA = torch.empty((2, B, 4 * H), dtype=torch.float32, device=dev)  # slots t & 1 (ping-pong)
     cfg = _config(B, H, "BLOCK_R")
     grid = _grid(B, H, cfg)
     for t in range(T - 1, -1, -1):  # one launch per step, reverse time
         _lstm_bwd_step_kernel[grid](
-            grad_h[t], w_hh, dA[(t + 1) & 1], gates[t], c[t], c0 if t == 0 else c[t - 1], dc,
-            dA[t & 1], grad_gx[t], grad_h0, grad_c0, B, H, HAS_NEXT=t < T - 1, FINAL=False,
-            **cfg)
+            grad_h[t], w_hh, dA[(t + 1) & 1], gates[t], c[t], c0 if t == 0 else c[t - 1],
+            c[t] if grad_c is None else grad_c[t], dc, dA[t & 1], grad_gx[t], grad_h0, grad_c0,
+            B, H, HAS_NEXT=t < T - 1, HAS_GRAD_C=grad_c is not None, FINAL=False, **cfg)
     # grad_h0 = dA_0 w_hh (step 0 wrote slot 0), grad_c0 = the dc that reached c0.
     _lstm_bwd_step_kernel[grid](
-        grad_h[0], w_hh, dA[0], gates[0], c[0], c0, dc, dA[1], grad_gx[0], grad_h0, grad_c0,
-        B, H, HAS_NEXT=True, FINAL=True, **cfg)
+        grad_h[0], w_hh, dA[0], gates[0], c[0], c0, c[0], dc, dA[1], grad_gx[0], grad_h0,
+        grad_c0, B, H, HAS_NEXT=True, HAS_GRAD_C=False, FINAL=True, **cfg)
     return grad_gx, grad_h0, grad_c0

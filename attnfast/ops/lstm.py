@@ -5,7 +5,7 @@ A layer is computed in two parts (csrc/schemas.h, table kLstm):
   1. the input projection of every step as ONE GEMM, ``gates_x = x w_ih^T + (b_ih + b_hh)``
      (T, B, 4H), in torch here, whose autograd gives the gradients of x, w_ih and the biases;
   2. the recurrence, the compiled op pair ``lstm_forward(gates_x, h0, c0, w_hh, save_gates) ->
-     (h, c, gates)`` / ``lstm_backward(grad_h, grad_cn, c0, w_hh, c, gates) -> (grad_gates_x,
+     (h, c, gates)`` / ``lstm_backward(grad_h, grad_c, c0, w_hh, c, gates) -> (grad_gates_x,
      grad_h0, grad_c0)``; grad_w_hh = sum_t grad_gates_x[t]^T h_{t-1} is one GEMM in the autograd
      formula below.
 The cell state is carried in fp32 by the kernels whatever the dtype (c is an fp32 output); the
@@ -117,7 +117,7 @@ def _fake_forward(gates_x, h0, c0, w_hh, save_gates):
     return h, c, gates
 
 
-def _fake_backward(grad_h, grad_cn, c0, w_hh, c, gates):
+def _fake_backward(grad_h, grad_c, c0, w_hh, c, gates):
     T, B, H = grad_h.shape
     return (grad_h.new_empty((T, B, 4 * H)), c0.new_empty((B, H)), c0.new_empty((B, H)))
 
@@ -133,10 +133,9 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, backward_op, grad_h, grad_c, _grad_gates):
-    # grad_h: the gradient of every step's h; the public op's h_n is the view h[T-1], so autograd
-    # has already added h_n's gradient into grad_h[T-1]. grad_c: the public op exposes only c_n =
-    # c[T-1]; the backward op takes that step's gradient (gradients into earlier c[t] are outside
-    # the contract: the kernels carry dc internally).
+    # grad_h, grad_c: the gradients of every step's h and c (None when unused); the public op's
+    # h_n and c_n are the views h[T-1] and c[T-1], so autograd has already put their gradients
+    # into the last step's rows.
     if grad_h is None and grad_c is None:
         return (None,) * 5
     if not ctx.save_gates:
@@ -145,8 +144,7 @@ def _backward(ctx, backward_op, grad_h, grad_c, _grad_gates):
     T = h.shape[0]
     if grad_h is None:
         grad_h = torch.zeros_like(h)
-    grad_cn = c.new_zeros(c0.shape) if grad_c is None else grad_c[T - 1].contiguous()
-    grad_gates_x, grad_h0, grad_c0 = backward_op(grad_h, grad_cn, c0, w_hh, c, gates)
+    grad_gates_x, grad_h0, grad_c0 = backward_op(grad_h, grad_c, c0, w_hh, c, gates)
     grad_w_hh = None
     if ctx.needs_input_grad[3]:
         # sum_t grad_gates_x[t]^T h_{t-1} as ONE GEMM over the T*B rows, h_{-1} = h0 (fp32

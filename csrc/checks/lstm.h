@@ -2,6 +2,7 @@
 // the CPU and CUDA implementations so both reject the same inputs with the same messages.
 // (The Python API checks first and raises ValueError; these guard direct torch.ops calls.)
 #pragma once
+#include <optional>
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
@@ -42,7 +43,7 @@ inline void lstm_forward(const at::Tensor& gates_x, const at::Tensor& h0, const 
   lstm_tensor(op, "w_hh", w_hh, {4 * H, H}, dt, gates_x, "gates_x");
 }
 
-inline void lstm_backward(const at::Tensor& grad_h, const at::Tensor& grad_cn,
+inline void lstm_backward(const at::Tensor& grad_h, const std::optional<at::Tensor>& grad_c,
                           const at::Tensor& c0, const at::Tensor& w_hh, const at::Tensor& c,
                           const at::Tensor& gates) {
   const char* op = "lstm_backward";
@@ -52,9 +53,10 @@ inline void lstm_backward(const at::Tensor& grad_h, const at::Tensor& grad_cn,
   const auto dt = grad_h.scalar_type();
   lstm_tensor(op, "grad_h", grad_h, {T, B, H}, dt, c, "c");
   lstm_tensor(op, "c", c, {T, B, H}, at::kFloat, c, "c");
-  lstm_tensor(op, "grad_cn", grad_cn, {B, H}, dt, c, "c");
+  if (grad_c.has_value()) lstm_tensor(op, "grad_c", *grad_c, {T, B, H}, at::kFloat, c, "c");
   lstm_tensor(op, "c0", c0, {B, H}, dt, c, "c");
   lstm_tensor(op, "w_hh", w_hh, {4 * H, H}, dt, c, "c");
+  if (T * B * H == 0 && gates.numel() == 0) return;  // no step: nothing was saved
   TORCH_CHECK(gates.sizes() == at::IntArrayRef({T, B, 4 * H}), op, ": gates must have shape (",
               T, ", ", B, ", ", 4 * H,
               ") (the activated gates: run lstm_forward with save_gates=True), got ",

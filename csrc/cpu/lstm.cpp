@@ -101,17 +101,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_forward(const at::Tensor& ga
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_backward(const at::Tensor& grad_h,
-                                                             const at::Tensor& grad_cn,
+                                                             const std::optional<at::Tensor>& grad_c,
                                                              const at::Tensor& c0,
                                                              const at::Tensor& w_hh,
                                                              const at::Tensor& c,
                                                              const at::Tensor& gates) {
-  checks::lstm_backward(grad_h, grad_cn, c0, w_hh, c, gates);
+  checks::lstm_backward(grad_h, grad_c, c0, w_hh, c, gates);
   const int64_t T = c.size(0), B = c.size(1), H = c.size(2);
   at::Tensor grad_gates_x = at::empty({T, B, 4 * H}, grad_h.options());
   if (T == 0 || B == 0 || H == 0) {
-    // No step: c_{-1} = c0 is the final cell state, h0 reaches nothing.
-    return {grad_gates_x, at::zeros({B, H}, grad_h.options()), grad_cn.clone()};
+    // No step: neither h0 nor c0 reaches an output.
+    return {grad_gates_x, at::zeros({B, H}, grad_h.options()), at::zeros({B, H}, grad_h.options())};
   }
   at::Tensor grad_h0 = at::empty({B, H}, grad_h.options());
   at::Tensor grad_c0 = at::empty({B, H}, grad_h.options());
@@ -129,7 +129,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_backward(const at::Tensor& g
   a.B = B;
   a.H = H;
   a.grad_h = grad_h.data_ptr();
-  a.grad_cn = grad_cn.data_ptr();
+  // grad_c: the gradient of every c_t, or (none) one zero row read at every step.
+  const at::Tensor grad_c_rows = grad_c.has_value() ? *grad_c : at::zeros({H}, c.options());
+  a.grad_c = grad_c_rows.data_ptr<float>();
+  a.grad_c_row = grad_c.has_value() ? H : 0;
   a.c0 = c0.data_ptr();
   a.w_hh = w_hh.data_ptr();
   a.c = c.data_ptr<float>();

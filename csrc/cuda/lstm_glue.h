@@ -4,14 +4,15 @@
 // csrc/device_op.h). The sequence is one step kernel per time step on `stream` (the launch
 // boundary orders the steps; see the kernel header for the persistent-kernel next step).
 //
-// Empty shapes: T = 0, B = 0 or H = 0 launch nothing. With T = 0 the backward returns grad_h0 = 0
-// and grad_c0 = grad_cn (no step ran, so c_n is c0).
+// Empty shapes: T = 0, B = 0 or H = 0 launch nothing. With T = 0 the backward returns zero
+// grad_h0 and grad_c0 (no step ran).
 #pragma once
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <c10/util/Exception.h>
 
+#include <optional>
 #include <tuple>
 #include <type_traits>
 
@@ -100,7 +101,7 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_forward(
 }
 
 inline std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_backward(
-    cudaStream_t stream, const at::Tensor& grad_h_in, const at::Tensor& grad_cn_in,
+    cudaStream_t stream, const at::Tensor& grad_h_in, const std::optional<at::Tensor>& grad_c_in,
     const at::Tensor& c0_in, const at::Tensor& w_hh_in, const at::Tensor& c_in,
     const at::Tensor& gates_in) {
   using namespace lstm_detail;
@@ -112,7 +113,8 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_backward(
   const int64_t T = grad_h_in.size(0), B = grad_h_in.size(1);
   const auto dt = w_hh_in.scalar_type();
   check_like(grad_h_in, w_hh_in, dt, {T, B, H}, op, "grad_h", "(T, B, H)");
-  check_like(grad_cn_in, w_hh_in, dt, {B, H}, op, "grad_cn", "(B, H)");
+  if (grad_c_in.has_value())
+    check_like(*grad_c_in, w_hh_in, at::kFloat, {T, B, H}, op, "grad_c", "(T, B, H)");
   check_like(c0_in, w_hh_in, dt, {B, H}, op, "c0", "(B, H)");
   check_like(c_in, w_hh_in, at::kFloat, {T, B, H}, op, "c", "(T, B, H)");
   const bool no_steps = T == 0 || B == 0 || H == 0;
@@ -128,14 +130,15 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_backward(
 
   at::Tensor grad_gates_x = at::empty({T, B, 4 * H}, grad_h.options());
   if (no_steps) {
-    return {grad_gates_x, at::zeros({B, H}, c0_in.options()),
-            grad_cn_in.clone(at::MemoryFormat::Contiguous)};
+    return {grad_gates_x, at::zeros({B, H}, c0_in.options()), at::zeros({B, H}, c0_in.options())};
   }
   at::Tensor grad_h0 = at::empty({B, H}, c0_in.options());
   at::Tensor grad_c0 = at::empty({B, H}, c0_in.options());
   const at::Tensor c0 = c0_in.to(at::kFloat).contiguous();
-  // dc carried in fp32, starting from grad_cn (a fresh copy: the kernel updates it in place).
-  at::Tensor dc = grad_cn_in.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true).contiguous();
+  // dc carried in fp32 (the kernel updates it in place); each step adds grad_c[t] to it.
+  at::Tensor dc = at::zeros({B, H}, grad_h.options().dtype(at::kFloat));
+  at::Tensor grad_c;
+  if (grad_c_in.has_value()) grad_c = grad_c_in->contiguous();
   // dA of steps t and t+1 in fp32, ping-pong: step t reads slot (t+1)&1 and writes slot t&1.
   at::Tensor dA = at::empty({2, B, 4 * H}, grad_h.options().dtype(at::kFloat));
 
@@ -146,18 +149,20 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_backward(
     const T_* gh = ptr<T_>(grad_h);
     const T_* gp = ptr<T_>(gates);
     const float* cp = ptr<float>(c);
+    const float* gcp = grad_c.defined() ? ptr<float>(grad_c) : nullptr;
     float* dAp = ptr<float>(dA);
     T_* ggx = ptr<T_>(grad_gates_x);
     for (int64_t t = T - 1; t >= 0; --t) {  // one launch per step, reverse time
       const float* dA_next = t == T - 1 ? nullptr : dAp + ((t + 1) & 1) * BR;
       const float* c_prev = t == 0 ? ptr<float>(c0) : cp + (t - 1) * BH;
       cuda::lstm_backward_step<T_>(gh + t * BH, w, dA_next, gp + t * BR, cp + t * BH, c_prev,
-                                   ptr<float>(dc), dAp + (t & 1) * BR, ggx + t * BR, nullptr,
-                                   nullptr, B, H, stream);
+                                   gcp == nullptr ? nullptr : gcp + t * BH, ptr<float>(dc),
+                                   dAp + (t & 1) * BR, ggx + t * BR, nullptr, nullptr, B, H,
+                                   stream);
     }
     // grad_h0 = dA_0 w_hh, grad_c0 = the dc that reached c0 (step 0 wrote slot 0).
-    cuda::lstm_backward_step<T_>(nullptr, w, dAp, nullptr, nullptr, nullptr, ptr<float>(dc),
-                                 nullptr, nullptr, ptr<T_>(grad_h0), ptr<T_>(grad_c0), B, H,
+    cuda::lstm_backward_step<T_>(nullptr, w, dAp, nullptr, nullptr, nullptr, nullptr,
+                                 ptr<float>(dc), nullptr, nullptr, ptr<T_>(grad_h0), ptr<T_>(grad_c0), B, H,
                                  stream);
   });
   return {grad_gates_x, grad_h0, grad_c0};

@@ -113,15 +113,17 @@ __global__ void __launch_bounds__(kThreads)
 
 // One backward step (grad_h0 == nullptr) or the final launch (grad_h0 != nullptr).
 // Step t: grad_h_t (B, H) T; dA_next (B, 4H) fp32 = dA_{t+1}, null at t = T-1; gates_t (B, 4H)
-// T activated; c_t, c_prev (B, H) fp32; dc (B, H) fp32 in/out: on entry the gradient reaching
-// c_t from step t+1 (grad_cn at t = T-1), on exit the one reaching c_{t-1}; dA_t (B, 4H) fp32
+// T activated; c_t, c_prev (B, H) fp32; grad_c_t (B, H) fp32, the gradient of the output c_t,
+// or null (zero); dc (B, H) fp32 in/out: on entry the gradient reaching c_t from step t+1 (0 at
+// t = T-1), on exit the one reaching c_{t-1}; dA_t (B, 4H) fp32
 // and grad_gx_t (B, 4H) T written. Final: dA_next = dA_0; grad_h0 = dA_0 w_hh, grad_c0 = dc.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     lstm_backward_step_kernel(const T* __restrict__ grad_h_t, const T* __restrict__ w_hh,
                               const float* __restrict__ dA_next, const T* __restrict__ gates_t,
                               const float* __restrict__ c_t, const float* __restrict__ c_prev,
-                              float* __restrict__ dc, float* __restrict__ dA_t,
+                              const float* __restrict__ grad_c_t, float* __restrict__ dc,
+                              float* __restrict__ dA_t,
                               T* __restrict__ grad_gx_t, T* __restrict__ grad_h0,
                               T* __restrict__ grad_c0, int64_t B, int64_t H) {
   __shared__ float red[kWarps][kBwdBatch][kBwdCols];
@@ -163,7 +165,8 @@ __global__ void __launch_bounds__(kThreads)
         const float o = to_f32(gates_t[row + 3 * H + j]);
         const float tc = math::tanh_f32(c_t[hj]);
         // c_t = f c_{t-1} + i g, h_t = o tanh(c_t); sigmoid' = s (1 - s), tanh' = 1 - tanh^2.
-        const float dcv = dc[hj] + dh * o * (1.f - tc * tc);
+        const float dc_out = grad_c_t == nullptr ? dc[hj] : dc[hj] + grad_c_t[hj];
+        const float dcv = dc_out + dh * o * (1.f - tc * tc);
         const float da[4] = {dcv * g * i * (1.f - i), dcv * c_prev[hj] * f * (1.f - f),
                              dcv * i * (1.f - g * g), dh * tc * o * (1.f - o)};
         dc[hj] = dcv * f;
@@ -192,14 +195,14 @@ void lstm_forward_step(const T* gx_t, const T* h_prev, const float* c_prev, cons
 
 template <typename T>
 void lstm_backward_step(const T* grad_h_t, const T* w_hh, const float* dA_next,
-                        const T* gates_t, const float* c_t, const float* c_prev, float* dc,
-                        float* dA_t, T* grad_gx_t, T* grad_h0, T* grad_c0, int64_t B, int64_t H,
-                        cudaStream_t stream) {
+                        const T* gates_t, const float* c_t, const float* c_prev,
+                        const float* grad_c_t, float* dc, float* dA_t, T* grad_gx_t,
+                        T* grad_h0, T* grad_c0, int64_t B, int64_t H, cudaStream_t stream) {
   using namespace lstm_detail;
   const dim3 grid(static_cast<unsigned>(ceil_div(H, kBwdCols)));
   ATTNFAST_LAUNCH(lstm_backward_step_kernel<T>, grid, dim3(kThreads), 0, stream)(
-      grad_h_t, w_hh, dA_next, gates_t, c_t, c_prev, dc, dA_t, grad_gx_t, grad_h0, grad_c0, B,
-      H);
+      grad_h_t, w_hh, dA_next, gates_t, c_t, c_prev, grad_c_t, dc, dA_t, grad_gx_t, grad_h0,
+      grad_c0, B, H);
 }
 
 }  // namespace cuda

@@ -46,7 +46,8 @@ struct LstmBackwardArgs {
   DType dtype;
   int64_t T, B, H;
   const void* grad_h;    // (T, B, H)
-  const void* grad_cn;   // (B, H)
+  const float* grad_c;   // (T, B, H) fp32, the gradient of c; or one zero row (grad_c_row 0)
+  int64_t grad_c_row;    // H, or 0: grad_c of step t, batch row b is grad_c + (t B + b) grad_c_row
   const void* c0;        // (B, H)
   const void* w_hh;      // (4H, H)
   const float* c;        // (T, B, H) fp32

@@ -321,12 +321,11 @@ void lstm_backward_typed(const LstmBackwardArgs& a, int tid, int nthreads) {
   const int64_t u0 = g0 * kLstmGroup, u1 = lstm_min(g1 * kLstmGroup, H);
   const T* w = static_cast<const T*>(a.w_hh);
   const T* gh = static_cast<const T*>(a.grad_h);
-  const T* gcn = static_cast<const T*>(a.grad_cn);
   const T* c0 = static_cast<const T*>(a.c0);
   const T* gates = static_cast<const T*>(a.gates);
   T* dgx = static_cast<T*>(a.grad_gates_x);
 
-  // Pack the own columns of w_hh (every row); dh = 0, dc = grad_cn on the own units.
+  // Pack the own columns of w_hh (every row); dh = dc = 0 on the own units.
   for (int64_t g = g0; g < g1; ++g) {
     float* p = a.packed + g * H4 * kLstmGroup;
     const int64_t j0 = g * kLstmGroup, nl = lstm_min(kLstmGroup, H - j0);
@@ -340,7 +339,7 @@ void lstm_backward_typed(const LstmBackwardArgs& a, int tid, int nthreads) {
   for (int64_t b = 0; b < B; ++b)
     for (int64_t j = u0; j < u1; ++j) {
       a.dh[b * Hp + j] = 0.f;
-      a.dc[b * Hp + j] = to_f32(gcn[b * H + j]);
+      a.dc[b * Hp + j] = 0.f;
       a.c0f[b * Hp + j] = to_f32(c0[b * H + j]);
     }
 
@@ -352,6 +351,7 @@ void lstm_backward_typed(const LstmBackwardArgs& a, int tid, int nthreads) {
       const T* gt = gates + row * H4;
       const T* ght = gh + row * H;
       const float* ct = a.c + row * H;
+      const float* gct = a.grad_c + row * a.grad_c_row;  // the gradient of the output c_t
       // c_{t-1}, c0 as fp32 at t = 0 (a pointer, not a branch in the loop: it vectorises)
       const float* cp = t > 0 ? a.c + (row - B) * H : a.c0f + b * Hp;
       float* dh = a.dh + b * Hp;
@@ -365,7 +365,7 @@ void lstm_backward_typed(const LstmBackwardArgs& a, int tid, int nthreads) {
         const float c_prev = cp[j];
         const float dhv = to_f32(ght[j]) + dh[j];
         const float tc = lstm_tanh(ct[j]);
-        const float dcv = dc[j] + dhv * o * (1.f - tc * tc);
+        const float dcv = dc[j] + gct[j] + dhv * o * (1.f - tc * tc);
         dc[j] = dcv * f;  // dc_{t-1}
         const float dai = dcv * gg * i * (1.f - i);
         const float daf = dcv * c_prev * f * (1.f - f);
