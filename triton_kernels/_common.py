@@ -79,6 +79,19 @@ def dropout_args(op: str, dropout_p: float, seed: int):
 
 
 @triton.jit
+def sigmoid(x):
+    return 1.0 / (1.0 + tl.exp(-x))
+
+
+@triton.jit
+def tanh(x):
+    # sign(x) (1 - e) / (1 + e), e = exp(-2|x|): no overflow (as math::tanh_f32 on the host).
+    e = tl.exp(-2.0 * tl.abs(x))
+    t = (1.0 - e) / (1.0 + e)
+    return tl.where(x < 0.0, -t, t)
+
+
+@triton.jit
 def dropout_keep(seed, idx, threshold):
     """The keep mask of element idx (int64 counter). Philox4x32-10, key (seed lo32, seed hi32),
     counter (idx lo32, idx hi32, 0, 0): tl.randint implements exactly this (triton/language/

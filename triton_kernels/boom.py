@@ -44,7 +44,7 @@ import triton
 import triton.language as tl
 
 from ._common import (FLOAT_DTYPES, block_size, dropout_args, dropout_keep, interpreting,
-                      upcast_bf16)
+                      sigmoid, tanh, upcast_bf16)
 
 __all__ = ["boom_forward", "boom_backward", "ACTIVATIONS"]
 
@@ -57,27 +57,14 @@ ACTIVATIONS = {"gelu_sigmoid": 0, "gelu": 1, "gelu_tanh": 2, "relu": 3}
 
 
 @triton.jit
-def _sigmoid(x):
-    return 1.0 / (1.0 + tl.exp(-x))
-
-
-@triton.jit
-def _tanh(x):
-    # sign(x) (1 - e) / (1 + e), e = exp(-2|x|): no overflow (as math::tanh_f32 on the host).
-    e = tl.exp(-2.0 * tl.abs(x))
-    t = (1.0 - e) / (1.0 + e)
-    return tl.where(x < 0.0, -t, t)
-
-
-@triton.jit
 def _act_fwd(x, ACT: tl.constexpr):
     if ACT == 0:  # gelu_sigmoid: x * sigmoid(1.702 x)
-        y = x * _sigmoid(1.702 * x)
+        y = x * sigmoid(1.702 * x)
     elif ACT == 1:  # gelu: 0.5 x (1 + erf(x / sqrt 2))
         y = 0.5 * x * (1.0 + tl.erf(x * 0.70710678118654752))
     elif ACT == 2:  # gelu_tanh: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
         u = 0.79788456080286536 * (x + 0.044715 * x * x * x)
-        y = 0.5 * x * (1.0 + _tanh(u))
+        y = 0.5 * x * (1.0 + tanh(u))
     else:  # relu
         y = tl.where(x > 0.0, x, 0.0)
     return y
@@ -86,7 +73,7 @@ def _act_fwd(x, ACT: tl.constexpr):
 @triton.jit
 def _act_bwd(x, ACT: tl.constexpr):
     if ACT == 0:  # s + a x s (1 - s)
-        s = _sigmoid(1.702 * x)
+        s = sigmoid(1.702 * x)
         g = s + 1.702 * x * s * (1.0 - s)
     elif ACT == 1:  # Phi(x) + x phi(x)
         cdf = 0.5 * (1.0 + tl.erf(x * 0.70710678118654752))
@@ -94,7 +81,7 @@ def _act_bwd(x, ACT: tl.constexpr):
         g = cdf + x * pdf
     elif ACT == 2:
         u = 0.79788456080286536 * (x + 0.044715 * x * x * x)
-        t = _tanh(u)
+        t = tanh(u)
         du = 0.79788456080286536 * (1.0 + 3.0 * 0.044715 * x * x)
         g = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du
     else:

@@ -32,22 +32,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import FLOAT_DTYPES, block_size, interpreting, upcast_bf16
+from ._common import FLOAT_DTYPES, block_size, interpreting, sigmoid, tanh, upcast_bf16
 
 __all__ = ["lstm_forward", "lstm_backward"]
-
-
-@triton.jit
-def _sigmoid(x):
-    return 1.0 / (1.0 + tl.exp(-x))
-
-
-@triton.jit
-def _tanh(x):
-    # sign(x) (1 - e) / (1 + e), e = exp(-2|x|): no overflow.
-    e = tl.exp(-2.0 * tl.abs(x))
-    t = (1.0 - e) / (1.0 + e)
-    return tl.where(x < 0.0, -t, t)
 
 
 @triton.jit
@@ -95,14 +82,14 @@ def _lstm_fwd_step_kernel(gx_ptr, h_prev_ptr, c_prev_ptr, w_ptr, h_ptr, c_ptr, g
         acc_o = tl.dot(hv, w_o, acc_o, input_precision="ieee")
 
     g_off = rows[:, None] * (4 * H) + cols[None, :]  # gate i of (b, j); gate q at + q H
-    i = _sigmoid(acc_i + tl.load(gx_ptr + g_off, mask=m, other=0.0).to(tl.float32))
-    f = _sigmoid(acc_f + tl.load(gx_ptr + g_off + H, mask=m, other=0.0).to(tl.float32))
-    g = _tanh(acc_g + tl.load(gx_ptr + g_off + 2 * H, mask=m, other=0.0).to(tl.float32))
-    o = _sigmoid(acc_o + tl.load(gx_ptr + g_off + 3 * H, mask=m, other=0.0).to(tl.float32))
+    i = sigmoid(acc_i + tl.load(gx_ptr + g_off, mask=m, other=0.0).to(tl.float32))
+    f = sigmoid(acc_f + tl.load(gx_ptr + g_off + H, mask=m, other=0.0).to(tl.float32))
+    g = tanh(acc_g + tl.load(gx_ptr + g_off + 2 * H, mask=m, other=0.0).to(tl.float32))
+    o = sigmoid(acc_o + tl.load(gx_ptr + g_off + 3 * H, mask=m, other=0.0).to(tl.float32))
     hc = rows[:, None] * H + cols[None, :]
     c = f * tl.load(c_prev_ptr + hc, mask=m, other=0.0) + i * g
     tl.store(c_ptr + hc, c, mask=m)
-    tl.store(h_ptr + hc, (o * _tanh(c)).to(h_ptr.dtype.element_ty), mask=m)
+    tl.store(h_ptr + hc, (o * tanh(c)).to(h_ptr.dtype.element_ty), mask=m)
     if SAVE_GATES:
         dt = gates_ptr.dtype.element_ty
         tl.store(gates_ptr + g_off, i.to(dt), mask=m)
@@ -141,7 +128,7 @@ def _lstm_bwd_step_kernel(grad_h_ptr, w_ptr, dA_next_ptr, gates_ptr, c_ptr, c_pr
         f = tl.load(gates_ptr + g_off + H, mask=m, other=0.0).to(tl.float32)
         g = tl.load(gates_ptr + g_off + 2 * H, mask=m, other=0.0).to(tl.float32)
         o = tl.load(gates_ptr + g_off + 3 * H, mask=m, other=0.0).to(tl.float32)
-        tc = _tanh(tl.load(c_ptr + hc, mask=m, other=0.0))
+        tc = tanh(tl.load(c_ptr + hc, mask=m, other=0.0))
         # c_t = f c_{t-1} + i g, h_t = o tanh(c_t); sigmoid' = s (1 - s), tanh' = 1 - tanh^2.
         dc = tl.load(dc_ptr + hc, mask=m, other=0.0)
         if HAS_GRAD_C:  # the gradient of the output c_t itself
